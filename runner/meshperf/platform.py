@@ -1,0 +1,120 @@
+"""What a platform (local or kubernetes) must provide, and the test it is handed.
+
+The contract between stages is the fortio result JSON. A platform's ``run_test`` returns
+one fortio-format result dict; meshperf's own facts sit beside fortio's fields under the
+single key ``RESULT_KEY`` ("meshperf") and never change the meaning of fortio's fields:
+
+    result["meshperf"] = {
+        "format": 1,                  # version of this block
+        "run_id": "...",              # joins the test to <output-dir>/run-<run_id>.json
+        "platform": "local" | "kubernetes",
+        "mesh": "istio" | "istio-ambient" | "linkerd" | "none",
+        "mode": "baseline" | "serversidecar" | "both" | "ingress" | "waypoint",
+        "conn": 16, "qps": 1000.0, "duration": 30.0, "size": 1024,
+        "extra_labels": "nomixer" | "",
+        "repeat": 0,
+        "target": "http://127.0.0.1:.../echo?size=1024",
+        "arrival": "uniform" | "jitter" | "simultaneous",
+        "resources": {                # see RESOURCE_* below; may be {}
+            "fortioserver_deployment_proxy": {
+                "cpu_mili": {"min": .., "avg": .., "max": ..},
+                "mem_MB":   {"min": .., "avg": .., "max": ..},      # RSS (working-set-like)
+                "mem_uss_MB": {"min": .., "avg": .., "max": ..},    # local only
+                "samples": [[t_unix, cpu_mili, rss_MB, uss_MB], ...],
+            }, ...
+        },
+        "perf": {"flamegraph": "path", "error": "..."} | absent,
+    }
+
+The built-in load generator also adds ``SendLagHistogram`` (a fortio ``HistogramData`` in
+seconds) at the top level, beside fortio's histograms.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Protocol
+
+RESULT_KEY = "meshperf"
+RESULT_FORMAT = 1
+
+# Sidecar modes, their label suffixes (the seed's runner wrote these) and their order.
+MODES: tuple[str, ...] = ("baseline", "serversidecar", "both", "ingress", "waypoint")
+MODE_LABEL: dict[str, str] = {
+    "baseline": "base",
+    "serversidecar": "serveronly",
+    "both": "both",
+    "ingress": "ingress",
+    "waypoint": "waypoint",
+}
+LABEL_MODE: dict[str, str] = {v: k for k, v in MODE_LABEL.items()}
+
+# Workload keys of ``resources``; CSV columns are cpu_mili_<stat>_<key>, mem_MB_<stat>_<key>.
+RESOURCE_SERVER_PROXY = "fortioserver_deployment_proxy"
+RESOURCE_CLIENT_PROXY = "fortio_deployment_proxy"
+RESOURCE_INGRESS_PROXY = "ingressgateway_proxy"
+RESOURCE_SERVER_APP = "fortioserver_deployment_captured"
+RESOURCE_LOADGEN = "fortio_deployment_loadgen"
+
+
+@dataclasses.dataclass(frozen=True)
+class TestSpec:
+    """One cell of the matrix, fully resolved."""
+
+    mode: str
+    conn: int
+    qps: float  # total across connections; 0 = max
+    duration: float  # seconds
+    size: int = 1024  # response payload bytes (echo ?size=)
+    labels: str = ""  # the full fortio label, seed shape
+    extra_labels: str = ""
+    repeat: int = 0
+    run_id: str = ""
+    uniform: bool = False
+    jitter: bool = False
+    nocatchup: bool = False
+    resolution: float = 0.0001
+    percentiles: tuple[float, ...] = (50.0, 75.0, 90.0, 99.0, 99.9)
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ValueError(f"unknown mode {self.mode!r}; expected one of {', '.join(MODES)}")
+        if self.conn < 1:
+            raise ValueError(f"connections must be >= 1, got {self.conn}")
+        if self.qps < 0:
+            raise ValueError(f"qps must be >= 0, got {self.qps}")
+        if not self.duration > 0:
+            raise ValueError(f"duration must be > 0, got {self.duration}")
+        if self.size < 0:
+            raise ValueError(f"size must be >= 0, got {self.size}")
+        if not self.resolution > 0:
+            raise ValueError(f"resolution must be > 0, got {self.resolution}")
+
+    @property
+    def arrival(self) -> str:
+        if self.uniform:
+            return "uniform"
+        if self.jitter:
+            return "jitter"
+        return "simultaneous"
+
+
+class Platform(Protocol):
+    """Brings up the two "pods" and runs one test at a time against them."""
+
+    name: str
+
+    def start(self, modes: tuple[str, ...]) -> None:
+        """Bring up everything the given modes need; raise ConfigError/PlatformError/ClusterError."""
+
+    def run_test(self, spec: TestSpec) -> dict[str, Any]:
+        """Run one test; return the fortio result with the ``meshperf`` block filled in."""
+
+    def metadata(self) -> dict[str, Any]:
+        """Facts stored once per run: versions, machine, proxy concurrency, mesh, ..."""
+
+    def stop_current(self) -> None:
+        """Stop a test in flight (Ctrl-C); safe to call from a signal handler's thread."""
+
+    def close(self) -> None:
+        """Stop every process started and remove temp files and keys; idempotent."""
