@@ -33,6 +33,7 @@ seconds) at the top level, beside fortio's histograms.
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 from typing import Any, Protocol
 
 RESULT_KEY = "meshperf"
@@ -97,6 +98,33 @@ class TestSpec:
         if self.jitter:
             return "jitter"
         return "simultaneous"
+
+
+@dataclasses.dataclass(frozen=True)
+class RunOptions:
+    """Everything a platform needs to know about the run, resolved from flags/config/env.
+
+    ``runner.py`` builds it; ``LocalPlatform.from_options`` and
+    ``KubernetesPlatform.from_options`` take it.
+    """
+
+    platform: str = "local"  # resolved: "local" | "kubernetes"
+    mesh: str = "istio"  # "istio" | "istio-ambient" | "linkerd" | "none"
+    output_dir: Path = Path("results")
+    run_id: str = ""
+    proxy_concurrency: int = 2  # Envoy --concurrency (Istio's sidecar default)
+    telemetry: bool = True  # sidecar stats/access-log filters (the seed's "Mixer")
+    perf: bool = False  # perf record the server proxy, write a flame graph
+    load_generator: str = "builtin"  # "builtin" | "fortio" (local platform)
+    envoy: str | None = None  # --envoy PATH; else $ENVOY_BIN, PATH, the wheel
+    ingress: str | None = None  # kubernetes: gateway host[:port]; local: "local"
+    client: str | None = None  # kubernetes: client pod name or label selector
+    server: str | None = None  # kubernetes: server pod name or label selector
+    namespace: str = "twopods"
+    context: str | None = None  # kubeconfig context
+    kubeconfig: str | None = None
+    perf_image: str | None = None
+    verbose: int = 0  # -1 quiet, 0 normal, 1+ verbose
 
 
 class Platform(Protocol):
