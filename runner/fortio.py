@@ -1,0 +1,208 @@
+"""Collect fortio results (plus proxy CPU and memory) into one JSON and one CSV file.
+
+Reads every result a fortio server or report serves (its index.tsv, HTML listing or browse
+page), a results directory written by runner.py, or result JSON files. One row per test
+(or per test key with --aggregate); latencies in microseconds, computed from the histogram
+with fortio's percentile rule.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Any
+
+from meshperf import collect as col
+from meshperf.errors import ExitCode, MeshperfError, PrometheusError
+from meshperf.results import DEFAULT_TIMEOUT, is_url, load_sources
+
+try:  # written in parallel; everything but --prometheus works without it
+    from meshperf.prom import PrometheusSource
+except ImportError:  # pragma: no cover - depends on the tree's state
+    PrometheusSource = None  # type: ignore[assignment, misc]
+
+PROG = "fortio.py"
+DEFAULT_PREFIX = "meshperf-results"
+
+EPILOG = f"""\
+examples:
+  # the seed's command: a fortio server, CPU/memory from Prometheus, chosen columns
+  python runner/fortio.py $FORTIO_CLIENT_URL --prometheus=$PROMETHEUS_URL \\
+      --csv StartTime,ActualDuration,Labels,NumThreads,ActualQPS,p50,p90,p99,\\
+cpu_mili_avg_fortioserver_deployment_proxy,mem_MB_max_fortioserver_deployment_proxy
+
+  # a local run's directory, one row per test key across repeats
+  python runner/fortio.py results/ --aggregate --output results/summary
+
+columns (units): latencies min, avg, max, p50, p75, p90, p99, p999 (any p<digits>) and
+sendlag_p99 in microseconds; ActualDuration in seconds; errorPercent in percent;
+RequestedQPS 0 = max; cpu_mili_{{min,avg,max}}_<workload> in millicores;
+mem_MB_{{min,avg,max}}_<workload> (RSS / working set) and mem_uss_MB_... in MB.
+Default columns: {",".join(col.DEFAULT_COLUMNS)}, sendlag_p99 and every cpu/mem
+column with data (with --aggregate also {",".join(col.AGGREGATE_COLUMNS)}).
+
+exit status: 0 all tests written; {int(ExitCode.TESTS_FAILED)} some tests, or their CPU/memory,
+skipped (reasons printed); {int(ExitCode.ERROR)} nothing could be read, or bad input.
+"""
+
+
+def positive_float(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not v > 0 or v != v or v == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r} must be > 0")
+    return v
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog=PROG,
+        description=__doc__,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "sources",
+        nargs="+",
+        metavar="SOURCE",
+        help="fortio server or report URL (e.g. $FORTIO_CLIENT_URL, http://host:8080, "
+        ".../fortio/data/), a results directory, or result JSON files",
+    )
+    out = p.add_argument_group("output")
+    out.add_argument(
+        "--output",
+        "-o",
+        metavar="PREFIX",
+        default=DEFAULT_PREFIX,
+        help="write PREFIX.json and PREFIX.csv (default: ./%(default)s)",
+    )
+    out.add_argument(
+        "--csv",
+        metavar="COLUMNS",
+        help="comma-separated CSV columns (default: see below); resource columns of any "
+        "workload are accepted and written empty when there is no data",
+    )
+    out.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    out.add_argument(
+        "--aggregate",
+        action="store_true",
+        help="one row per test key (mode, mesh, conn, qps, size, extra labels) across repeats: "
+        "medians, p50/p99 min, max and spread",
+    )
+    sel = p.add_argument_group("selection")
+    sel.add_argument(
+        "--selector",
+        metavar="S",
+        help="keep tests whose Labels contain S, or whose StartTime starts with S[1:] "
+        "when S starts with ^",
+    )
+    res = p.add_argument_group("CPU and memory")
+    res.add_argument(
+        "--prometheus",
+        metavar="URL",
+        default=None,
+        help="Prometheus to read proxy CPU/memory from (default: $PROMETHEUS_URL; "
+        "'' = none). Without it, local results' own samples are used",
+    )
+    res.add_argument(
+        "--prom-selector",
+        metavar="LABELS",
+        help='extra PromQL label matchers, e.g. namespace="twopods"',
+    )
+    p.add_argument(
+        "--timeout",
+        type=positive_float,
+        default=DEFAULT_TIMEOUT,
+        metavar="S",
+        help="timeout in seconds for each HTTP request (default: %(default)s)",
+    )
+    return p
+
+
+def _err(message: str, hint: str | None = None) -> None:
+    # One line, so scripts can grep it; the hint rides along in parentheses.
+    print(f"{PROG}: error: {message}" + (f" (hint: {hint})" if hint else ""), file=sys.stderr)
+
+
+def _make_prometheus(url: str, timeout: float, selector: str | None) -> Any:
+    if PrometheusSource is None:
+        raise MeshperfError(
+            "Prometheus support (meshperf.prom) is not available in this tree",
+            hint="run without --prometheus and unset PROMETHEUS_URL",
+        )
+    return PrometheusSource(url, timeout=timeout, selector=selector)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    prom_url = args.prometheus
+    if prom_url is None:
+        prom_url = os.environ.get("PROMETHEUS_URL") or None
+    if not prom_url and args.prom_selector:
+        parser.error("--prom-selector needs --prometheus or $PROMETHEUS_URL")
+    try:
+        for source in args.sources:
+            if not is_url(source) and not os.path.exists(source):
+                hint = None if "://" in source else "a fortio server is a URL: http://host:8080"
+                raise MeshperfError(f"{source}: not a URL nor an existing file or directory", hint)
+        columns = (
+            col.parse_columns(args.csv, aggregated=args.aggregate) if args.csv is not None else None
+        )
+        col.check_outputs(args.output, args.overwrite)
+        prometheus = (
+            _make_prometheus(prom_url, args.timeout, args.prom_selector) if prom_url else None
+        )
+
+        report = load_sources(args.sources, timeout=args.timeout)
+        collected = col.collect(
+            report,
+            selector=args.selector,
+            prometheus=prometheus,
+            extra_percentiles=col.extra_percentiles(columns or ()),
+            notify=lambda msg: print(f"{PROG}: {msg}", file=sys.stderr),
+        )
+        for s in collected.skipped:
+            print(f"{PROG}: skipped {s.source}: {s.reason}", file=sys.stderr)
+        rows = col.aggregate(collected.rows) if args.aggregate else collected.rows
+        if not rows:
+            why = (
+                "no test matches --selector" if collected.selected_out else "no test could be read"
+            )
+            _err(f"{why}; nothing written")
+            return ExitCode.ERROR
+        if columns is None:
+            columns = col.default_columns(rows, args.aggregate)
+        json_path, csv_path = col.write_outputs(
+            args.output, rows, columns, overwrite=args.overwrite
+        )
+    except PrometheusError as e:
+        _err(f"Prometheus: {e}", e.hint)
+        return ExitCode.ERROR
+    except MeshperfError as e:
+        _err(str(e), e.hint)
+        return ExitCode.ERROR
+    except KeyboardInterrupt:
+        _err("interrupted; nothing written")
+        return ExitCode.INTERRUPTED
+
+    print(json_path)
+    print(csv_path)
+    summary = (
+        f"{collected.read} tests read, {len(collected.rows)} written"
+        + (f" as {len(rows)} aggregated rows" if args.aggregate else "")
+        + f", {len(collected.skipped)} skipped"
+    )
+    if collected.selected_out:
+        summary += f", {collected.selected_out} not selected"
+    if collected.partial:
+        summary += f", {len(collected.partial)} without CPU/memory"
+    print(summary)
+    return ExitCode.TESTS_FAILED if collected.skipped or collected.partial else ExitCode.OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())
