@@ -1,0 +1,446 @@
+"""The test matrix: flag value types, the YAML config file, mode selection, labels and the plan.
+
+Everything here is pure (no processes, no network) so ``--dry-run`` and the tests can build
+the exact plan a real run would execute.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import math
+import re
+import secrets
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from meshperf.errors import ConfigError
+from meshperf.platform import MODE_LABEL, MODES, TestSpec
+
+MESHES: tuple[str, ...] = ("istio", "istio-ambient", "linkerd", "none")
+# Meshes whose control plane only exists in a cluster; the local platform emulates Istio.
+CLUSTER_ONLY_MESHES: frozenset[str] = frozenset({"istio-ambient", "linkerd"})
+PLATFORMS: tuple[str, ...] = ("auto", "local", "kubernetes")
+LOAD_GENERATORS: tuple[str, ...] = ("builtin", "fortio")
+
+LABEL_RE = re.compile(r"[A-Za-z0-9_.-]+")
+LABEL_MAX = 63  # a Kubernetes label value's limit, so labels can also tag pods and series
+RUN_ID_RE = re.compile(r"[0-9a-f]{8}")
+_HOST_RE = re.compile(r"[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?")
+
+# Seconds a test costs beyond its duration (warm-up, settling, collecting the result), and
+# once per run (bringing the pods or processes up). Measured by bench/bench_local_matrix.py
+# on a 2-core machine for local; kubernetes adds exec round trips and copying the JSON back.
+PER_TEST_OVERHEAD: dict[str, float] = {"local": 1.5, "kubernetes": 8.0}
+START_OVERHEAD: dict[str, float] = {"local": 3.0, "kubernetes": 10.0}
+
+# Prometheus defaults behind the seed's 92 s minimum: a 1 m rate window over 15 s scrapes.
+DEFAULT_SCRAPE_INTERVAL = 15.0
+DEFAULT_RATE_WINDOW = 60.0
+
+
+# ---- argparse value types -------------------------------------------------------------------
+
+
+def _csv_items(text: str, what: str) -> list[str]:
+    items = [p.strip() for p in text.split(",")]
+    if not text.strip() or any(not p for p in items):
+        raise argparse.ArgumentTypeError(f"invalid {what} list {text!r}: empty item")
+    return items
+
+
+def csv_ints(text: str) -> list[int]:
+    """Comma list of connection counts, each >= 1; duplicates dropped, order kept."""
+    out: list[int] = []
+    for part in _csv_items(text, "connection"):
+        try:
+            n = int(part)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"invalid connection count {part!r} in {text!r}: not an integer"
+            ) from None
+        if n < 1:
+            raise argparse.ArgumentTypeError(
+                f"invalid connection count {n} in {text!r}: must be >= 1"
+            )
+        if n not in out:
+            out.append(n)
+    return out
+
+
+def csv_floats(text: str) -> list[float]:
+    """Comma list of QPS values, each >= 0 (0 = as fast as possible); duplicates dropped."""
+    out: list[float] = []
+    for part in _csv_items(text, "qps"):
+        try:
+            q = float(part)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"invalid qps {part!r} in {text!r}: not a number"
+            ) from None
+        if not math.isfinite(q) or q < 0:
+            raise argparse.ArgumentTypeError(f"invalid qps {part!r} in {text!r}: must be >= 0")
+        if q not in out:
+            out.append(q)
+    return out
+
+
+def positive_float(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(v) or v <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be > 0")
+    return v
+
+
+def positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be >= 1")
+    return v
+
+
+def non_negative_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be >= 0")
+    return v
+
+
+def label_text(text: str) -> str:
+    """Extra labels: they end up in file names, fortio labels and (kubernetes) label values."""
+    if text == "":
+        return text  # no extra labels (argparse also runs string defaults through here)
+    if len(text) > LABEL_MAX:
+        raise argparse.ArgumentTypeError(f"labels {text!r} longer than {LABEL_MAX} characters")
+    if not LABEL_RE.fullmatch(text):
+        raise argparse.ArgumentTypeError(f"labels {text!r} may only contain A-Z a-z 0-9 _ . -")
+    return text
+
+
+def run_id_text(text: str) -> str:
+    if not RUN_ID_RE.fullmatch(text):
+        raise argparse.ArgumentTypeError(f"run id {text!r} must be 8 lower-case hex digits")
+    return text
+
+
+def ingress_address(text: str) -> str:
+    """HOST[:PORT] of a kubernetes ingress gateway; never a URL with a path. "" = no value."""
+    if text == "":
+        return text
+    host, sep, port = text.rpartition(":") if ":" in text else (text, "", "")
+    if not _HOST_RE.fullmatch(host):
+        raise argparse.ArgumentTypeError(f"ingress {text!r} is not HOST[:PORT]")
+    if sep and not (port.isdigit() and 1 <= int(port) <= 65535):
+        raise argparse.ArgumentTypeError(f"ingress {text!r}: port must be 1-65535")
+    return text
+
+
+def new_run_id() -> str:
+    return secrets.token_hex(4)
+
+
+# ---- the YAML config file -------------------------------------------------------------------
+
+
+def load_config(path: str | Path) -> dict[str, Any]:
+    """Read a ``--config`` YAML mapping; ConfigError on anything but a mapping of flag names."""
+    import yaml  # only when a config file is used
+
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as e:
+        raise ConfigError(f"cannot read config {p}: {e.strerror or e}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        where = getattr(e, "problem_mark", None)
+        line = f" line {where.line + 1}" if where is not None else ""
+        raise ConfigError(f"config {p}{line}: not valid YAML") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config {p}: expected a mapping of option names to values")
+    return data
+
+
+def _config_string(value: Any) -> str:
+    if isinstance(value, bool):
+        raise TypeError("expected a value, not true/false")
+    if isinstance(value, list | tuple):
+        return ",".join(_config_string(v) for v in value)
+    if isinstance(value, int | float | str):
+        return str(value)
+    raise TypeError(f"unsupported value {value!r}")
+
+
+def config_defaults(
+    parser: argparse.ArgumentParser, config: Mapping[str, Any], source: str = "config"
+) -> dict[str, Any]:
+    """Turn config keys (long flag names, dashes or underscores) into parser defaults.
+
+    Values go through the same ``type=`` converters and ``choices`` as on the command line, so
+    a config file cannot smuggle in what a flag would refuse. ``no-X: true`` means ``X: false``.
+    Positional arguments (conn, qps, duration) are accepted too.
+    """
+    by_name: dict[str, argparse.Action] = {}
+    action: argparse.Action | None
+    for action in parser._actions:  # argparse has no public accessor for its actions
+        if isinstance(action, argparse._HelpAction | argparse._VersionAction):
+            continue
+        if not action.option_strings:
+            by_name[action.dest] = action
+        for opt in action.option_strings:
+            if opt.startswith("--"):
+                by_name[opt[2:].replace("-", "_")] = action
+    by_name.pop("config", None)
+
+    out: dict[str, Any] = {}
+    for raw_key, value in config.items():
+        key = str(raw_key).replace("-", "_")
+        action = by_name.get(key)
+        if action is None:
+            raise ConfigError(f"{source}: unknown option {raw_key!r}")
+        negated = key.startswith("no_") and key[3:] in by_name and by_name[key[3:]] is action
+        try:
+            out[action.dest] = _config_value(action, value, negated)
+        except (TypeError, argparse.ArgumentTypeError, ValueError) as e:
+            raise ConfigError(f"{source}: {raw_key}: {e}") from None
+    return out
+
+
+def _config_value(action: argparse.Action, value: Any, negated: bool) -> Any:
+    if isinstance(action, argparse._StoreTrueAction | argparse.BooleanOptionalAction):
+        if not isinstance(value, bool):
+            raise TypeError("expected true or false")
+        return (not value) if negated else value
+    if isinstance(action, argparse._CountAction):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise TypeError("expected a count >= 0")
+        return value
+    if action.nargs == "?" and action.const is not None and isinstance(value, bool):
+        # --ingress without a value is "true"; false is the same as leaving it out.
+        return action.const if value else None
+    text = _config_string(value)
+    converted = action.type(text) if callable(action.type) else text
+    if action.choices is not None and converted not in action.choices:
+        raise ValueError(
+            f"invalid choice {text!r} (choose from {', '.join(map(str, action.choices))})"
+        )
+    return converted
+
+
+# ---- modes, labels, the plan ----------------------------------------------------------------
+
+
+def select_modes(
+    *,
+    baseline: bool | None,
+    serversidecar: bool | None,
+    clientsidecar: bool | None,
+    ingress: bool,
+    mesh: str,
+) -> tuple[str, ...]:
+    """The seed's switches: ``both`` unless --no-clientsidecar; the others add their mode."""
+    if mesh == "none":
+        # Without a mesh there is no sidecar to put in the path: only the baseline exists.
+        flags = (
+            ("--serversidecar", serversidecar),
+            ("--clientsidecar", clientsidecar),
+            ("--ingress", ingress),
+        )
+        asked = [f for f, v in flags if v]
+        if asked:
+            raise ConfigError(
+                f"--mesh none has no sidecars: {', '.join(asked)} cannot run",
+                hint="use --baseline alone, or pick a mesh",
+            )
+        return ("baseline",)
+    wanted = {
+        "baseline": bool(baseline),
+        "serversidecar": bool(serversidecar),
+        "both": clientsidecar is not False,
+        "ingress": ingress,
+    }
+    modes = tuple(m for m in MODES if wanted.get(m))
+    if not modes:
+        raise ConfigError(
+            "no sidecar mode selected",
+            hint="add --baseline, --serversidecar or --ingress, or drop --no-clientsidecar",
+        )
+    return modes
+
+
+def format_qps(qps: float) -> str:
+    """QPS as in labels and tables: ``max`` for 0, no trailing ``.0``."""
+    if qps == 0:
+        return "max"
+    return str(int(qps)) if float(qps).is_integer() else f"{qps:g}"
+
+
+def make_label(run_id: str, qps: float, conn: int, size: int, extra_labels: str, mode: str) -> str:
+    """The seed's label shape ``<runid>_qps_<qps>_c_<conn>_<size>[_<labels>]_<mode>``."""
+    parts = [run_id, "qps", format_qps(qps), "c", str(conn), str(size)]
+    if extra_labels:
+        parts.append(extra_labels)
+    parts.append(MODE_LABEL[mode])
+    return "_".join(parts)
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """The resolved matrix, in execution order, and what it will cost in time."""
+
+    run_id: str
+    platform: str
+    mesh: str
+    modes: tuple[str, ...]
+    tests: tuple[TestSpec, ...]
+    per_test_overhead: float
+    start_overhead: float
+
+    @property
+    def test_seconds(self) -> float:
+        return sum(t.duration for t in self.tests)
+
+    def estimated_seconds(self, tests: Iterable[TestSpec] | None = None) -> float:
+        chosen = list(self.tests if tests is None else tests)
+        if not chosen:
+            return 0.0
+        return self.start_overhead + sum(t.duration + self.per_test_overhead for t in chosen)
+
+
+def build_plan(
+    *,
+    conns: Sequence[int],
+    qpss: Sequence[float],
+    duration: float,
+    modes: Sequence[str],
+    platform: str,
+    mesh: str,
+    run_id: str,
+    size: int = 1024,
+    extra_labels: str = "",
+    repeat: int = 1,
+    qps_per_connection: bool = False,
+    uniform: bool = False,
+    jitter: bool = False,
+    nocatchup: bool = False,
+    resolution: float = 0.0001,
+) -> Plan:
+    """Every repeat x conn x qps x mode, modes innermost so they run side by side in time.
+
+    Repeats are outermost: slow drift on the machine then spreads over all cells alike
+    instead of piling onto the last ones.
+    """
+    tests: list[TestSpec] = []
+    for rep in range(repeat):
+        for conn in conns:
+            for q in qpss:
+                total = q * conn if qps_per_connection else q
+                for mode in modes:
+                    tests.append(
+                        TestSpec(
+                            mode=mode,
+                            conn=conn,
+                            qps=float(total),
+                            duration=float(duration),
+                            size=size,
+                            labels=make_label(run_id, total, conn, size, extra_labels, mode),
+                            extra_labels=extra_labels,
+                            repeat=rep,
+                            run_id=run_id,
+                            uniform=uniform,
+                            jitter=jitter,
+                            nocatchup=nocatchup,
+                            resolution=resolution,
+                        )
+                    )
+    return Plan(
+        run_id=run_id,
+        platform=platform,
+        mesh=mesh,
+        modes=tuple(modes),
+        tests=tuple(tests),
+        per_test_overhead=PER_TEST_OVERHEAD.get(platform, 5.0),
+        start_overhead=START_OVERHEAD.get(platform, 5.0),
+    )
+
+
+def min_resource_duration(
+    scrape_interval: float = DEFAULT_SCRAPE_INTERVAL, rate_window: float = DEFAULT_RATE_WINDOW
+) -> float:
+    """Shortest test whose CPU/memory Prometheus can report.
+
+    A ``rate(...[window])`` needs a full window of samples inside the test, and the first and
+    last scrapes may straddle its edges, so the window plus two scrape intervals (and 2 s of
+    slack for the scrape itself) must fit. With 15 s scrapes and a 1 m window that is the
+    seed's 92 s.
+    """
+    return rate_window + 2 * scrape_interval + 2.0
+
+
+def describe_target(platform: str, mode: str, ingress: str | None = None) -> str:
+    """Where the load goes in each mode, for the dry-run listing."""
+    if platform == "local":
+        return {
+            "baseline": "loadgen -> app",
+            "serversidecar": "loadgen -> server sidecar -> app",
+            "both": "loadgen -> client sidecar =mTLS=> server sidecar -> app",
+            "ingress": "loadgen -> gateway =mTLS=> server sidecar -> app",
+            "waypoint": "loadgen -> waypoint -> app",
+        }[mode]
+    return {
+        "baseline": "server pod IP, uncaptured port (bypasses sidecars)",
+        "serversidecar": "server pod IP, captured port (server sidecar only)",
+        "both": "server Service via the client sidecar",
+        "ingress": f"ingress gateway {ingress or '(address not given)'}",
+        "waypoint": "server Service via the waypoint",
+    }[mode]
+
+
+def format_seconds(seconds: float) -> str:
+    s = int(round(seconds))
+    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
+
+
+def format_plan(plan: Plan, ingress: str | None = None) -> str:
+    """The ``--dry-run`` listing: one line per test, then the time estimate."""
+    rows = [("#", "mode", "conn", "qps", "duration", "label", "target")]
+    for i, t in enumerate(plan.tests, 1):
+        rows.append(
+            (
+                str(i),
+                t.mode,
+                str(t.conn),
+                format_qps(t.qps),
+                f"{t.duration:g}s",
+                t.labels,
+                describe_target(plan.platform, t.mode, ingress),
+            )
+        )
+    widths = [max(len(r[c]) for r in rows) for c in range(len(rows[0]) - 1)]
+    lines = [
+        f"plan: {len(plan.tests)} tests on {plan.platform} (mesh {plan.mesh}), run id {plan.run_id}"
+    ]
+    for r in rows:
+        lines.append(
+            "  ".join(v.ljust(w) for v, w in zip(r[:-1], widths, strict=True)) + "  " + r[-1]
+        )
+    n = len(plan.tests)
+    lines.append(
+        f"estimated time: {format_seconds(plan.estimated_seconds())}"
+        f" ({plan.test_seconds:g} s of tests + {n} x {plan.per_test_overhead:g} s per-test"
+        f" overhead + {plan.start_overhead:g} s start-up)"
+    )
+    return "\n".join(lines)

