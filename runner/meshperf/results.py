@@ -553,7 +553,9 @@ def parse_html_listing(text: str, browse: bool = False) -> list[str]:
 
 def _get(session: requests.Session, url: str, timeout: float) -> requests.Response:
     try:
-        return session.get(url, timeout=timeout, allow_redirects=True)
+        # No redirects: fortio report sends every /fortio... path to its front page, which
+        # must read as "not here" rather than as an (empty) listing.
+        return session.get(url, timeout=timeout, allow_redirects=False)
     except requests.Timeout:
         raise ResultsError(f"{url}: no answer within {timeout:g} s") from None
     except requests.ConnectionError as e:
@@ -564,7 +566,7 @@ def _get(session: requests.Session, url: str, timeout: float) -> requests.Respon
 
 def _short(e: BaseException) -> str:
     text = str(e)
-    m = re.search(r"\[Errno -?\d+\] ([^')]+)", text) or re.search(r"(Read timed out)", text)
+    m = re.search(r"""\[Errno -?\d+\] ([^'")]+)""", text) or re.search("(Read timed out)", text)
     return m.group(1).strip() if m else text.splitlines()[0][:200]
 
 
@@ -574,7 +576,7 @@ def _list_data(
     """Files listed under ``data_url``: index.tsv, else the HTML listing, else the browse page."""
     why: list[str] = []
     resp = _get(session, data_url + "index.tsv", timeout)
-    if resp.ok:
+    if resp.status_code == 200:
         try:
             return parse_index_tsv(resp.text), "index.tsv"
         except ValueError as e:
@@ -582,14 +584,21 @@ def _list_data(
     else:
         why.append(f"index.tsv: HTTP {resp.status_code}")
     resp = _get(session, data_url, timeout)
-    if resp.ok and "<a " in resp.text.lower():
-        return [(n, None, None) for n in parse_html_listing(resp.text)], "HTML listing"
-    why.append(f"listing: HTTP {resp.status_code}" if not resp.ok else "listing: no links")
+    if resp.status_code == 200:
+        names = parse_html_listing(resp.text)
+        # fortio's listing is exactly this markup, also when the directory is empty.
+        if names or resp.text.lstrip().lower().startswith("<html><body><ul>"):
+            return [(n, None, None) for n in names], "HTML listing"
+        why.append("listing: no result links")
+    else:
+        why.append(f"listing: HTTP {resp.status_code}")
     browse_url = data_url[: -len("data/")] + "browse"
     resp = _get(session, browse_url, timeout)
-    if resp.ok and "<option" in resp.text.lower():
-        return [(n, None, None) for n in parse_html_listing(resp.text, True)], "browse page"
-    why.append(f"browse: HTTP {resp.status_code}" if not resp.ok else "browse: no files")
+    if resp.status_code == 200:
+        names = parse_html_listing(resp.text, browse=True)
+        if names or 'id="files"' in resp.text:
+            return [(n, None, None) for n in names], "browse page"
+    why.append(f"browse: HTTP {resp.status_code}" if resp.status_code != 200 else "browse: none")
     raise ResultsError(f"{data_url}: no fortio result listing ({'; '.join(why)})")
 
 
@@ -597,7 +606,7 @@ def _fetch_one(
     session: requests.Session, url: str, size: int | None, md5: str | None, timeout: float
 ) -> bytes:
     resp = _get(session, url, timeout)
-    if not resp.ok:
+    if resp.status_code != 200:
         raise ResultsError(f"HTTP {resp.status_code} {resp.reason or ''}".strip())
     body = resp.content
     if size is not None and len(body) != size:

@@ -1,0 +1,551 @@
+"""The fortio result model and loaders, checked against real fortio files and their variants.
+
+The fixture checks re-derive fortio's stored numbers (percentiles, Avg, StdDev, cumulative
+Percent, Data edges) from the rules in shared/spec/fortio-format.md, so they also pin
+meshperf.histogram and meshperf.fortiojson to fortio's behaviour.
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime as dt
+import json
+import math
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from meshperf import fortiojson
+from meshperf.errors import ResultsError
+from meshperf.histogram import Histogram, calc_percentile
+from meshperf.results import (
+    FortioResult,
+    SeedLabel,
+    load_dir,
+    load_file,
+    parse_index_tsv,
+    parse_html_listing,
+    parse_start_time,
+    write_result,
+)
+
+FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "fortio"
+FIXTURE_FILES = sorted(FIXTURES.glob("*.json"))
+ISTIO = FIXTURES / "http-istio-tools-1.3.1.json"
+ERRORS = FIXTURES / "http-with-errors-1.28.0.json"
+GRPC = FIXTURES / "grpc-ping-0.9.0.json"
+DEFAULTS = FIXTURES / "http-defaults-1.11.5.json"
+
+# Histogram resolution (divider) of each fixture's histograms: -r for latency, fortio's fixed
+# 100 for Sizes and 5 for HeaderSizes (spec 2.1).
+DIVIDERS: dict[str, dict[str, float]] = {
+    DEFAULTS.name: {"DurationHistogram": 0.001, "Sizes": 100, "HeaderSizes": 5},
+    ISTIO.name: {"DurationHistogram": 0.00005, "Sizes": 100, "HeaderSizes": 5},
+    ERRORS.name: {
+        "DurationHistogram": 0.0001,
+        "ErrorsDurationHistogram": 0.0001,
+        "Sizes": 100,
+        "HeaderSizes": 5,
+    },
+}
+
+
+def load_raw(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text())  # type: ignore[no-any-return]
+
+
+def histograms(doc: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
+    for key, value in doc.items():
+        if isinstance(value, dict) and "Count" in value and "Data" in value:
+            yield key, value
+
+
+ALL_HISTOGRAMS = [
+    pytest.param(path, name, id=f"{path.stem}:{name}")
+    for path in FIXTURE_FILES
+    for name, _ in histograms(load_raw(path))
+]
+
+
+def test_fixtures_present() -> None:
+    assert len(FIXTURE_FILES) == 4, FIXTURES
+    assert len(ALL_HISTOGRAMS) >= 10
+
+
+# -- every histogram of every fixture ----------------------------------------------------------
+
+
+@pytest.mark.parametrize(("path", "name"), ALL_HISTOGRAMS)
+def test_stored_percentiles_recompute_exactly(path: Path, name: str) -> None:
+    hist = load_raw(path)[name]
+    stored = hist.get("Percentiles") or []
+    for entry in stored:
+        assert calc_percentile(hist, entry["Percentile"]) == entry["Value"], entry
+    if name in ("DurationHistogram", "ErrorsDurationHistogram"):
+        assert len(stored) == 5  # all latency histograms in the fixtures carry them
+
+
+@pytest.mark.parametrize(("path", "name"), ALL_HISTOGRAMS)
+def test_avg_is_sum_over_count(path: Path, name: str) -> None:
+    hist = load_raw(path)[name]
+    assert hist["Count"] > 0
+    assert hist["Avg"] == hist["Sum"] / hist["Count"]
+
+
+@pytest.mark.parametrize(("path", "name"), ALL_HISTOGRAMS)
+def test_stddev_consistent_with_population_formula(path: Path, name: str) -> None:
+    hist = load_raw(path)[name]
+    lo, hi, n, total, sd = hist["Min"], hist["Max"], hist["Count"], hist["Sum"], hist["StdDev"]
+    if lo == hi:
+        assert sd == 0
+        return
+    # Popoviciu: a population's standard deviation is at most half its range.
+    assert 0 <= sd <= (hi - lo) / 2
+    # Recomputable when every value is Min or Max: integer sizes one apart, or a first bucket
+    # holding only Min with the Sum forcing everything else to Max.
+    first = hist["Data"][0]
+    at_max = (total - lo * n) / (hi - lo)
+    two_valued = (name in ("Sizes", "HeaderSizes") and hi - lo == 1) or (
+        first["Start"] == first["End"] == lo and at_max == n - first["Count"]
+    )
+    if two_valued:
+        assert at_max == int(at_max)
+        expected = math.sqrt(at_max * (n - at_max)) / n * (hi - lo)
+        # Go's sqrt((sum_sq - sum^2/n)/n) loses about 1e-6 relative to cancellation.
+        assert sd == pytest.approx(expected, rel=1e-4)
+
+
+@pytest.mark.parametrize(("path", "name"), ALL_HISTOGRAMS)
+def test_percent_is_cumulative_and_edges_are_min_max(path: Path, name: str) -> None:
+    hist = load_raw(path)[name]
+    data = hist["Data"]
+    cum = 0
+    for b in data:
+        cum += b["Count"]
+        assert b["Percent"] == 100.0 * cum / hist["Count"]
+        assert b["Start"] <= b["End"]
+    assert cum == hist["Count"]
+    assert data[-1]["Percent"] == 100
+    assert data[0]["Start"] == hist["Min"]
+    assert data[-1]["End"] == hist["Max"]
+    starts = [b["Start"] for b in data]
+    assert starts == sorted(starts)
+
+
+DIVIDER_CASES = [
+    pytest.param(FIXTURES / f, name, div, id=f"{Path(f).stem}:{name}")
+    for f, by_name in DIVIDERS.items()
+    for name, div in by_name.items()
+]
+
+
+@pytest.mark.parametrize(("path", "name", "divider"), DIVIDER_CASES)
+def test_histogram_reproduces_fortio_data_export(path: Path, name: str, divider: float) -> None:
+    """Values placed in each stored bucket come back out as fortio's exact ``Data``."""
+    stored = load_raw(path)[name]
+    data = stored["Data"]
+    h = Histogram(offset=0.0, divider=divider)
+    for i, b in enumerate(data):
+        count = b["Count"]
+        inside = b["Start"] if b["Start"] == b["End"] else (b["Start"] + b["End"]) / 2
+        if i == 0:
+            h.record(stored["Min"])
+            count -= 1
+        if i == len(data) - 1 and count > 0:
+            h.record(stored["Max"])
+            count -= 1
+        h.record_n(inside, count)
+    assert h.count == stored["Count"]
+    assert h.min == stored["Min"] and h.max == stored["Max"]
+    assert h.data() == data
+
+
+def test_histogram_export_skips_empty_buckets() -> None:
+    h = Histogram(divider=0.001)
+    for v in (0.0005, 0.0007, 0.0105, 0.0106, 2.5):
+        h.record(v)
+    data = h.data()
+    assert [b["Count"] for b in data] == [2, 2, 1]
+    assert data[0]["Start"] == 0.0005 and data[-1]["End"] == 2.5
+    assert data[1]["Start"] == 0.01  # the skipped buckets' edges carried over
+    assert data[1]["End"] == 0.011
+
+
+@pytest.mark.parametrize("path", FIXTURE_FILES, ids=lambda p: p.stem)
+def test_round_trip_byte_identical(path: Path, tmp_path: Path) -> None:
+    text = path.read_text()
+    doc = json.loads(text)
+    assert fortiojson.dumps(doc, newline=text.endswith("\n")) == text
+    out = write_result(tmp_path / path.name, doc)
+    # write_result writes like fortio's CLI: with the trailing newline.
+    assert out.read_text() == text.rstrip("\n") + "\n"
+
+
+# -- the model ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", FIXTURE_FILES, ids=lambda p: p.stem)
+def test_every_fixture_loads(path: Path) -> None:
+    r = load_file(path)
+    raw = load_raw(path)
+    assert r.raw == raw
+    assert r.start_time.tzinfo is not None
+    assert r.actual_duration == raw["ActualDuration"] / 1e9
+    assert r.num_threads == raw["NumThreads"]
+    assert r.labels == raw["Labels"]
+    assert r.count == raw["DurationHistogram"]["Count"]
+    for entry in raw["DurationHistogram"]["Percentiles"]:
+        assert r.percentile(entry["Percentile"]) == entry["Value"]
+    assert r.problem is None
+
+
+def test_istio_tools_fixture_facts() -> None:
+    r = load_file(ISTIO)
+    assert r.start_time == dt.datetime(2019, 7, 10, 17, 1, 28, 933303, tzinfo=dt.UTC)
+    assert r.requested_qps == 1000.0
+    assert r.actual_qps == 742.1756283598205
+    assert r.actual_duration == 240.001144195
+    assert r.run_type == "HTTP"
+    assert r.mode == "both"
+    assert (r.conn, r.qps, r.payload_size, r.extra_labels) == (1, 1000.0, 1024, "")
+    assert r.run_id == "193ff770"
+    assert r.mesh == "" and r.platform == ""  # not in the file: never guessed
+    assert r.error_count == 0 and r.error_percent == 0.0
+
+
+def test_error_percent_prefers_errors_histogram() -> None:
+    r = load_file(ERRORS)
+    assert r.error_count == 70
+    assert r.error_percent == 100.0 * 70 / 3000
+    raw = load_raw(ERRORS)
+    del raw["ErrorsDurationHistogram"]
+    # Without it, RetCodes other than 200 count: 56 x 429 + 14 x 503.
+    assert FortioResult(raw).error_count == 70
+    raw["RetCodes"] = {"200": 2990, "-1": 10}
+    assert FortioResult(raw).error_percent == 100.0 * 10 / 3000
+
+
+def test_grpc_numeric_retcodes() -> None:
+    r = load_file(GRPC)
+    assert r.run_type.startswith("GRPC")
+    assert r.error_count == 0  # "1" is SERVING in fortio < 1.2.0
+    raw = load_raw(GRPC)
+    raw["RetCodes"] = {"1": 37, "2": 3}
+    assert FortioResult(raw).error_count == 3
+    raw["RetCodes"] = {"SERVING": 39, "ERROR": 1}
+    assert FortioResult(raw).error_count == 1
+    # For HTTP a "1" is no success.
+    http = load_raw(DEFAULTS)
+    http["RetCodes"] = {"1": 40}
+    assert FortioResult(http).error_count == 40
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("2019-07-10T17:01:28.933303721Z", dt.datetime(2019, 7, 10, 17, 1, 28, 933303, dt.UTC)),
+        ("2021-05-30T18:03:29.389507-04:00", dt.datetime(2021, 5, 30, 22, 3, 29, 389507, dt.UTC)),
+        ("2018-04-03T16:32:58.895472681-07:00", dt.datetime(2018, 4, 3, 23, 32, 58, 895472, dt.UTC)),
+        ("2024-01-01T05:30:00+05:30", dt.datetime(2024, 1, 1, 0, 0, 0, 0, dt.UTC)),
+        ("2024-01-01T12:00:00.5+14:00", dt.datetime(2023, 12, 31, 22, 0, 0, 500000, dt.UTC)),
+        ("2024-01-01T00:00:00.1234567891z", dt.datetime(2024, 1, 1, 0, 0, 0, 123456, dt.UTC)),
+        ("2024-02-29T23:59:59-09:30", dt.datetime(2024, 3, 1, 9, 29, 59, 0, dt.UTC)),
+    ],
+)
+def test_start_time_any_offset(text: str, expected: dt.datetime) -> None:
+    t = parse_start_time(text)
+    assert t.tzinfo is not None
+    assert t == expected
+
+
+@pytest.mark.parametrize("text", ["2024-01-01T00:00:00", "yesterday", "", "2024-13-01T00:00:00Z"])
+def test_start_time_rejected(text: str) -> None:
+    with pytest.raises(ValueError):
+        parse_start_time(text)
+
+
+# -- synthetic variants of the fixtures --------------------------------------------------------
+
+REQUIRED = {"DurationHistogram", "StartTime"}
+
+
+def optional_key_variants() -> Iterator[Any]:
+    for path in FIXTURE_FILES:
+        for key in load_raw(path):
+            if key not in REQUIRED:
+                yield pytest.param(path, key, id=f"{path.stem}-{key}")
+
+
+@pytest.mark.parametrize(("path", "key"), list(optional_key_variants()))
+def test_any_optional_key_may_be_missing(path: Path, key: str) -> None:
+    raw = load_raw(path)
+    del raw[key]
+    r = FortioResult(raw, "variant")
+    # Every accessor still works.
+    assert r.percentile(50) == load_raw(path)["DurationHistogram"]["Percentiles"][0]["Value"]
+    assert isinstance(r.error_percent, float)
+    _ = (r.requested_qps, r.actual_qps, r.actual_duration, r.num_threads, r.run_type)
+    _ = (r.mode, r.conn, r.qps, r.payload_size, r.mesh, r.labels, r.version, r.problem)
+
+
+@pytest.mark.parametrize("key", sorted(REQUIRED))
+def test_required_key_missing_is_results_error(key: str) -> None:
+    raw = load_raw(ISTIO)
+    del raw[key]
+    with pytest.raises(ResultsError, match=key):
+        FortioResult(raw, "variant.json")
+
+
+@pytest.mark.parametrize("how", ["null", "omitted"])
+def test_percentiles_null_or_omitted(how: str) -> None:
+    raw = load_raw(ISTIO)
+    stored = raw["DurationHistogram"]["Percentiles"]
+    if how == "null":
+        raw["DurationHistogram"]["Percentiles"] = None
+    else:
+        del raw["DurationHistogram"]["Percentiles"]
+    r = FortioResult(raw)
+    assert [r.percentile(e["Percentile"]) for e in stored] == [e["Value"] for e in stored]
+
+
+@pytest.mark.parametrize("value", [0, 7, "2022-05-08-001228_1_Sample_with_errors", None])
+def test_id_int_or_string(value: Any) -> None:
+    raw = load_raw(ERRORS)
+    raw["ID"] = value
+    assert FortioResult(raw).count == 3000
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"), [("max", None), ("1000", 1000.0), ("4.2", 4.2), ("0", None), (250, 250.0)]
+)
+def test_requested_qps(value: Any, expected: float | None) -> None:
+    raw = load_raw(DEFAULTS)
+    raw["RequestedQPS"] = value
+    assert FortioResult(raw).requested_qps == expected
+
+
+def error_shaped() -> dict[str, Any]:
+    """What fortio >= 1.57.4 saves for a run that never started (spec 1.7)."""
+    fake = Histogram(divider=0.001)
+    fake.record(0.0)
+    fake.record(0.001)
+    return {
+        "RunType": "HTTP",
+        "Labels": "",
+        "StartTime": "2024-03-01T10:00:00.123456789+01:00",
+        "RequestedQPS": "8",
+        "RequestedDuration": "5s",
+        "ActualQPS": 0,
+        "ActualDuration": 0,
+        "NumThreads": 0,
+        "Version": "1.60.0",
+        "DurationHistogram": fake.export(None),
+        "Exactly": 0,
+        "RunID": 3,
+        "ID": "2024-03-01-100000_3",
+        "error": True,
+        "message": "warmup error",
+        "exception": "dial tcp 127.0.0.1:1: connect: connection refused",
+        "RetCodes": {},
+    }
+
+
+def test_error_shaped_result_loads_with_its_reason() -> None:
+    r = FortioResult(error_shaped(), "err.json")
+    assert r.is_error
+    assert r.problem is not None
+    assert "warmup error" in r.problem and "connection refused" in r.problem
+
+
+def test_count_zero_loads() -> None:
+    raw = load_raw(DEFAULTS)
+    raw["DurationHistogram"] = {
+        "Count": 0, "Min": 0, "Max": 0, "Sum": 0, "Avg": 0, "StdDev": 0, "Data": None,
+    }  # fmt: skip
+    raw["RetCodes"] = {}
+    r = FortioResult(raw)
+    assert r.count == 0
+    assert r.percentile(99) == 0.0
+    assert r.error_percent == 0.0
+    assert r.problem == "no calls recorded (Count 0)"
+
+
+@pytest.mark.parametrize(
+    ("mutate", "match"),
+    [
+        (lambda d: d.update(NumThreads="four"), "NumThreads"),
+        (lambda d: d["DurationHistogram"].update(Data="x"), "Data"),
+        (lambda d: d["DurationHistogram"].update(Count=-1), "Count"),
+        (lambda d: d["DurationHistogram"].update(Data=None), "no Data"),
+        (lambda d: d.update(ActualQPS="fast"), "ActualQPS"),
+        (lambda d: d.update(RequestedQPS="lots"), "RequestedQPS"),
+        (lambda d: d.update(StartTime="2019-07-10T17:01:28"), "offset"),
+        (lambda d: d.update(RetCodes={"200": "many"}), "RetCodes"),
+        (lambda d: d.update(meshperf={"mode": "sideways"}), "mode"),
+    ],
+)
+def test_nonsense_is_a_results_error(mutate: Any, match: str) -> None:
+    raw = load_raw(ISTIO)
+    mutate(raw)
+    with pytest.raises(ResultsError, match=match):
+        FortioResult(raw, "bad.json")
+
+
+def test_not_a_result() -> None:
+    for doc in ([1, 2], {"foo": 1}, "text"):
+        with pytest.raises(ResultsError, match="not a fortio result"):
+            FortioResult(doc)  # type: ignore[arg-type]
+
+
+# -- labels and our block ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("label", "expected"),
+    [
+        ("193ff770_qps_1000_c_1_1024_both", ("193ff770", 1000.0, 1, 1024, "", "both")),
+        ("ab12_qps_4000_c_64_1024_base", ("ab12", 4000.0, 64, 1024, "", "baseline")),
+        ("ab12_qps_max_c_8_0_nomixer_serveronly", ("ab12", None, 8, 0, "nomixer", "serversidecar")),
+        ("ab12_qps_10_c_2_512_no_mixer_v2_ingress", ("ab12", 10.0, 2, 512, "no_mixer_v2", "ingress")),
+        ("ab12_qps_10_c_2_512_waypoint", ("ab12", 10.0, 2, 512, "", "waypoint")),
+    ],
+)
+def test_seed_label_shape(label: str, expected: tuple[Any, ...]) -> None:
+    s = SeedLabel.parse(label)
+    assert s is not None
+    assert (s.run_id, s.qps, s.conn, s.size, s.extra_labels, s.mode) == expected
+
+
+@pytest.mark.parametrize(
+    "label", ["Sample with errors", "both", "x_qps_1_c_1_1_sidecar", "my_both_test", ""]
+)
+def test_other_labels_are_not_parsed(label: str) -> None:
+    assert SeedLabel.parse(label) is None
+    raw = load_raw(ISTIO)
+    raw["Labels"] = label
+    assert FortioResult(raw).mode == ""  # no guessing from substrings
+
+
+def with_block(path: Path = ISTIO, **block: Any) -> dict[str, Any]:
+    raw = load_raw(path)
+    raw["meshperf"] = {"format": 1, **block}
+    return raw
+
+
+def test_our_block_wins_over_the_label() -> None:
+    raw = with_block(
+        mode="serversidecar", conn=16, qps=2000.0, size=0, extra_labels="x", mesh="linkerd",
+        platform="local", repeat=2, run_id="r1",
+    )  # fmt: skip
+    r = FortioResult(raw)
+    assert (r.mode, r.conn, r.qps, r.payload_size, r.extra_labels) == (
+        "serversidecar", 16, 2000.0, 0, "x",
+    )  # fmt: skip
+    assert (r.mesh, r.platform, r.repeat, r.run_id) == ("linkerd", "local", 2, "r1")
+
+
+def test_payload_size_from_url_when_nothing_else() -> None:
+    raw = load_raw(ERRORS)
+    assert FortioResult(raw).payload_size is None
+    raw["URL"] = "http://127.0.0.1:8080/echo?size=512"
+    assert FortioResult(raw).payload_size == 512
+
+
+# -- directories and run metadata --------------------------------------------------------------
+
+
+def test_directory_with_run_metadata(tmp_path: Path) -> None:
+    a = with_block(run_id="abc123", mode="both", conn=1, qps=1000.0, size=1024)
+    b = load_raw(DEFAULTS)
+    (tmp_path / "2019-07-10-170128_a.json").write_text(fortiojson.dumps(a))
+    (tmp_path / "2021-05-30-180329_b.json").write_text(fortiojson.dumps(b))
+    meta = {"run_id": "abc123", "mesh": "istio", "platform": "local", "envoy": "1.40.0"}
+    (tmp_path / "run-abc123.json").write_text(json.dumps(meta))
+    (tmp_path / "notes.txt").write_text("not json")
+    sub = tmp_path / "older"
+    sub.mkdir()
+    (sub / "x.json").write_text(ISTIO.read_text())  # only the top level is read
+
+    report = load_dir(tmp_path)
+    assert report.skipped == []
+    assert sorted(Path(r.source).name for r in report.results) == [
+        "2019-07-10-170128_a.json",
+        "2021-05-30-180329_b.json",
+    ]
+    assert report.runs == {"abc123": meta}
+    by_name = {Path(r.source).name: r for r in report.results}
+    ours = by_name["2019-07-10-170128_a.json"]
+    assert ours.run_metadata == meta
+    assert (ours.mesh, ours.platform) == ("istio", "local")
+    assert by_name["2021-05-30-180329_b.json"].run_metadata is None
+
+
+def test_run_named_file_that_is_a_result_stays_a_result(tmp_path: Path) -> None:
+    (tmp_path / "run-7.json").write_text(ISTIO.read_text())
+    report = load_dir(tmp_path)
+    assert len(report.results) == 1 and report.runs == {}
+
+
+def test_directory_with_bad_files(tmp_path: Path) -> None:
+    (tmp_path / "good.json").write_text(ISTIO.read_text())
+    (tmp_path / "cut.json").write_text(ISTIO.read_text()[:1000])
+    (tmp_path / "other.json").write_text('{"hello": "world"}')
+    report = load_dir(tmp_path)
+    assert [Path(r.source).name for r in report.results] == ["good.json"]
+    reasons = {Path(s.source).name: s.reason for s in report.skipped}
+    assert reasons.keys() == {"cut.json", "other.json"}
+    assert reasons["cut.json"].startswith("not valid JSON")
+    assert "not a fortio result" in reasons["other.json"]
+
+
+def test_load_file_errors(tmp_path: Path) -> None:
+    with pytest.raises(ResultsError, match="cannot read"):
+        load_file(tmp_path / "missing.json")
+    with pytest.raises(ResultsError, match="cannot list"):
+        load_dir(tmp_path / "missing")
+
+
+# -- writing -----------------------------------------------------------------------------------
+
+
+def test_write_result_refuses_to_overwrite(tmp_path: Path) -> None:
+    raw = load_raw(ISTIO)
+    target = tmp_path / "r.json"
+    write_result(target, raw)
+    changed = copy.deepcopy(raw)
+    changed["Labels"] = "changed"
+    with pytest.raises(ResultsError, match="already exists"):
+        write_result(target, changed)
+    assert json.loads(target.read_text())["Labels"] == raw["Labels"]
+    write_result(target, changed, overwrite=True)
+    assert json.loads(target.read_text())["Labels"] == "changed"
+    assert os.listdir(tmp_path) == ["r.json"]  # no temp files left behind
+
+
+# -- listing formats ---------------------------------------------------------------------------
+
+
+def test_parse_index_tsv() -> None:
+    text = (
+        "TsvHttpData-1.0\n"
+        "http://fortio:8080/fortio/data/2019-07-10-170128_x.json\t4438\tq1w2e3==\n"
+        "http://h/data/a%20b.json\t10\tzz==\n"
+        "http://h/data/../../etc/passwd\t1\tx\n"
+    )
+    assert parse_index_tsv(text) == [
+        ("2019-07-10-170128_x.json", 4438, "q1w2e3=="),
+        ("a b.json", 10, "zz=="),
+    ]
+    with pytest.raises(ValueError):
+        parse_index_tsv("<html>")
+
+
+def test_parse_html_listing_and_browse() -> None:
+    listing = '<html><body><ul>\n<li><a href="b.json">b</a>\n<li><a href="a.json">a</a>\n</ul>'
+    assert parse_html_listing(listing) == ["b.json", "a.json"]
+    browse = '<select id="files"><option value="x.json" selected>x</option>\n<option value="y.json">'
+    assert parse_html_listing(browse, browse=True) == ["x.json", "y.json"]
+    assert parse_html_listing('<a href="/other/page">x</a>') == []
