@@ -70,7 +70,7 @@ class CertAuthority:
 
     def __init__(self, directory: Path, name: str = "meshperf-local-ca") -> None:
         self.directory = Path(directory)
-        now = datetime.datetime.now(datetime.timezone.utc)
+        now = datetime.datetime.now(datetime.UTC)
         key = ec.generate_private_key(ec.SECP256R1())
         subject = x509.Name(
             [
@@ -112,7 +112,7 @@ class CertAuthority:
     def issue(self, service_account: str, spiffe: str | None = None) -> CertFiles:
         """A workload certificate for ``service_account`` (SAN = its SPIFFE id), like Istio's."""
         spiffe = spiffe or spiffe_id(service_account)
-        now = datetime.datetime.now(datetime.timezone.utc)
+        now = datetime.datetime.now(datetime.UTC)
         key = ec.generate_private_key(ec.SECP256R1())
         issuer = self._issuer
         cert = (

@@ -114,7 +114,7 @@ def parse_version(line: str) -> str:
 def envoy_version(path: Path) -> str:
     """The first line of ``envoy --version``; ConfigError if the binary does not run."""
     try:
-        out = subprocess.run(
+        out = subprocess.run(  # noqa: S603 (argv list, no shell)
             [str(path), "--version"],
             capture_output=True,
             text=True,
@@ -232,7 +232,8 @@ def _access_log(path: Path) -> list[dict[str, Any]]:
         {
             "name": "envoy.access_loggers.file",
             "typed_config": {
-                "@type": "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog",
+                "@type": "type.googleapis.com/"
+                "envoy.extensions.access_loggers.file.v3.FileAccessLog",
                 "path": str(path),
                 "log_format": {"text_format_source": {"inline_string": ISTIO_ACCESS_LOG_FORMAT}},
             },
@@ -407,8 +408,8 @@ def validate_config(binary: Path, config: Path, concurrency: int = 1) -> None:
     """``envoy --mode validate``; ConfigError with the tail of Envoy's output if it fails."""
     argv = envoy_argv(binary, config, concurrency, "--mode", "validate")
     try:
-        out = subprocess.run(argv, capture_output=True, text=True, timeout=VALIDATE_TIMEOUT,
-                             check=False)
+        out = subprocess.run(argv, capture_output=True, text=True,  # noqa: S603 (argv list)
+                             timeout=VALIDATE_TIMEOUT, check=False)
     except subprocess.TimeoutExpired as e:
         raise ConfigError(f"envoy --mode validate {config.name} timed out") from e
     except OSError as e:

@@ -117,7 +117,7 @@ class Proc:
         err = open(self.stderr_path, "wb")  # noqa: SIM115
         self._files = [out, err]
         try:
-            self.popen = subprocess.Popen(
+            self.popen = subprocess.Popen(  # noqa: S603 (argv list, no shell)
                 self.argv,
                 stdin=subprocess.DEVNULL,
                 stdout=out,

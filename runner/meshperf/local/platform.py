@@ -1,0 +1,524 @@
+"""``LocalPlatform``: the two "pods" on this machine, with real Envoy sidecars and mTLS.
+
+All on 127.0.0.1 (DESIGN.md, "Platforms"):
+
+    baseline:      loadgen -> app
+    serversidecar: loadgen -> server sidecar (plaintext inbound) -> app
+    both:          loadgen -> client sidecar =mTLS=> server sidecar (mTLS inbound) -> app
+    ingress:       loadgen -> gateway =mTLS=> server sidecar (mTLS inbound) -> app
+
+``start(modes)`` brings up what the modes need once (a per-run CA and workload certificates in
+a private work dir, the echo app, the Envoys) and checks every path with one request;
+``run_test`` runs the load generator against the mode's entry point while psutil samples each
+workload, and returns fortio's result with the ``meshperf`` block filled in; ``close()`` stops
+every process and removes the work dir with its keys.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+import os
+import platform as pyplatform
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import psutil
+
+from meshperf.errors import ConfigError, PlatformError
+from meshperf.local import certs as certs_mod
+from meshperf.local import envoy as envoy_mod
+from meshperf.local import perf as perf_mod
+from meshperf.local.procs import (
+    LOOPBACK,
+    Proc,
+    ProcessGroup,
+    free_port,
+    http_get,
+    port_open,
+    wait_until,
+)
+from meshperf.local.sampler import Sampler
+from meshperf.platform import (
+    RESOURCE_CLIENT_PROXY,
+    RESOURCE_INGRESS_PROXY,
+    RESOURCE_LOADGEN,
+    RESOURCE_SERVER_APP,
+    RESOURCE_SERVER_PROXY,
+    RESULT_FORMAT,
+    RESULT_KEY,
+    RunOptions,
+    TestSpec,
+)
+
+RUNNER_DIR = Path(__file__).resolve().parents[2]
+LOADGEN = RUNNER_DIR / "loadgen.py"
+LOCAL_MODES: tuple[str, ...] = ("baseline", "serversidecar", "both", "ingress")
+APP_READY_TIMEOUT = 30.0
+LOADGEN_GRACE = 60.0  # seconds a load generator may take beyond the test's duration
+VERSION_TIMEOUT = 20.0
+_SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def _safe(name: str) -> str:
+    return _SAFE_NAME.sub("_", name).strip("._") or "test"
+
+
+def _parse_start(text: str) -> float | None:
+    """fortio's StartTime (RFC 3339, up to 9 fraction digits) as a unix timestamp."""
+    m = re.match(r"^(.*T\d\d:\d\d:\d\d)(\.\d+)?(Z|[+-]\d\d:\d\d)$", text or "")
+    if not m:
+        return None
+    frac = (m.group(2) or ".0")[:7]
+    zone = "+00:00" if m.group(3) == "Z" else m.group(3)
+    try:
+        return dt.datetime.fromisoformat(m.group(1) + frac + zone).timestamp()
+    except ValueError:
+        return None
+
+
+def _cpu_model() -> str:
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return pyplatform.processor() or pyplatform.machine()
+
+
+class LocalPlatform:
+    """The local platform; see the module docstring. Use as a context manager or call close()."""
+
+    name = "local"
+
+    def __init__(
+        self,
+        opts: RunOptions,
+        envoy: envoy_mod.EnvoyBinary | None,
+        loadgen_argv0: list[str],
+    ) -> None:
+        self.opts = opts
+        self.envoy = envoy
+        self.loadgen_argv0 = loadgen_argv0
+        self.work_dir: Path | None = None
+        self.group: ProcessGroup | None = None
+        self.app: Proc | None = None
+        self.app_port = 0
+        self.proxies: dict[str, envoy_mod.EnvoyProcess] = {}
+        self.modes: tuple[str, ...] = ()
+        self._targets: dict[str, int] = {}
+        self._perf_error: str | None = None
+        self._perf_probed = False
+        self._current: Proc | None = None
+        self._stopped = threading.Event()
+        self._closed = False
+        self._tests = 0
+        self._lock = threading.Lock()
+        self._loadgen_version: str | None = None
+
+    # ------------------------------------------------------------------ construction
+
+    @classmethod
+    def from_options(cls, opts: RunOptions) -> LocalPlatform:
+        """Resolve Envoy and the load generator; ConfigError naming what is missing."""
+        if opts.mesh in ("linkerd", "istio-ambient"):
+            raise ConfigError(
+                f"mesh {opts.mesh} needs a cluster; the local platform runs Envoy sidecars "
+                "(Istio-like) only",
+                hint="use --mesh istio (or none) locally, or point at a cluster",
+            )
+        if opts.mesh not in ("istio", "none"):
+            raise ConfigError(f"unknown mesh {opts.mesh!r} for the local platform")
+        if opts.proxy_concurrency < 1:
+            raise ConfigError(f"proxy concurrency must be >= 1, got {opts.proxy_concurrency}")
+        if opts.load_generator == "fortio":
+            fortio = shutil.which("fortio")
+            if fortio is None:
+                raise ConfigError("load generator fortio: no fortio binary on PATH",
+                                  hint="install fortio or use the built-in load generator")
+            argv0 = [fortio]
+        elif opts.load_generator == "builtin":
+            argv0 = [sys.executable, str(LOADGEN)]
+        else:
+            raise ConfigError(f"unknown load generator {opts.load_generator!r}")
+        envoy = None if opts.mesh == "none" else envoy_mod.find_envoy(opts.envoy)
+        return cls(opts, envoy, argv0)
+
+    def __enter__(self) -> LocalPlatform:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _say(self, message: str) -> None:
+        if self.opts.verbose >= 0:
+            print(f"meshperf: {message}", file=sys.stderr, flush=True)
+
+    # ------------------------------------------------------------------ start
+
+    def start(self, modes: tuple[str, ...]) -> None:
+        """Bring up the app and the Envoys the modes need; check each path with a request."""
+        bad = [m for m in modes if m not in LOCAL_MODES]
+        if bad:
+            raise ConfigError(f"mode {bad[0]} needs a cluster (ambient waypoint); the local "
+                              f"platform runs {', '.join(LOCAL_MODES)}")
+        if self.envoy is None and any(m != "baseline" for m in modes):
+            raise ConfigError("mesh none runs the baseline mode only")
+        if self._closed:
+            raise PlatformError("platform already closed")
+        if not LOADGEN.is_file():
+            # The echo app is always the built-in server, whichever load generator runs.
+            raise ConfigError(f"built-in echo server/load generator {LOADGEN} not found")
+        _install_sigterm_exit()
+        try:
+            self._start(tuple(dict.fromkeys(modes)))
+        except BaseException:
+            self.close()
+            raise
+
+    def _start(self, modes: tuple[str, ...]) -> None:
+        self.work_dir = Path(tempfile.mkdtemp(prefix="meshperf-local-"))
+        os.chmod(self.work_dir, 0o700)
+        self.group = ProcessGroup(self.work_dir)
+        self._start_app()
+        needs_server = any(m != "baseline" for m in modes)
+        if needs_server:
+            assert self.envoy is not None
+            self._start_proxies(modes)
+        self.modes = modes
+        self._targets = {"baseline": self.app_port}
+        if needs_server:
+            self._targets["serversidecar"] = self.proxies["server"].ports[
+                envoy_mod.INBOUND_PLAINTEXT]
+        if "client" in self.proxies:
+            self._targets["both"] = self.proxies["client"].ports[envoy_mod.OUTBOUND]
+        if "gateway" in self.proxies:
+            self._targets["ingress"] = self.proxies["gateway"].ports[envoy_mod.GATEWAY_HTTP]
+        for mode in modes:
+            self._check_path(mode)
+        if self.opts.perf:
+            self._perf_error = perf_mod.probe(self.work_dir)
+            self._perf_probed = True
+            if self._perf_error:
+                self._say(f"--perf: {self._perf_error}; tests run without flame graphs")
+
+    def _start_app(self) -> None:
+        assert self.group is not None and self.work_dir is not None
+        argv0 = [sys.executable, str(LOADGEN)]
+        last: PlatformError | None = None
+        # The port is picked free then handed to the app; another process may take it in
+        # between, so one retry on a fresh port.
+        for _ in range(2):
+            port = free_port()
+            proc = self.group.start(
+                "app", [*argv0, "server", "-http-port", f"{LOOPBACK}:{port}"],
+                env=envoy_mod.process_env(), cwd=self.work_dir,
+            )
+            try:
+                wait_until(lambda p=port: port_open(p), APP_READY_TIMEOUT, proc,  # type: ignore[misc]
+                           f"listening on {LOOPBACK}:{port}")
+            except PlatformError as e:
+                last = e
+                proc.stop()
+                self.group.remove(proc)
+                continue
+            self.app, self.app_port = proc, port
+            return
+        assert last is not None
+        raise last
+
+    def _start_proxies(self, modes: tuple[str, ...]) -> None:
+        assert self.group is not None and self.work_dir is not None and self.envoy is not None
+        work, telemetry = self.work_dir, self.opts.telemetry
+        ca = certs_mod.CertAuthority(work)
+        server = ca.issue(certs_mod.SERVER_SA)
+        client = ca.issue(certs_mod.CLIENT_SA)
+        gateway = ca.issue(certs_mod.INGRESS_SA)
+        self.ca = ca
+
+        def log(name: str) -> Path | None:
+            return work / f"{name}.access.log" if telemetry else None
+
+        def start(name: str, config: dict[str, Any]) -> envoy_mod.EnvoyProcess:
+            assert self.envoy is not None and self.group is not None
+            proxy = envoy_mod.EnvoyProcess.start(self.group, self.envoy.path, name, config, work,
+                                                 self.opts.proxy_concurrency)
+            self.proxies[name] = proxy
+            return proxy
+
+        srv = start("server", envoy_mod.server_sidecar_config(
+            self.app_port, server, ca.cert_path, [client.spiffe, gateway.spiffe], telemetry,
+            log("server")))
+        mtls_port = srv.ports[envoy_mod.INBOUND_MTLS]
+        if "both" in modes:
+            start("client", envoy_mod.client_sidecar_config(
+                mtls_port, client, ca.cert_path, server.spiffe, telemetry, log("client")))
+        if "ingress" in modes:
+            # Istio's gateway keeps no access log of its own by default either way.
+            start("gateway", envoy_mod.gateway_config(
+                mtls_port, gateway, ca.cert_path, server.spiffe, telemetry, None))
+
+    def _check_path(self, mode: str) -> None:
+        url = self.target(mode, 0)
+        deadline = time.monotonic() + 10.0
+        status, body = 0, b""
+        while time.monotonic() < deadline:
+            status, body = http_get(url, timeout=5.0)
+            if status == 200:
+                return
+            time.sleep(0.1)
+        detail = body.decode(errors="replace").strip()[:200]
+        raise PlatformError(f"{mode}: GET {url} answered {status or 'nothing'}"
+                            + (f": {detail}" if detail else ""))
+
+    def target(self, mode: str, size: int) -> str:
+        """The URL the load generator hits for ``mode``."""
+        if mode not in self._targets:
+            raise ConfigError(f"mode {mode} was not started (started: {', '.join(self.modes)})")
+        return f"http://{LOOPBACK}:{self._targets[mode]}/echo?size={size}"
+
+    # ------------------------------------------------------------------ tests
+
+    def _workloads(self, mode: str) -> dict[str, int]:
+        assert self.app is not None
+        pids = {RESOURCE_SERVER_APP: self.app.pid}
+        if mode != "baseline":
+            pids[RESOURCE_SERVER_PROXY] = self.proxies["server"].pid
+        if mode == "both":
+            pids[RESOURCE_CLIENT_PROXY] = self.proxies["client"].pid
+        if mode == "ingress":
+            pids[RESOURCE_INGRESS_PROXY] = self.proxies["gateway"].pid
+        return pids
+
+    def loadgen_argv(self, spec: TestSpec, url: str, json_path: Path) -> list[str]:
+        argv = [
+            *self.loadgen_argv0, "load",
+            "-c", str(spec.conn),
+            "-qps", f"{spec.qps:g}",
+            "-t", f"{spec.duration:g}s",
+            "-r", f"{spec.resolution:g}",
+            "-p", ",".join(f"{p:g}" for p in spec.percentiles),
+        ]
+        if spec.uniform:
+            argv.append("-uniform")
+        if spec.jitter:
+            argv.append("-jitter")
+        if spec.nocatchup:
+            argv.append("-nocatchup")
+        argv += ["-labels", spec.labels, "-json", str(json_path), url]
+        return argv
+
+    def run_test(self, spec: TestSpec) -> dict[str, Any]:
+        if self.group is None or self.work_dir is None or self._closed:
+            raise PlatformError("platform not started")
+        if spec.mode not in self.modes:
+            raise ConfigError(f"mode {spec.mode} was not started")
+        for proxy in self.proxies.values():
+            if not proxy.proc.alive():
+                raise proxy.proc.died_error("died")
+        if self.app is not None and not self.app.alive():
+            raise self.app.died_error("died")
+        self._tests += 1
+        label = spec.labels or f"{spec.mode}_{spec.conn}_{spec.qps:g}"
+        url = self.target(spec.mode, spec.size)
+        json_path = self.work_dir / f"test-{self._tests}.json"
+        argv = self.loadgen_argv(spec, url, json_path)
+
+        sampler = Sampler(self._workloads(spec.mode))
+        sampler.start()
+        self._stopped.clear()
+        recording: perf_mod.PerfRecording | None = None
+        perf_info: dict[str, Any] | None = None
+        proc = self.group.start(f"loadgen-{self._tests}", argv, env=envoy_mod.process_env(),
+                                cwd=self.work_dir)
+        with self._lock:
+            self._current = proc
+        try:
+            sampler.add(RESOURCE_LOADGEN, proc.pid)
+            if self.opts.perf:
+                recording, perf_info = self._start_perf(spec, label)
+            code = self._wait_loadgen(proc, spec.duration + LOADGEN_GRACE)
+            if self._stopped.is_set():
+                raise PlatformError(f"test {label} stopped before it finished")
+            if code != 0:
+                raise proc.died_error("failed")
+            if recording is not None:
+                svg = Path(self.opts.output_dir) / f"{_safe(label)}.flamegraph.svg"
+                perf_info = recording.finish(svg, f"server sidecar, {label}",
+                                             timeout=spec.duration + LOADGEN_GRACE)
+                recording = None
+                if "error" in perf_info:
+                    self._say(f"--perf: {perf_info['error']}")
+        finally:
+            with self._lock:
+                self._current = None
+            sampler.stop()
+            if recording is not None:
+                recording.abort()
+            proc.stop()
+            self.group.remove(proc)
+        try:
+            result: dict[str, Any] = json.loads(json_path.read_text())
+        except (OSError, ValueError) as e:
+            raise PlatformError(f"load generator wrote no readable result for {label}: {e}"
+                                ) from e
+        finally:
+            json_path.unlink(missing_ok=True)
+        window = self._window(result)
+        block = dict(result.get(RESULT_KEY) or {})
+        block.update({
+            "format": RESULT_FORMAT,
+            "run_id": spec.run_id or self.opts.run_id,
+            "platform": self.name,
+            "mesh": self.opts.mesh,
+            "mode": spec.mode,
+            "conn": spec.conn,
+            "qps": spec.qps,
+            "duration": spec.duration,
+            "size": spec.size,
+            "extra_labels": spec.extra_labels,
+            "repeat": spec.repeat,
+            "target": url,
+            "arrival": spec.arrival,
+            "resources": sampler.resources(window),
+        })
+        if perf_info is not None:
+            block["perf"] = perf_info
+        result[RESULT_KEY] = block
+        return result
+
+    def _start_perf(self, spec: TestSpec, label: str
+                    ) -> tuple[perf_mod.PerfRecording | None, dict[str, Any] | None]:
+        assert self.group is not None and self.work_dir is not None
+        if not self._perf_probed:
+            self._perf_error = perf_mod.probe(self.work_dir)
+            self._perf_probed = True
+            if self._perf_error:
+                self._say(f"--perf: {self._perf_error}; tests run without flame graphs")
+        if self._perf_error:
+            return None, {"error": self._perf_error}
+        if "server" not in self.proxies or spec.mode == "baseline":
+            return None, {"error": "no server sidecar in baseline mode"}
+        return perf_mod.PerfRecording(self.group, self.proxies["server"].pid, spec.duration,
+                                      self.work_dir, _safe(label)), None
+
+    def _wait_loadgen(self, proc: Proc, timeout: float) -> int | None:
+        deadline = time.monotonic() + timeout
+        while True:
+            code = proc.wait(0.2)
+            if code is not None:
+                return code
+            if self._stopped.is_set():
+                proc.stop()
+                return proc.popen.poll()
+            if time.monotonic() > deadline:
+                proc.stop()
+                raise PlatformError(f"load generator still running {timeout:g} s after its start")
+
+    @staticmethod
+    def _window(result: dict[str, Any]) -> tuple[float, float] | None:
+        start = _parse_start(str(result.get("StartTime", "")))
+        duration = result.get("ActualDuration")
+        if start is None or not isinstance(duration, int | float):
+            return None
+        return start, start + duration / 1e9
+
+    def stop_current(self) -> None:
+        """Stop the test in flight; signal-handler safe (only sends a signal, never waits)."""
+        self._stopped.set()
+        proc = self._current
+        if proc is not None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, signal.SIGTERM)
+
+    # ------------------------------------------------------------------ facts, close
+
+    def loadgen_version(self) -> str:
+        if self._loadgen_version is None:
+            try:
+                out = subprocess.run(  # noqa: S603 (argv list, no shell)
+                    [*self.loadgen_argv0, "version"], capture_output=True,
+                                     text=True, timeout=VERSION_TIMEOUT, check=False,
+                                     env=envoy_mod.process_env())
+                text = (out.stdout or out.stderr).strip().splitlines()
+                self._loadgen_version = (text[0].strip() if out.returncode == 0 and text
+                                         else "unknown")
+            except (OSError, subprocess.TimeoutExpired):
+                self._loadgen_version = "unknown"
+        return self._loadgen_version
+
+    def metadata(self) -> dict[str, Any]:
+        meta: dict[str, Any] = {
+            "platform": self.name,
+            "mesh": self.opts.mesh,
+            "proxy_concurrency": self.opts.proxy_concurrency,
+            "telemetry": self.opts.telemetry,
+            "load_generator": {
+                "name": self.opts.load_generator,
+                "path": self.loadgen_argv0[-1],
+                "version": self.loadgen_version(),
+            },
+            "python": sys.version.split()[0],
+            "python_implementation": pyplatform.python_implementation(),
+            "cpu_model": _cpu_model(),
+            "cpu_count": os.cpu_count(),
+            "cpu_count_physical": psutil.cpu_count(logical=False),
+            "memory_total_MB": round(psutil.virtual_memory().total / 1024 / 1024),
+            "kernel": pyplatform.release(),
+            "os": pyplatform.platform(),
+            "hostname": socket.gethostname(),
+            "psutil": psutil.__version__,
+        }
+        if self.envoy is not None:
+            meta["envoy"] = {"path": str(self.envoy.path), "version": self.envoy.version,
+                             "build": self.envoy.version_line.split("version:")[-1].strip(),
+                             "source": self.envoy.source}
+        if self.opts.perf:
+            meta["perf"] = {"available": self._perf_error is None if self._perf_probed else None,
+                            "error": self._perf_error, "frequency_hz": perf_mod.FREQUENCY}
+        return meta
+
+    def child_pids(self) -> list[int]:
+        """PIDs of the processes this platform runs now (for tests and diagnostics)."""
+        return self.group.pids() if self.group is not None else []
+
+    def close(self) -> None:
+        """Stop every process and remove the work dir (keys included); safe to call twice."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+        self.stop_current()
+        if self.group is not None:
+            self.group.stop_all()
+        if self.work_dir is not None:
+            shutil.rmtree(self.work_dir, ignore_errors=True)
+        self.proxies = {}
+        self.app = None
+
+
+def _install_sigterm_exit() -> None:
+    """Turn SIGTERM into SystemExit so ``finally`` blocks and atexit stop our children.
+
+    Only when nobody else handles SIGTERM (the runner may install its own) and only from the
+    main thread, where Python allows installing handlers.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return
+    if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        return
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, handler)
