@@ -1,0 +1,155 @@
+"""Chart benchmark CSVs as interactive Bokeh HTML (optionally a PNG too).
+
+Reads CSVs written by runner/fortio.py, by the 2019 perf/benchmark scripts or by today's
+istio/tools pipeline (the format is detected and printed), draws one line per mode (baseline,
+serversidecar, both, ingress, waypoint, and label variants such as nomixer_both), with points
+paired by their x value, and writes a self-contained HTML file next to the first CSV.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import webbrowser
+from pathlib import Path
+
+from meshperf.errors import ExitCode, MeshperfError
+from meshperf.graphing import (
+    FORMAT_DESCRIPTIONS,
+    METRICS,
+    PROXIES,
+    STATS,
+    XAXES,
+    build_page,
+    default_output,
+    export_png,
+    load_csv,
+    write_html,
+)
+
+PROG = "graph.py"
+
+EPILOG = """\
+examples:
+  python runner/graph.py results.csv p99
+      p99 latency vs connections, one line per mode; writes results_p99_connections.html
+  python runner/graph.py results.csv all --qps 1000
+      every metric plus the overhead vs baseline view, rows with 1000 requested QPS only
+  python runner/graph.py results.csv p90 --xaxis qps --conn 16 --png
+      p90 vs QPS at 16 connections; also writes a PNG (needs chromium + chromedriver)
+  python runner/graph.py istio.csv linkerd.csv --mesh linkerd cpu --proxy client --stat avg
+      client sidecar CPU of two runs in one chart (--mesh names the mesh of CSVs without a
+      mesh column)
+
+Latency is drawn in milliseconds (CSV columns are microseconds). The HTML embeds BokehJS
+(INLINE resources), so it opens without network access.
+"""
+
+
+def positive_number(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not v >= 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0: {text!r}")
+    return v
+
+
+def positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1: {text!r}")
+    return v
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG, description=__doc__, epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("csv", nargs="+", metavar="CSV", type=Path,
+                        help="CSV file(s) from runner/fortio.py, the 2019 scripts or istio/tools")
+    parser.add_argument("metric", metavar="METRIC",
+                        help=f"y axis: one of {', '.join(METRICS)} (all: every metric on one page "
+                             "plus latency overhead vs baseline)")
+    data = parser.add_argument_group("what to plot")
+    data.add_argument("--xaxis", choices=XAXES, default="connections",
+                      help="x axis (default: connections)")
+    held = data.add_mutually_exclusive_group()
+    held.add_argument("--qps", type=positive_number, metavar="N",
+                      help="with --xaxis connections: keep only rows with this requested QPS "
+                           "(0 = max); without it, each QPS value is its own series")
+    held.add_argument("--conn", type=positive_int, metavar="N",
+                      help="with --xaxis qps: keep only rows with this many connections")
+    data.add_argument("--mesh", metavar="NAME",
+                      help="mesh of CSVs without a mesh column, e.g. istio or linkerd "
+                           "(default: istio, or linkerd when the labels say so)")
+    data.add_argument("--proxy", choices=PROXIES, default="server",
+                      help="cpu/mem of which proxy: server sidecar (default), client sidecar, "
+                           "ingress gateway")
+    data.add_argument("--stat", choices=STATS, default="max",
+                      help="cpu/mem statistic over the test (default: max; when the CSV has "
+                           "only one, that one is used and a note says so)")
+    out = parser.add_argument_group("output")
+    out.add_argument("--output", "-o", type=Path, metavar="FILE",
+                     help="HTML file to write (default: <first CSV>_<metric>_<xaxis>.html "
+                          "beside the first CSV)")
+    out.add_argument("--show", action="store_true", help="open the HTML in a browser")
+    out.add_argument("--png", action="store_true",
+                     help="also save a PNG beside the HTML (headless Chromium + chromedriver)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.metric not in METRICS:
+        print(f"{PROG}: error: unknown metric {args.metric!r}; expected one of "
+              f"{', '.join(METRICS)}", file=sys.stderr)
+        return ExitCode.ERROR
+    if args.xaxis == "connections" and args.conn is not None:
+        parser.error("--conn holds connections constant; with --xaxis connections use --qps")
+    if args.xaxis == "qps" and args.qps is not None:
+        parser.error("--qps holds QPS constant; with --xaxis qps use --conn")
+    try:
+        datas = []
+        for path in args.csv:
+            data = load_csv(path, mesh=args.mesh)
+            print(f"{PROG}: {path}: format {FORMAT_DESCRIPTIONS[data.format]}", file=sys.stderr)
+            for note in data.notes:
+                print(f"{PROG}: note: {note}", file=sys.stderr)
+            datas.append(data)
+        layout, charts, notes = build_page(
+            datas, args.metric, args.xaxis, qps=args.qps, conn=args.conn,
+            proxy=args.proxy, stat=args.stat,
+        )
+        for note in notes:
+            print(f"{PROG}: note: {note}", file=sys.stderr)
+        output = args.output or default_output(args.csv[0], args.metric, args.xaxis,
+                                               args.qps, args.conn)
+        if output.resolve() in {p.resolve() for p in args.csv}:
+            raise MeshperfError(f"--output {output} would overwrite an input CSV")
+        title = charts[0].title if args.metric != "all" else f"meshperf: {args.csv[0].name}"
+        write_html(layout, output, title)
+        print(output)
+        if args.png:
+            png = export_png(layout, output.with_suffix(".png"))
+            print(png)
+        if args.show:
+            webbrowser.open(output.resolve().as_uri())
+    except MeshperfError as e:
+        hint = f" ({e.hint})" if e.hint else ""
+        print(f"{PROG}: error: {e}{hint}", file=sys.stderr)
+        return ExitCode.ERROR
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return ExitCode.INTERRUPTED
+    return ExitCode.OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())
