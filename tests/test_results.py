@@ -26,8 +26,8 @@ from meshperf.results import (
     SeedLabel,
     load_dir,
     load_file,
-    parse_index_tsv,
     parse_html_listing,
+    parse_index_tsv,
     parse_start_time,
     write_result,
 )
@@ -248,7 +248,10 @@ def test_grpc_numeric_retcodes() -> None:
     [
         ("2019-07-10T17:01:28.933303721Z", dt.datetime(2019, 7, 10, 17, 1, 28, 933303, dt.UTC)),
         ("2021-05-30T18:03:29.389507-04:00", dt.datetime(2021, 5, 30, 22, 3, 29, 389507, dt.UTC)),
-        ("2018-04-03T16:32:58.895472681-07:00", dt.datetime(2018, 4, 3, 23, 32, 58, 895472, dt.UTC)),
+        (
+            "2018-04-03T16:32:58.895472681-07:00",
+            dt.datetime(2018, 4, 3, 23, 32, 58, 895472, dt.UTC),
+        ),
         ("2024-01-01T05:30:00+05:30", dt.datetime(2024, 1, 1, 0, 0, 0, 0, dt.UTC)),
         ("2024-01-01T12:00:00.5+14:00", dt.datetime(2023, 12, 31, 22, 0, 0, 500000, dt.UTC)),
         ("2024-01-01T00:00:00.1234567891z", dt.datetime(2024, 1, 1, 0, 0, 0, 123456, dt.UTC)),
@@ -319,7 +322,8 @@ def test_id_int_or_string(value: Any) -> None:
 
 
 @pytest.mark.parametrize(
-    ("value", "expected"), [("max", None), ("1000", 1000.0), ("4.2", 4.2), ("0", None), (250, 250.0)]
+    ("value", "expected"),
+    [("max", None), ("1000", 1000.0), ("4.2", 4.2), ("0", None), (250, 250.0)],
 )
 def test_requested_qps(value: Any, expected: float | None) -> None:
     raw = load_raw(DEFAULTS)
@@ -409,7 +413,10 @@ def test_not_a_result() -> None:
         ("193ff770_qps_1000_c_1_1024_both", ("193ff770", 1000.0, 1, 1024, "", "both")),
         ("ab12_qps_4000_c_64_1024_base", ("ab12", 4000.0, 64, 1024, "", "baseline")),
         ("ab12_qps_max_c_8_0_nomixer_serveronly", ("ab12", None, 8, 0, "nomixer", "serversidecar")),
-        ("ab12_qps_10_c_2_512_no_mixer_v2_ingress", ("ab12", 10.0, 2, 512, "no_mixer_v2", "ingress")),
+        (
+            "ab12_qps_10_c_2_512_no_mixer_v2_ingress",
+            ("ab12", 10.0, 2, 512, "no_mixer_v2", "ingress"),
+        ),
         ("ab12_qps_10_c_2_512_waypoint", ("ab12", 10.0, 2, 512, "", "waypoint")),
     ],
 )
@@ -546,6 +553,8 @@ def test_parse_index_tsv() -> None:
 def test_parse_html_listing_and_browse() -> None:
     listing = '<html><body><ul>\n<li><a href="b.json">b</a>\n<li><a href="a.json">a</a>\n</ul>'
     assert parse_html_listing(listing) == ["b.json", "a.json"]
-    browse = '<select id="files"><option value="x.json" selected>x</option>\n<option value="y.json">'
+    browse = (
+        '<select id="files"><option value="x.json" selected>x</option>\n<option value="y.json">'
+    )
     assert parse_html_listing(browse, browse=True) == ["x.json", "y.json"]
     assert parse_html_listing('<a href="/other/page">x</a>') == []

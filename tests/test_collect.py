@@ -1,0 +1,324 @@
+"""Rows, columns, aggregation and CSV/JSON output, with golden values from the fixtures.
+
+Expected values are computed here, from the fixture files and the spec's rules (section 2.4
+for percentiles, 1.2 for units), never by calling the code under test.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import statistics
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from meshperf import collect as col
+from meshperf.errors import ConfigError, ResultsError
+from meshperf.results import FortioResult, LoadReport, load_dir
+
+FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "fortio"
+ISTIO = FIXTURES / "http-istio-tools-1.3.1.json"
+ERRORS = FIXTURES / "http-with-errors-1.28.0.json"
+
+GOLDEN_COLUMNS = (
+    "StartTime,ActualDuration,Labels,mode,NumThreads,conn,RequestedQPS,ActualQPS,size,"
+    "errorPercent,min,p50,p75,p90,p99,p999,max,p95"
+)
+
+
+def spec_percentile(h: dict[str, Any], p: float) -> float:
+    """Spec 2.4, transcribed independently of meshperf.histogram."""
+    data = h.get("Data") or []
+    if not data:
+        return 0.0
+    if p >= 100:
+        return float(h["Max"])
+    pp = 100.0 / h["Count"]
+    if p <= pp:
+        return float(h["Min"])
+    for b in data:
+        if p <= b["Percent"]:
+            return float(b["Start"] + (p - pp) / (b["Percent"] - pp) * (b["End"] - b["Start"]))
+        pp = b["Percent"]
+    return float(h["Max"])
+
+
+def us(seconds: float) -> str:
+    return repr(round(seconds * 1e6, 3))
+
+
+def quoted(text: str) -> str:
+    return f'"{text}"' if "," in text or '"' in text else text
+
+
+def expected_line(path: Path) -> tuple[str, str]:
+    d = json.loads(path.read_text())
+    h = d["DurationHistogram"]
+    if "ErrorsDurationHistogram" in d:
+        errors = d["ErrorsDurationHistogram"]["Count"]
+    else:
+        ok = {"200", "SERVING", "OK"} | ({"1"} if d["RunType"].startswith("GRPC") else set())
+        errors = sum(n for code, n in d["RetCodes"].items() if code not in ok)
+    label = d["Labels"]
+    # Only the seed runner's label shape says what the test was (fixture 1.3.1).
+    known = {"193ff770_qps_1000_c_1_1024_both": ("both", "1", "1024")}
+    mode, conn, size = known.get(label, ("", "", ""))
+    qps = d["RequestedQPS"]
+    cells = [
+        d["StartTime"],
+        repr(d["ActualDuration"] / 1e9),
+        quoted(label),
+        mode,
+        str(d["NumThreads"]),
+        conn,
+        "0" if qps == "max" else str(int(float(qps))),
+        repr(d["ActualQPS"]),
+        size,
+        repr(100.0 * errors / h["Count"]),
+        us(h["Min"]),
+        *(us(spec_percentile(h, p)) for p in (50, 75, 90, 99, 99.9)),
+        us(h["Max"]),
+        us(spec_percentile(h, 95)),
+    ]
+    return d["StartTime"], ",".join(cells)
+
+
+def fixture_rows(columns: list[str] | None = None) -> list[dict[str, Any]]:
+    report = load_dir(FIXTURES)
+    extra = col.extra_percentiles(columns or ())
+    return col.collect(report, extra_percentiles=extra).rows
+
+
+def test_golden_csv_from_fixtures() -> None:
+    columns = col.parse_columns(GOLDEN_COLUMNS)
+    rows = fixture_rows(columns)
+    text = col.csv_text(rows, columns)
+    # Rows are ordered by StartTime as an instant, so compare with the fixtures sorted by it.
+    from meshperf.results import parse_start_time
+
+    lines = sorted(
+        (expected_line(p) for p in FIXTURES.glob("*.json")),
+        key=lambda kv: parse_start_time(kv[0]),
+    )
+    expected = GOLDEN_COLUMNS + "\r\n" + "".join(line + "\r\n" for _, line in lines)
+    assert text == expected
+
+
+def test_percentiles_from_data_match_stored_ones() -> None:
+    for row in fixture_rows():
+        d = json.loads(Path(row["source"]).read_text())
+        stored = {e["Percentile"]: e["Value"] for e in d["DurationHistogram"]["Percentiles"]}
+        for column, p in (("p50", 50), ("p75", 75), ("p90", 90), ("p99", 99), ("p999", 99.9)):
+            assert row[column] == round(stored[p] * 1e6, 3), (row["source"], column)
+
+
+def test_old_files_without_percentiles_get_them(tmp_path: Path) -> None:
+    d = json.loads(ISTIO.read_text())
+    del d["DurationHistogram"]["Percentiles"]
+    (tmp_path / "old.json").write_text(json.dumps(d))
+    row = col.collect(load_dir(tmp_path)).rows[0]
+    assert row["p50"] == round(0.0011476273249692928 * 1e6, 3)  # spec 2.4's worked example
+    assert row["p999"] == round(0.011919077635327636 * 1e6, 3)
+
+
+def test_requested_qps_max_is_zero(tmp_path: Path) -> None:
+    d = json.loads(ERRORS.read_text())
+    d["RequestedQPS"] = "max"
+    (tmp_path / "m.json").write_text(json.dumps(d))
+    assert col.collect(load_dir(tmp_path)).rows[0]["RequestedQPS"] == 0
+
+
+def local_result(**block: Any) -> dict[str, Any]:
+    d = json.loads(ISTIO.read_text())
+    base = {
+        "format": 1, "run_id": "r1", "platform": "local", "mesh": "istio", "mode": "both",
+        "conn": 16, "qps": 1000.0, "duration": 30.0, "size": 1024, "extra_labels": "",
+        "repeat": 0, "arrival": "uniform",
+    }  # fmt: skip
+    d["meshperf"] = {**base, **block}
+    return d
+
+
+RESOURCES = {
+    "fortioserver_deployment_proxy": {
+        "cpu_mili": {"min": 180.0, "avg": 200.5, "max": 230.0},
+        "mem_MB": {"min": 69.0, "avg": 70.0, "max": 71.25},
+        "mem_uss_MB": {"min": 17.0, "avg": 18.0, "max": 18.5},
+        "samples": [[1.0, 200.0, 70.0, 18.0]],
+    },
+    "fortio_deployment_proxy": {"cpu_mili": {"min": 150, "avg": 160, "max": 170}},
+}
+
+
+def test_local_resources_become_columns() -> None:
+    r = FortioResult(local_result(resources=RESOURCES), "x.json")
+    row = col.collect(LoadReport(results=[r])).rows[0]
+    assert row["cpu_mili_avg_fortioserver_deployment_proxy"] == 200.5
+    assert row["mem_MB_max_fortioserver_deployment_proxy"] == 71.25
+    assert row["mem_uss_MB_min_fortioserver_deployment_proxy"] == 17.0
+    assert row["cpu_mili_max_fortio_deployment_proxy"] == 170
+    assert not any("samples" in k for k in row)
+    assert (row["mode"], row["mesh"], row["platform"], row["conn"]) == (
+        "both",
+        "istio",
+        "local",
+        16,
+    )
+    assert (row["repeat"], row["arrival"], row["run_id"]) == (0, "uniform", "r1")
+    cols = col.default_columns([row])
+    assert cols[: len(col.DEFAULT_COLUMNS)] == list(col.DEFAULT_COLUMNS)
+    assert cols[len(col.DEFAULT_COLUMNS) :] == [
+        "cpu_mili_min_fortio_deployment_proxy",
+        "cpu_mili_avg_fortio_deployment_proxy",
+        "cpu_mili_max_fortio_deployment_proxy",
+        *(
+            f"{m}_{s}_fortioserver_deployment_proxy"
+            for m in ("cpu_mili", "mem_MB", "mem_uss_MB")
+            for s in ("min", "avg", "max")
+        ),
+    ]
+
+
+def test_sendlag_p99() -> None:
+    d = local_result()
+    lag = json.loads(ERRORS.read_text())["DurationHistogram"]
+    d["SendLagHistogram"] = lag
+    row = col.collect(LoadReport(results=[FortioResult(d)])).rows[0]
+    assert row["sendlag_p99"] == round(spec_percentile(lag, 99) * 1e6, 3)
+    assert "sendlag_p99" in col.default_columns([row])
+
+
+SEED_CSV = (
+    "StartTime,ActualDuration,Labels,NumThreads,ActualQPS,p50,p90,p99,"
+    "cpu_mili_avg_telemetry_mixer,cpu_mili_max_telemetry_mixer,mem_MB_max_telemetry_mixer,"
+    "cpu_mili_avg_fortioserver_deployment_proxy,cpu_mili_max_fortioserver_deployment_proxy,"
+    "mem_MB_max_fortioserver_deployment_proxy,cpu_mili_avg_ingressgateway_proxy,"
+    "cpu_mili_max_ingressgateway_proxy,mem_MB_max_ingressgateway_proxy"
+)
+
+
+def test_seed_column_list_is_accepted_and_empty_columns_written_empty() -> None:
+    columns = col.parse_columns(SEED_CSV)
+    assert ",".join(columns) == SEED_CSV
+    r = FortioResult(local_result(resources=RESOURCES))
+    rows = col.collect(LoadReport(results=[r])).rows
+    out = list(csv.DictReader(io.StringIO(col.csv_text(rows, columns))))
+    assert out[0]["cpu_mili_avg_telemetry_mixer"] == ""
+    assert out[0]["mem_MB_max_ingressgateway_proxy"] == ""
+    assert out[0]["cpu_mili_avg_fortioserver_deployment_proxy"] == "200.5"
+    full = json.loads(col.json_text(rows, columns))
+    assert full[0]["cpu_mili_avg_telemetry_mixer"] is None
+    assert full[0]["mem_uss_MB_avg_fortioserver_deployment_proxy"] == 18.0  # JSON is a superset
+
+
+@pytest.mark.parametrize("bad", ["p50,latency", "StartTime,cpu_avg_x", "mem_MB_median_x", "p0"])
+def test_unknown_column(bad: str) -> None:
+    with pytest.raises(ConfigError, match="unknown column") as e:
+        col.parse_columns(bad)
+    assert "\n" not in str(e.value)
+    assert "StartTime" in str(e.value) and "cpu_mili" in str(e.value)
+
+
+def test_aggregate_columns_need_aggregate() -> None:
+    with pytest.raises(ConfigError, match="--aggregate"):
+        col.parse_columns("p50,p99_spread")
+    assert col.parse_columns("p50,p99_spread,repeats", aggregated=True) == [
+        "p50",
+        "p99_spread",
+        "repeats",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("name", "p"),
+    [("p50", 50.0), ("p999", 99.9), ("p9999", 99.99), ("p95", 95.0), ("p100", 100.0), ("p5", 5.0)],
+)
+def test_percentile_columns(name: str, p: float) -> None:
+    assert col.percentile_of_column(name) == p
+
+
+def test_selector() -> None:
+    report = load_dir(FIXTURES)
+    by_label = col.collect(report, selector="with errors")
+    assert [r["Labels"] for r in by_label.rows] == ["Sample with errors"]
+    assert by_label.selected_out == 3
+    by_time = col.collect(report, selector="^2019-07-10T17")
+    assert [r["Labels"] for r in by_time.rows] == ["193ff770_qps_1000_c_1_1024_both"]
+    assert col.collect(report, selector="^2019-07-11").rows == []
+
+
+def test_failed_and_empty_results_are_skipped_with_reasons() -> None:
+    bad = json.loads(ISTIO.read_text())
+    bad["DurationHistogram"] = {"Count": 0, "Min": 0, "Max": 0, "Sum": 0, "Avg": 0, "StdDev": 0}
+    err = json.loads(ERRORS.read_text())
+    err.update(error=True, message="warmup error", exception="connection refused")
+    report = LoadReport(
+        results=[FortioResult(bad, "zero.json"), FortioResult(err, "err.json")]
+        + [FortioResult(json.loads(ISTIO.read_text()), "ok.json")]
+    )
+    got = col.collect(report)
+    assert [r["source"] for r in got.rows] == ["ok.json"]
+    reasons = {s.source: s.reason for s in got.skipped}
+    assert reasons == {
+        "zero.json": "no calls recorded (Count 0)",
+        "err.json": "fortio run failed: warmup error: connection refused",
+    }
+
+
+def rows_for_aggregation() -> list[dict[str, Any]]:
+    base = {k: "" for k in col.ROW_COLUMNS}
+    rows = []
+    for i, (p50, p99, qps) in enumerate([(100.0, 900.0, 990.0), (130.0, 1000.0, 1000.0),
+                                         (110.0, 950.0, 995.0)]):  # fmt: skip
+        rows.append({
+            **base, "StartTime": f"2024-01-01T00:0{i}:00Z", "mode": "both", "mesh": "istio",
+            "platform": "local", "conn": 16, "RequestedQPS": 1000, "size": 1024,
+            "extra_labels": "", "repeat": i, "p50": p50, "p99": p99, "ActualQPS": qps,
+            "Labels": f"r{i}", "cpu_mili_avg_x": 100.0 + i,
+        })  # fmt: skip
+    other = {**rows[0], "conn": 64, "p50": 300.0, "p99": 3000.0, "Labels": "other"}
+    return [*rows, other]
+
+
+def test_aggregate_repeats() -> None:
+    out = col.aggregate(rows_for_aggregation())
+    assert len(out) == 2
+    a, b = out
+    assert a["repeats"] == 3 and b["repeats"] == 1
+    assert a["p50"] == 110.0 and a["p99"] == 950.0 and a["ActualQPS"] == 995.0
+    assert (a["p50_min"], a["p50_max"]) == (100.0, 130.0)
+    assert (a["p99_min"], a["p99_max"]) == (900.0, 1000.0)
+    assert a["p50_spread"] == (130.0 - 100.0) / 110.0
+    assert a["p99_spread"] == (1000.0 - 900.0) / 950.0
+    assert a["cpu_mili_avg_x"] == statistics.median([100.0, 101.0, 102.0])
+    assert a["StartTime"] == "2024-01-01T00:00:00Z" and a["Labels"] == "r0"  # the earliest
+    assert a["repeat"] is None
+    assert (b["conn"], b["p50"], b["p50_spread"]) == (64, 300.0, 0.0)
+
+
+def test_aggregate_keeps_unidentified_results_apart() -> None:
+    rows = fixture_rows()
+    out = col.aggregate(rows)
+    # Three fixtures have no mode: only their Labels tell them apart; none may be merged.
+    assert len(out) == len(rows) == 4
+    assert all(r["repeats"] == 1 for r in out)
+
+
+def test_write_outputs_refuses_overwrite(tmp_path: Path) -> None:
+    rows = fixture_rows()
+    prefix = tmp_path / "res"
+    j, c = col.write_outputs(prefix, rows, ["Labels", "p50"])
+    assert (j.name, c.name) == ("res.json", "res.csv")
+    assert len(json.loads(j.read_text())) == 4
+    assert c.read_text().splitlines()[0] == "Labels,p50"
+    with pytest.raises(ConfigError, match="already exists"):
+        col.check_outputs(prefix, overwrite=False)
+    with pytest.raises(ResultsError, match="already exists"):
+        col.write_outputs(prefix, rows, ["Labels"])
+    assert c.read_text().splitlines()[0] == "Labels,p50"
+    col.write_outputs(prefix, rows, ["Labels"], overwrite=True)
+    assert c.read_text().splitlines()[0] == "Labels"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["res.csv", "res.json"]
