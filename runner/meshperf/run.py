@@ -590,8 +590,10 @@ def summary_table(report: RunReport) -> str:
 
 
 def next_steps(output_dir: Path) -> str:
+    """The commands that turn the result files into a table and a graph."""
+    summary = output_dir / "summary"
     return (
         "next:\n"
-        f"  python runner/fortio.py {output_dir}\n"
-        "  python runner/graph.py <the CSV fortio.py wrote> p99"
+        f"  python runner/fortio.py {output_dir} --output {summary}\n"
+        f"  python runner/graph.py {summary}.csv p99"
     )

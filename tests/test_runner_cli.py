@@ -1,0 +1,409 @@
+"""runner.py's command line: the plan it prints, config files, platform choice, one-line errors.
+
+Everything here goes through ``main([...])``; nothing starts a platform except the test that
+proves a missing Envoy is a one-line error. ``--platform auto`` is tested against a real HTTP
+server on 127.0.0.1 standing in for the Kubernetes API server (only ``/version`` is asked).
+"""
+
+from __future__ import annotations
+
+import http.server
+import json
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import runner
+from meshperf.errors import ExitCode
+from meshperf.plan import PER_TEST_OVERHEAD, START_OVERHEAD
+
+
+@pytest.fixture(autouse=True)
+def _no_kubeconfig(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    # The developer's own kubeconfig must not decide what these tests see.
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "no-such-kubeconfig"))
+    monkeypatch.delenv("ENVOY_BIN", raising=False)
+    monkeypatch.delenv("NAMESPACE", raising=False)
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    try:
+        code = runner.main(list(argv))
+    except SystemExit as e:  # argparse's own exits
+        code = int(e.code or 0)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_dry_run_prints_every_test_label_target_and_estimate(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    code, out, err = run(
+        capsys, "1,4", "500", "3", "--baseline", "--platform", "local", "--run-id", "0123abcd",
+        "--dry-run",
+    )  # fmt: skip
+    assert code == 0
+    assert err == ""
+    both = "loadgen -> client sidecar =mTLS=> server sidecar -> app"
+    per, start = PER_TEST_OVERHEAD["local"], START_OVERHEAD["local"]
+    total = start + 4 * (3 + per)
+    expected = [
+        "plan: 4 tests on local (mesh istio), run id 0123abcd",
+        "#  mode      conn  qps  duration  label                           target",
+        "1  baseline  1     500  3s        0123abcd_qps_500_c_1_1024_base  loadgen -> app",
+        f"2  both      1     500  3s        0123abcd_qps_500_c_1_1024_both  {both}",
+        "3  baseline  4     500  3s        0123abcd_qps_500_c_4_1024_base  loadgen -> app",
+        f"4  both      4     500  3s        0123abcd_qps_500_c_4_1024_both  {both}",
+        f"estimated time: 0:00:{int(total):02d} (12 s of tests + 4 x {per:g} s per-test overhead"
+        f" + {start:g} s start-up)",
+    ]
+    assert out.splitlines() == expected
+
+
+def test_seed_example_2_is_twelve_tests(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(
+        capsys, "16,64", "1000,4000", "180", "--serversidecar", "--baseline", "--platform",
+        "local", "--dry-run",
+    )  # fmt: skip
+    assert code == 0
+    lines = out.splitlines()
+    assert lines[0].startswith("plan: 12 tests on local")
+    rows = [ln.split() for ln in lines[2:-1]]
+    cells = {(r[1], r[2], r[3]) for r in rows}
+    assert cells == {(m, c, q) for m in ("baseline", "serversidecar", "both")
+                     for c in ("16", "64") for q in ("1000", "4000")}  # fmt: skip
+    assert all(r[4] == "180s" for r in rows)
+
+
+def test_mode_switches_labels_and_qps_options(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(
+        capsys, "4", "100,0", "2", "--no-clientsidecar", "--baseline", "--ingress",
+        "--qps-per-connection", "--labels", "nomixer", "--no-telemetry", "--size", "64",
+        "--platform", "local", "--run-id", "00000001", "--dry-run",
+    )  # fmt: skip
+    assert code == 0
+    labels = [ln.split()[5] for ln in out.splitlines()[2:-1]]
+    assert labels == [
+        "00000001_qps_400_c_4_64_nomixer_notelemetry_base",
+        "00000001_qps_400_c_4_64_nomixer_notelemetry_ingress",
+        "00000001_qps_max_c_4_64_nomixer_notelemetry_base",
+        "00000001_qps_max_c_4_64_nomixer_notelemetry_ingress",
+    ]
+
+
+def test_repeat_and_run_ids_differ(capsys: pytest.CaptureFixture[str]) -> None:
+    _, out1, _ = run(capsys, "1", "10", "1", "--repeat", "3", "--platform", "local", "--dry-run")
+    _, out2, _ = run(capsys, "1", "10", "1", "--platform", "local", "--dry-run")
+    assert out1.splitlines()[0].startswith("plan: 3 tests")
+    rid1, rid2 = out1.split("run id ")[1][:8], out2.split("run id ")[1][:8]
+    assert rid1 != rid2 and len(rid1) == 8 and int(rid1, 16) >= 0
+
+
+def test_help_documents_total_qps_and_env(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "--help")
+    assert code == 0
+    flat = " ".join(out.split())
+    assert "requests per second in TOTAL across all connections, as fortio's -qps" in flat
+    assert "env ENVOY_BIN" in flat and "env NAMESPACE" in flat
+    assert "default: 0.0001 = 0.1 ms" in flat
+    for flag in ("--baseline", "--no-baseline", "--serversidecar", "--no-clientsidecar",
+                 "--ingress", "--labels", "--perf", "--client", "--server", "--mesh"):  # fmt: skip
+        assert flag in out
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["16,,abc", "1000", "10"], "argument CONN: invalid connection list '16,,abc': empty item"),
+        (["-4", "1000", "10"], "argument CONN: invalid connection count -4 in '-4': must be >= 1"),
+        (["0", "1000", "10"], "argument CONN: invalid connection count 0 in '0': must be >= 1"),
+        (["1", "-5", "10"], "argument QPS: invalid qps '-5' in '-5': must be >= 0"),
+        (["1", "10", "0"], "argument DURATION: '0' must be > 0"),
+        (["1", "10"], "the following arguments are required: DURATION"),
+        (["1", "10", "1", "--mesh", "consul"], "argument --mesh: invalid choice: 'consul'"),
+        (["1", "10", "1", "--labels", "a b"], "argument --labels: labels 'a b' may only contain"),
+        (["1", "10", "1", "--labels", "x" * 64], "argument --labels: labels 'xxxxxxxx"),
+        (["1", "10", "1", "--repeat", "0"], "argument --repeat: '0' must be >= 1"),
+        (["1", "10", "1", "--run-id", "XYZ"], "argument --run-id: run id 'XYZ' must be 8"),
+        (["1", "10", "1", "-q", "-v"], "--quiet and --verbose contradict each other"),
+    ],
+)
+def test_bad_command_lines_are_one_line_usage_errors(
+    capsys: pytest.CaptureFixture[str], argv: list[str], message: str
+) -> None:
+    code, out, err = run(capsys, *argv, "--platform", "local", "--dry-run")
+    assert code == ExitCode.USAGE
+    assert out == ""
+    assert err.count("\n") == 1, err
+    assert err.startswith(f"runner.py: error: {message}")
+
+
+@pytest.mark.parametrize(
+    ("argv", "message", "hint"),
+    [
+        (["--mesh", "linkerd"], "--mesh linkerd needs a cluster", "--platform kubernetes"),
+        (["--mesh", "istio-ambient"], "--mesh istio-ambient needs a", "--platform kubernetes"),
+        (["--ingress", "gw:80"], "--ingress takes no value on the local", "--ingress alone"),
+        (["--client", "pod-a"], "--client, --server and --perf-image apply to", None),
+        (["--no-clientsidecar"], "no sidecar mode selected", "add --baseline"),
+        (["--mesh", "none", "--serversidecar"], "--mesh none has no sidecars", "--baseline alone"),
+    ],
+)
+def test_config_conflicts_exit_error_with_hint(
+    capsys: pytest.CaptureFixture[str], argv: list[str], message: str, hint: str | None
+) -> None:
+    code, out, err = run(capsys, "1", "10", "1", "--platform", "local", "--dry-run", *argv)
+    assert code == ExitCode.ERROR
+    assert out == ""
+    lines = err.splitlines()
+    assert lines[0].startswith(f"runner.py: error: {message}")
+    if hint:
+        assert len(lines) == 2 and lines[1].startswith("runner.py: hint: ") and hint in lines[1]
+    else:
+        assert len(lines) == 1
+
+
+def test_mesh_none_runs_baseline_only(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "1", "10", "1", "--mesh", "none", "--platform", "local", "--dry-run")
+    assert code == 0
+    assert [ln.split()[1] for ln in out.splitlines()[2:-1]] == ["baseline"]
+
+
+def test_kubernetes_dry_run_targets_and_short_duration_warning(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    code, out, err = run(
+        capsys, "16", "1000", "30", "--platform", "kubernetes", "--ingress", "gw.example:80",
+        "--baseline", "--mesh", "linkerd", "--dry-run",
+    )  # fmt: skip
+    assert code == 0
+    assert (
+        "runner.py: warning: 30 s tests are too short for Prometheus CPU/memory (needs >= 92 s"
+        in err
+    )
+    rows = out.splitlines()
+    assert rows[0].startswith("plan: 3 tests on kubernetes (mesh linkerd)")
+    assert rows[2].endswith("server pod IP, uncaptured port (bypasses sidecars)")
+    assert rows[4].endswith("ingress gateway gw.example:80")
+    # A shorter scrape interval lowers the minimum: the warning is derived, not a constant.
+    code, _, err = run(capsys, "16", "1000", "80", "--platform", "kubernetes",
+                       "--scrape-interval", "5", "--dry-run")  # fmt: skip
+    assert code == 0 and "warning" not in err
+    code, _, err = run(capsys, "16", "1000", "80", "--platform", "kubernetes", "--dry-run")
+    assert "needs >= 92 s" in err
+
+
+def test_kubernetes_ingress_needs_an_address(capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run(
+        capsys, "1", "10", "100", "--platform", "kubernetes", "--ingress", "--dry-run"
+    )
+    assert code == ExitCode.ERROR
+    assert err.startswith(
+        "runner.py: error: --ingress needs the gateway's HOST[:PORT] on kubernetes"
+    )
+
+
+# ---- --config -------------------------------------------------------------------------------
+
+
+def test_config_file_supplies_flags_and_command_line_wins(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    cfg = tmp_path / "matrix.yaml"
+    cfg.write_text(
+        "conn: [1, 4]\nqps: 500\nduration: 3\nbaseline: true\nserver_sidecar_unused: 1\n"
+    )
+    code, _, err = run(capsys, "--config", str(cfg), "--platform", "local", "--dry-run")
+    assert code == ExitCode.ERROR
+    assert err == f"runner.py: error: config {cfg}: unknown option 'server_sidecar_unused'\n"
+
+    cfg.write_text(
+        "conn: [1, 4]\nqps: 500\nduration: 3\nbaseline: true\nrun-id: 0123abcd\n"
+        "platform: local\nlabels: cfg\nsize: 10\n"
+    )
+    code, out, _ = run(capsys, "--config", str(cfg), "--dry-run")
+    assert code == 0
+    labels = [ln.split()[5] for ln in out.splitlines()[2:-1]]
+    assert labels == [
+        "0123abcd_qps_500_c_1_10_cfg_base",
+        "0123abcd_qps_500_c_1_10_cfg_both",
+        "0123abcd_qps_500_c_4_10_cfg_base",
+        "0123abcd_qps_500_c_4_10_cfg_both",
+    ]
+    # Positionals and flags on the command line override the file.
+    code, out, _ = run(capsys, "16", "100", "2", "--config", str(cfg), "--no-baseline",
+                       "--labels", "cli", "--dry-run")  # fmt: skip
+    assert code == 0
+    labels = [ln.split()[5] for ln in out.splitlines()[2:-1]]
+    assert labels == ["0123abcd_qps_100_c_16_10_cli_both"]
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("conn: 0\n", "conn: invalid connection count 0 in '0': must be >= 1"),
+        ("mesh: consul\n", "mesh: invalid choice 'consul'"),
+        ("uniform: maybe\n", "uniform: expected true or false"),
+        ("labels: 'a b'\n", "labels: labels 'a b' may only contain"),
+        ("[1, 2]\n", "expected a mapping of option names to values"),
+    ],
+)
+def test_bad_config_values_exit_error(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, text: str, message: str
+) -> None:
+    cfg = tmp_path / "bad.yaml"
+    cfg.write_text(text)
+    code, out, err = run(capsys, "1", "10", "1", "--config", str(cfg), "--dry-run")
+    assert code == ExitCode.ERROR
+    assert out == "" and err.count("\n") == 1
+    assert err.startswith(f"runner.py: error: config {cfg}") and message in err
+
+
+# ---- --platform auto ------------------------------------------------------------------------
+
+
+class _FakeApiServer(http.server.BaseHTTPRequestHandler):
+    status = 200
+    delay = 0.0
+    seen: list[tuple[str, str | None]] = []
+
+    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+        type(self).seen.append((self.path, self.headers.get("Authorization")))
+        time.sleep(self.delay)
+        body = json.dumps({"major": "1", "minor": "30", "gitVersion": "v1.30.0"}).encode()
+        self.send_response(self.status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+        pass
+
+
+@pytest.fixture
+def api_server() -> Iterator[tuple[str, type[_FakeApiServer]]]:
+    handler = type("Handler", (_FakeApiServer,), {"seen": [], "status": 200, "delay": 0.0})
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    srv.daemon_threads = True
+    t = threading.Thread(target=srv.serve_forever, daemon=True)
+    t.start()
+    try:
+        yield f"http://127.0.0.1:{srv.server_address[1]}", handler
+    finally:
+        srv.shutdown()
+        srv.server_close()
+
+
+def _kubeconfig(path: Path, server: str, current: str = "perf") -> Path:
+    path.write_text(
+        f"""apiVersion: v1
+kind: Config
+current-context: {current}
+contexts:
+- name: perf
+  context: {{cluster: c1, user: u1}}
+- name: other
+  context: {{cluster: c2, user: u1}}
+clusters:
+- name: c1
+  cluster: {{server: "{server}"}}
+- name: c2
+  cluster: {{server: "http://127.0.0.1:9"}}
+users:
+- name: u1
+  user: {{token: sekret}}
+"""
+    )
+    return path
+
+
+def test_auto_picks_kubernetes_when_the_context_answers(
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    api_server: tuple[str, type[_FakeApiServer]],
+) -> None:
+    url, handler = api_server
+    monkeypatch.setenv("KUBECONFIG", str(_kubeconfig(tmp_path / "kc", url)))
+    code, out, err = run(capsys, "1", "10", "100", "--dry-run")
+    assert code == 0
+    assert err.splitlines()[0] == f"platform: kubernetes (context 'perf' at {url} answers)"
+    assert out.startswith("plan: 1 tests on kubernetes")
+    assert handler.seen == [("/version", "Bearer sekret")]
+
+
+def test_auto_falls_back_to_local_and_says_why(
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    api_server: tuple[str, type[_FakeApiServer]],
+) -> None:
+    url, handler = api_server
+    code, out, err = run(capsys, "1", "10", "1", "--dry-run")
+    assert err == "platform: local (no kubeconfig ($KUBECONFIG not found))\n"
+    assert out.startswith("plan: 1 tests on local")
+
+    handler.status = 401
+    monkeypatch.setenv("KUBECONFIG", str(_kubeconfig(tmp_path / "kc", url)))
+    code, out, err = run(capsys, "1", "10", "1", "--dry-run")
+    assert err == f"platform: local (context 'perf': {url}/version answered HTTP 401)\n"
+
+    # A server nobody listens on (a closed port) does not answer.
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        dead = s.getsockname()[1]
+    _kubeconfig(tmp_path / "kc", f"http://127.0.0.1:{dead}")
+    code, out, err = run(capsys, "1", "10", "1", "--dry-run")
+    dead_url = f"http://127.0.0.1:{dead}"
+    assert err.startswith(f"platform: local (context 'perf': {dead_url} did not answer")
+
+    _kubeconfig(tmp_path / "kc", url, current="missing")
+    code, out, err = run(capsys, "1", "10", "1", "--dry-run")
+    assert err == f"platform: local (kubeconfig {tmp_path / 'kc'} has no context 'missing')\n"
+
+
+def test_auto_gives_up_on_a_slow_server_within_two_seconds(
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    api_server: tuple[str, type[_FakeApiServer]],
+) -> None:
+    url, handler = api_server
+    handler.delay = 3.0
+    monkeypatch.setenv("KUBECONFIG", str(_kubeconfig(tmp_path / "kc", url)))
+    t0 = time.monotonic()
+    code, out, err = run(capsys, "1", "10", "1", "--dry-run")
+    assert time.monotonic() - t0 < 3.0  # gave up before the server answered
+    assert "did not answer /version within 2 s" in err
+    assert out.startswith("plan: 1 tests on local")
+
+
+def test_auto_local_with_cluster_only_mesh_is_an_error(capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run(capsys, "1", "10", "1", "--mesh", "linkerd", "--dry-run")
+    assert code == ExitCode.ERROR
+    assert "runner.py: error: --mesh linkerd needs a cluster" in err
+    assert "runner.py: hint: use --platform kubernetes" in err
+
+
+# ---- a real platform refusing to start --------------------------------------------------------
+
+
+def test_missing_envoy_is_one_line_and_a_hint(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    out_dir = tmp_path / "out"
+    code, out, err = run(
+        capsys, "1", "10", "1", "--platform", "local", "--envoy", str(tmp_path / "no-envoy"),
+        "--output-dir", str(out_dir), "-q",
+    )  # fmt: skip
+    assert code == ExitCode.ERROR
+    lines = err.splitlines()
+    assert lines[0].startswith("runner.py: error: ") and "no-envoy" in lines[0]
+    assert all(ln.startswith("runner.py: ") for ln in lines) and len(lines) <= 2
+    assert "Traceback" not in err and out == ""
+    assert not out_dir.exists() or not any(out_dir.iterdir())
