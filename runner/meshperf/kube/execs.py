@@ -1,0 +1,212 @@
+"""Running commands in a pod through the Kubernetes exec API (websocket, v4 channel protocol).
+
+The command is an argv list handed to the API server; no shell runs anywhere, neither here nor
+in the pod. Frames arrive on channels: 1 stdout, 2 stderr, 3 the final status, a JSON
+``metav1.Status``: ``{"status": "Success"}`` or a Failure whose ``NonZeroExitCode`` cause
+carries the exit code. Every exec has a deadline and can be aborted from another thread
+(``ExecSession.abort``), which is how Ctrl-C closes the websocket of a test in flight.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import socket
+import threading
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from kubernetes import client as kclient
+from kubernetes.client.rest import ApiException
+from kubernetes.stream import stream
+
+from meshperf.errors import ClusterError
+
+STDOUT_CHANNEL = 1
+STDERR_CHANNEL = 2
+STATUS_CHANNEL = 3
+
+# How long one poll of the websocket waits: short enough that a stop request is noticed
+# quickly, long enough not to spin.
+POLL_SECONDS = 0.2
+# Short commands (pgrep, pkill, perf script) get this long unless told otherwise.
+SHORT_EXEC_TIMEOUT = 30.0
+
+
+@dataclasses.dataclass(frozen=True)
+class ExecResult:
+    """What one exec produced. ``exit_code`` is None when the API reported no exit code."""
+
+    argv: tuple[str, ...]
+    stdout: bytes
+    stderr: bytes
+    exit_code: int | None
+    message: str  # the status message for failures that are not an exit code, else ""
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_code == 0
+
+    def stderr_tail(self, limit: int = 300) -> str:
+        """The end of stderr on one line: where a failing command says why."""
+        text = self.stderr.decode("utf-8", "replace").strip()
+        lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+        tail = " | ".join(lines[-3:])
+        return tail[-limit:]
+
+    def describe_failure(self) -> str:
+        """One line: which command failed and how."""
+        what = " ".join(self.argv[:2])
+        if self.exit_code is None:
+            why = self.message or "no exit status"
+        else:
+            why = f"exit code {self.exit_code}"
+        tail = self.stderr_tail()
+        return f"{what} failed in the pod: {why}" + (f"; stderr: {tail}" if tail else "")
+
+
+def parse_status(raw: bytes | str) -> tuple[int | None, str]:
+    """Exit code and message from the status channel's ``metav1.Status`` JSON."""
+    if isinstance(raw, bytes):
+        raw = raw.decode("utf-8", "replace")
+    if not raw.strip():
+        return None, "the exec stream closed without a status"
+    try:
+        status = json.loads(raw)
+    except ValueError:
+        return None, f"unreadable exec status {raw[:100]!r}"
+    if not isinstance(status, dict):
+        return None, f"unreadable exec status {raw[:100]!r}"
+    if status.get("status") == "Success":
+        return 0, ""
+    message = str(status.get("message") or status.get("reason") or "exec failed")
+    if status.get("reason") == "NonZeroExitCode":
+        causes = (status.get("details") or {}).get("causes") or []
+        for cause in causes:
+            if cause.get("reason") == "ExitCode":
+                try:
+                    return int(cause.get("message", "")), message
+                except ValueError:
+                    break
+    return None, message
+
+
+class ExecSession:
+    """One exec in flight: read it to the end with ``wait``; ``abort`` from any thread."""
+
+    def __init__(
+        self,
+        core: kclient.CoreV1Api,
+        pod: str,
+        namespace: str,
+        container: str,
+        argv: Sequence[str],
+    ) -> None:
+        self.argv = tuple(argv)
+        self.pod = pod
+        self.namespace = namespace
+        self.container = container
+        self._aborted = threading.Event()
+        try:
+            self._ws: Any = stream(
+                core.connect_get_namespaced_pod_exec,
+                pod,
+                namespace,
+                command=list(self.argv),
+                container=container,
+                stderr=True,
+                stdin=False,
+                stdout=True,
+                tty=False,
+                binary=True,
+                _preload_content=False,
+            )
+        except ApiException as e:
+            raise ClusterError(
+                f"cannot exec {self.argv[0]!r} in pod {namespace}/{pod} container {container}: "
+                f"{_api_reason(e)}"
+            ) from e
+
+    def wait(self, timeout: float) -> ExecResult:
+        """Read stdout/stderr until the command ends, ``timeout`` passes or ``abort`` is called."""
+        out = bytearray()
+        err = bytearray()
+        status = b""
+        deadline = time.monotonic() + timeout
+        ws = self._ws
+        try:
+            while ws.is_open():
+                if self._aborted.is_set():
+                    raise ClusterError(f"{' '.join(self.argv[:2])} in pod {self.pod} was stopped")
+                if time.monotonic() > deadline:
+                    raise ClusterError(
+                        f"{' '.join(self.argv[:2])} in pod {self.pod} did not finish within "
+                        f"{timeout:.0f} s"
+                    )
+                ws.update(timeout=POLL_SECONDS)
+                out += ws.read_channel(STDOUT_CHANNEL)
+                err += ws.read_channel(STDERR_CHANNEL)
+                status += ws.read_channel(STATUS_CHANNEL)
+            out += ws.read_channel(STDOUT_CHANNEL)
+            err += ws.read_channel(STDERR_CHANNEL)
+            status += ws.read_channel(STATUS_CHANNEL)
+        except ClusterError:
+            raise
+        except Exception as e:  # websocket or socket errors, an abort's shutdown included
+            if self._aborted.is_set():
+                raise ClusterError(
+                    f"{' '.join(self.argv[:2])} in pod {self.pod} was stopped"
+                ) from e
+            raise ClusterError(
+                f"exec of {self.argv[0]!r} in pod {self.pod} lost its connection: {e}"
+            ) from e
+        finally:
+            self.close()
+        code, message = parse_status(bytes(status))
+        return ExecResult(self.argv, bytes(out), bytes(err), code, message)
+
+    def abort(self) -> None:
+        """Make ``wait`` return now (from any thread): shut the socket down under it."""
+        self._aborted.set()
+        sock = getattr(getattr(self._ws, "sock", None), "sock", None)
+        if sock is not None:
+            try:
+                # shutdown, not close: it wakes a poll() blocked in another thread.
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def close(self) -> None:
+        try:
+            self._ws.close()
+        except Exception:  # noqa: S110 - closing an already broken socket is fine
+            pass
+
+
+def run_exec(
+    core: kclient.CoreV1Api,
+    pod: str,
+    namespace: str,
+    container: str,
+    argv: Sequence[str],
+    timeout: float = SHORT_EXEC_TIMEOUT,
+) -> ExecResult:
+    """Run a short command to the end and return what it produced (exit status not checked)."""
+    return ExecSession(core, pod, namespace, container, argv).wait(timeout)
+
+
+def ere_escape(text: str) -> str:
+    """Escape ``text`` for a POSIX extended regular expression (pkill -f patterns)."""
+    return "".join("\\" + c if c in ".[]()*+?{}|^$\\" else c for c in text)
+
+
+def pkill_argv(label: str) -> list[str]:
+    """argv that interrupts the ``fortio load`` run carrying ``label`` (SIGINT: fortio then
+    stops early and still prints its result)."""
+    return ["pkill", "-INT", "-f", f"fortio load .*-labels {ere_escape(label)}( |$)"]
+
+
+def _api_reason(e: ApiException) -> str:
+    reason = str(e.reason or e).strip().splitlines()
+    return (reason[0] if reason else "unknown error")[:300]

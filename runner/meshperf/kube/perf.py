@@ -1,0 +1,323 @@
+"""``--perf``: profile the server-side proxy with ``perf`` and write a flame graph locally.
+
+How: once per run an ephemeral debug container (image ``--perf-image``, which must hold
+``perf`` and ``pgrep``) is added to the server pod with ``targetContainerName`` set to the proxy
+container, so it sees the proxy's processes. During each test, execs in that container find
+the proxy (``pgrep``), record it (``perf record -F 99 -g -p PID -- sleep N``) and print the
+samples (``perf script``); the stacks are folded and drawn as an SVG flame graph under
+``<output-dir>/perf/``. Any failure is recorded in ``meshperf.perf.error`` and the matrix
+goes on: profiling is an extra, never a reason to lose a measurement.
+
+The ephemeral container cannot be removed (Kubernetes does not allow it); it sleeps for
+``DEBUG_TTL`` seconds and then exits by itself.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+import threading
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from meshperf.errors import ClusterError
+from meshperf.kube.execs import SHORT_EXEC_TIMEOUT, run_exec
+from meshperf.platform import RunOptions, TestSpec
+
+if TYPE_CHECKING:
+    from meshperf.kube.cluster import Cluster, PodInfo
+
+DEBUG_TTL = 3600  # seconds the debug container lives
+PERF_FREQ = 99  # Hz, as the seed's get_perfdata.sh
+MAX_RECORD_SECONDS = 40.0  # the seed recorded 40 s of each test
+READY_TIMEOUT = 90.0  # image pull + start of the debug container
+# The process to profile in each mesh's proxy container.
+PROXY_PROCESS: dict[str, tuple[str, str]] = {
+    "istio": ("istio-proxy", "envoy"),
+    "linkerd": ("linkerd-proxy", "linkerd2-proxy"),
+}
+_PID_RE = re.compile(r"[0-9]{1,9}")
+
+
+def debug_container_spec(name: str, image: str, target: str) -> dict[str, Any]:
+    """The ephemeral container added to the server pod (camelCase: sent as a raw patch)."""
+    return {
+        "name": name,
+        "image": image,
+        "command": ["sleep", str(DEBUG_TTL)],
+        "targetContainerName": target,
+        "stdin": False,
+        "tty": False,
+        # perf_event_open on another process needs these (PERFMON on kernels >= 5.8).
+        "securityContext": {"capabilities": {"add": ["SYS_ADMIN", "SYS_PTRACE", "PERFMON"]}},
+    }
+
+
+def record_argv(pid: str, seconds: float, data_file: str) -> list[str]:
+    if not _PID_RE.fullmatch(pid):
+        raise ClusterError(f"not a process id: {pid!r}")
+    return [
+        "perf", "record", "-F", str(PERF_FREQ), "-g", "-p", pid, "-o", data_file,
+        "--", "sleep", str(max(1, int(seconds))),
+    ]  # fmt: skip
+
+
+def script_argv(data_file: str) -> list[str]:
+    return ["perf", "script", "-i", data_file, "--demangle"]
+
+
+def record_window(duration: float) -> tuple[float, float]:
+    """(delay, seconds): record the middle of the test, at most MAX_RECORD_SECONDS."""
+    seconds = min(MAX_RECORD_SECONDS, max(1.0, duration * 0.5))
+    delay = max(0.0, (duration - seconds) / 2)
+    return delay, seconds
+
+
+# -- folding and drawing -------------------------------------------------------------------
+
+_FRAME_RE = re.compile(r"^\s*[0-9a-fA-F]+\s+(?P<sym>.+?)(?:\s+\((?P<dso>[^)]*)\))?\s*$")
+
+
+def fold_perf_script(text: str) -> dict[str, int]:
+    """``perf script`` output -> folded stacks ``root;...;leaf`` -> sample count.
+
+    Each sample is a header line (``comm pid ... cycles:``) followed by one frame per line,
+    leaf first, and a blank line.
+    """
+    folded: dict[str, int] = defaultdict(int)
+    comm = ""
+    frames: list[str] = []
+
+    def flush() -> None:
+        if comm:
+            stack = [comm] + list(reversed(frames))
+            folded[";".join(stack)] += 1
+
+    in_sample = False
+    for line in text.splitlines():
+        if not line.strip():
+            if in_sample:
+                flush()
+            in_sample, comm, frames = False, "", []
+            continue
+        if line.startswith("#"):
+            continue
+        if not in_sample:
+            in_sample = True
+            comm = line.split()[0]
+            frames = []
+            continue
+        m = _FRAME_RE.match(line)
+        if m:
+            sym = m.group("sym")
+            if sym == "[unknown]" and m.group("dso"):
+                sym = f"[{Path(m.group('dso')).name}]"
+            frames.append(sym.replace(";", ":"))
+    if in_sample:
+        flush()
+    return dict(folded)
+
+
+def render_flamegraph(folded: dict[str, int], title: str) -> str:
+    """A self-contained SVG flame graph (root at the bottom, width = share of samples)."""
+    total = sum(folded.values())
+    width, row, pad = 1200.0, 16, 30
+    tree: dict[str, Any] = {"n": 0, "c": {}}
+    depth = 0
+    for stack, count in folded.items():
+        node = tree
+        node["n"] += count
+        frames = stack.split(";")
+        depth = max(depth, len(frames))
+        for f in frames:
+            node = node["c"].setdefault(f, {"n": 0, "c": {}})
+            node["n"] += count
+    height = pad * 2 + row * (depth + 1)
+    rects: list[str] = []
+
+    def draw(node: dict[str, Any], name: str, x: float, level: int) -> None:
+        w = width * node["n"] / total if total else 0
+        if w < 0.3:
+            return
+        y = height - pad - row * (level + 1)
+        hue = (hash(name) % 40) + 10
+        label = html.escape(name)
+        pct = 100.0 * node["n"] / total
+        text = html.escape(name[: int(w / 7)]) if w > 21 else ""
+        rects.append(
+            f"<g><title>{label} ({node['n']} samples, {pct:.2f}%)</title>"
+            f'<rect x="{x:.1f}" y="{y}" width="{w:.1f}" height="{row - 1}" '
+            f'fill="hsl({hue},90%,60%)"/>'
+            f'<text x="{x + 3:.1f}" y="{y + row - 4}">{text}</text></g>'
+        )
+        cx = x
+        for child_name, child in sorted(node["c"].items()):
+            draw(child, child_name, cx, level + 1)
+            cx += width * child["n"] / total
+
+    draw(tree, "all", 0.0, 0)
+    return (
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width:.0f}" height="{height}" '
+        f'font-family="monospace" font-size="11">'
+        f'<text x="10" y="20" font-size="14">{html.escape(title)} ({total} samples)</text>'
+        + "".join(rects)
+        + "</svg>\n"
+    )
+
+
+# -- the recorder ----------------------------------------------------------------------------
+
+
+class PerfJob:
+    """One test's recording, in a thread; ``finish`` returns the ``meshperf.perf`` block."""
+
+    def __init__(self, recorder: PerfRecorder, spec: TestSpec) -> None:
+        self.recorder = recorder
+        self.spec = spec
+        self.info: dict[str, Any] = {}
+        self._thread = threading.Thread(target=self._run, name="meshperf-perf", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            self.info = {"flamegraph": str(self.recorder.profile(self.spec))}
+        except ClusterError as e:
+            self.info = {"error": str(e)}
+        except Exception as e:  # a profiling bug must not cost the measurement
+            self.info = {"error": f"{type(e).__name__}: {e}"}
+
+    def finish(self, timeout: float = 120.0) -> dict[str, Any]:
+        self._thread.join(timeout)
+        if self._thread.is_alive():
+            return {"error": "perf did not finish in time"}
+        return self.info
+
+
+class PerfRecorder:
+    """Adds the debug container once, then records the proxy during each test."""
+
+    def __init__(self, cluster: Cluster, server: PodInfo, opts: RunOptions) -> None:
+        self.cluster = cluster
+        self.server = server
+        self.opts = opts
+        self.container = f"meshperf-perf-{opts.run_id or 'run'}"
+        self._ready = False
+        self._lock = threading.Lock()
+        self._setup_error = ""
+        self._closed = threading.Event()
+
+    def start(self, spec: TestSpec) -> PerfJob:
+        return PerfJob(self, spec)
+
+    def _proxy(self) -> tuple[str, str]:
+        mesh = self.opts.mesh
+        if mesh not in PROXY_PROCESS:
+            raise ClusterError(f"--perf: mesh {mesh} has no proxy in the server pod to profile")
+        container, process = PROXY_PROCESS[mesh]
+        if container not in self.server.containers + self.server.init_containers:
+            raise ClusterError(f"--perf: server pod {self.server.name} has no {container}")
+        return container, process
+
+    def ensure_debug_container(self) -> None:
+        with self._lock:
+            if self._ready:
+                return
+            if self._setup_error:
+                raise ClusterError(self._setup_error)
+            try:
+                self._add_debug_container()
+                self._ready = True
+            except ClusterError as e:
+                self._setup_error = str(e)
+                raise
+
+    def _add_debug_container(self) -> None:
+        if not self.opts.perf_image:
+            raise ClusterError("--perf needs --perf-image (an image with perf and pgrep)")
+        target, _ = self._proxy()
+        pod = self.cluster.read_pod(self.server.name)
+        present = {c.name for c in pod.spec.ephemeral_containers or []}
+        if self.container not in present:
+            spec = debug_container_spec(self.container, self.opts.perf_image, target)
+            existing = [
+                self.cluster.core.api_client.sanitize_for_serialization(c)
+                for c in pod.spec.ephemeral_containers or []
+            ]
+            body = {"spec": {"ephemeralContainers": existing + [spec]}}
+            try:
+                self.cluster.core.patch_namespaced_pod_ephemeralcontainers(
+                    self.server.name, self.server.namespace, body, _request_timeout=(5, 20)
+                )
+            except Exception as e:
+                raise ClusterError(
+                    f"--perf: adding the debug container to {self.server.name} failed: "
+                    f"{getattr(e, 'reason', None) or e}"
+                ) from e
+        deadline = time.monotonic() + READY_TIMEOUT
+        while True:
+            pod = self.cluster.read_pod(self.server.name)
+            for st in pod.status.ephemeral_container_statuses or []:
+                if st.name != self.container or st.state is None:
+                    continue
+                if st.state.running is not None:
+                    return
+                if st.state.terminated is not None:
+                    reason = st.state.terminated.reason
+                    raise ClusterError(f"--perf: debug container exited ({reason})")
+                waiting = st.state.waiting
+                if waiting is not None and waiting.reason in (
+                    "ErrImagePull",
+                    "ImagePullBackOff",
+                    "InvalidImageName",
+                    "CreateContainerError",
+                ):
+                    raise ClusterError(
+                        f"--perf: debug container {self.opts.perf_image} cannot start "
+                        f"({waiting.reason}: {waiting.message or ''})".rstrip(": )")
+                        + ")"
+                    )
+            if time.monotonic() > deadline or self._closed.wait(0.5):
+                raise ClusterError("--perf: debug container did not start in time")
+
+    def _exec(self, argv: list[str], timeout: float = SHORT_EXEC_TIMEOUT) -> str:
+        res = run_exec(
+            self.cluster.core,
+            self.server.name,
+            self.server.namespace,
+            self.container,
+            argv,
+            timeout=timeout,
+        )
+        if not res.ok:
+            raise ClusterError("--perf: " + res.describe_failure())
+        return res.stdout.decode("utf-8", "replace")
+
+    def profile(self, spec: TestSpec) -> Path:
+        _, process = self._proxy()
+        self.ensure_debug_container()
+        delay, seconds = record_window(spec.duration)
+        if self._closed.wait(delay):
+            raise ClusterError("--perf: stopped")
+        pids = self._exec(["pgrep", "-o", "-x", process]).split()
+        if not pids:
+            raise ClusterError(f"--perf: no {process} process in the proxy container")
+        label = spec.labels or spec.mode
+        data_file = f"/tmp/meshperf-{label}.perf.data"
+        self._exec(record_argv(pids[0], seconds, data_file), timeout=seconds + SHORT_EXEC_TIMEOUT)
+        script = self._exec(script_argv(data_file), timeout=120.0)
+        folded = fold_perf_script(script)
+        if not folded:
+            raise ClusterError("--perf: perf recorded no samples")
+        out_dir = Path(self.opts.output_dir) / "perf"
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / f"{label}.folded").write_text(
+            "".join(f"{k} {v}\n" for k, v in sorted(folded.items()))
+        )
+        svg = out_dir / f"{label}.svg"
+        svg.write_text(render_flamegraph(folded, f"{process} in {self.server.name}: {label}"))
+        return svg
+
+    def close(self) -> None:
+        self._closed.set()

@@ -1,0 +1,335 @@
+"""The kubernetes platform: ``fortio load`` in the client pod against the server pod.
+
+Pods are found by label (``app=fortioclient`` / ``app=fortioserver``) or named with
+``--client`` / ``--server``. Each test is one exec of ``fortio load ... -json - <url>`` in the
+client pod's load container; its stdout is the fortio result, to which the ``meshperf`` block is
+added. Targets per mode, as the original runner (istio/tools perf/benchmark) chose them:
+
+    baseline       http://<server pod IP>:8077/echo?size=N   uncaptured port: no proxy
+    serversidecar  http://<server pod IP>:8080/echo?size=N   captured port: server proxy
+    both           http://fortioserver:8080/echo?size=N      Service: client and server proxies
+    ingress        http://<--ingress host[:80]>/echo?size=N  through the gateway
+    waypoint       http://fortioserver:8080/echo?size=N      ambient: Service bound to a waypoint
+
+Under istio-ambient, ``both`` means ztunnel to ztunnel (L4): if the Service is bound to a
+waypoint (label ``istio.io/use-waypoint`` on it or on the namespace) ``both`` addresses the pod
+IP instead, since waypoints only see Service-addressed traffic; ``waypoint`` needs that label.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import threading
+from typing import Any
+
+from meshperf.errors import ClusterError, ConfigError
+from meshperf.kube import cluster as kc
+from meshperf.kube.execs import ExecResult, ExecSession, pkill_argv, run_exec
+from meshperf.kube.perf import PerfRecorder
+from meshperf.platform import MODES, RESULT_FORMAT, RESULT_KEY, RunOptions, TestSpec
+
+CAPTURED_PORT = 8080  # fortio echo behind the proxy
+UNCAPTURED_PORT = 8077  # fortio echo excluded from capture (excludeInboundPorts / skip ports)
+INGRESS_PORT = 80
+SERVICE_NAME = "fortioserver"
+WAYPOINT_LABEL = "istio.io/use-waypoint"
+MESHES: tuple[str, ...] = ("istio", "istio-ambient", "linkerd", "none")
+
+# fortio's default client buffer (128 KiB) must hold headers plus the whole body, else it
+# truncates large responses; one extra KiB covers the headers.
+DEFAULT_HTTPBUFFER_KB = 128
+# A test's exec may take this much longer than -t: fortio's start, warm-up and JSON output.
+EXEC_SLACK_SECONDS = 60.0
+STOP_TIMEOUT = 5.0
+
+_LABEL_RE = re.compile(r"[A-Za-z0-9_.-]+")
+_HOST_RE = re.compile(r"[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?(:[0-9]{1,5})?")
+
+
+def httpbuffer_kb(size: int) -> int:
+    return max(DEFAULT_HTTPBUFFER_KB, math.ceil(size / 1024) + 1)
+
+
+def _num(x: float) -> str:
+    """A flag value fortio parses: integers without a decimal point."""
+    return str(int(x)) if float(x).is_integer() else repr(float(x))
+
+
+def fortio_argv(spec: TestSpec, url: str) -> list[str]:
+    """The ``fortio load`` command for one test (mirrors the local platform's flags)."""
+    label = spec.labels or spec.mode
+    if not _LABEL_RE.fullmatch(label):
+        raise ClusterError(f"label {label!r} may only hold letters, digits, '_', '.', '-'")
+    argv = [
+        "fortio",
+        "load",
+        "-c",
+        str(spec.conn),
+        "-qps",
+        _num(spec.qps),
+        "-t",
+        f"{_num(spec.duration)}s",
+        "-r",
+        _num(spec.resolution),
+        "-p",
+        ",".join(_num(p) for p in spec.percentiles),
+    ]
+    if spec.uniform:
+        argv.append("-uniform")
+    if spec.jitter:
+        argv.append("-jitter")
+    if spec.nocatchup:
+        argv.append("-nocatchup")
+    argv += ["-labels", label, "-httpbufferkb", str(httpbuffer_kb(spec.size)), "-a"]
+    argv += ["-json", "-", url]
+    return argv
+
+
+def parse_fortio_output(res: ExecResult) -> dict[str, Any]:
+    """The fortio result from the exec's stdout; anything else is a ClusterError."""
+    text = res.stdout.decode("utf-8", "replace").strip()
+    if not text:
+        raise ClusterError(
+            "fortio load printed no JSON result"
+            + (f"; stderr: {res.stderr_tail()}" if res.stderr_tail() else "")
+        )
+    try:
+        data = json.loads(text)
+    except ValueError as e:
+        first = text.splitlines()[0][:120]
+        raise ClusterError(f"fortio load output is not JSON ({e.msg}): {first!r}") from e
+    if not isinstance(data, dict) or "DurationHistogram" not in data:
+        raise ClusterError("fortio load output is JSON but not a fortio result")
+    if data.get("error"):
+        raise ClusterError(f"fortio load failed to start: {data.get('message') or data['error']}")
+    return data
+
+
+class KubernetesPlatform:
+    """``Platform`` for a real cluster; see the module docstring."""
+
+    name = "kubernetes"
+
+    def __init__(self, opts: RunOptions, conn: kc.Connection) -> None:
+        if opts.mesh not in MESHES:
+            raise ConfigError(f"unknown mesh {opts.mesh!r}; expected one of {', '.join(MESHES)}")
+        self.opts = opts
+        self.cluster = kc.Cluster(conn, opts.namespace)
+        self.client: kc.PodInfo | None = None
+        self.server: kc.PodInfo | None = None
+        self.load_container = ""
+        self.service_host = SERVICE_NAME
+        self.waypoint = False  # the Service is bound to a waypoint
+        self._lock = threading.RLock()  # stop_current may run in a signal handler on this thread
+        self._current: ExecSession | None = None
+        self._current_label = ""
+        self._stopping = threading.Event()
+        self._closed = False
+        self.perf: PerfRecorder | None = None
+
+    @classmethod
+    def from_options(cls, opts: RunOptions) -> KubernetesPlatform:
+        return cls(opts, kc.connect(opts))
+
+    # -- Platform ---------------------------------------------------------------------------
+
+    def start(self, modes: tuple[str, ...]) -> None:
+        for m in modes:
+            if m not in MODES:
+                raise ConfigError(f"unknown mode {m!r}")
+        if "waypoint" in modes and self.opts.mesh != "istio-ambient":
+            raise ConfigError("mode waypoint needs --mesh istio-ambient")
+        if "ingress" in modes:
+            self._ingress_hostport()  # validate early
+        self.client = self.cluster.find_pod(self.opts.client, kc.CLIENT_LABEL, "fortioclient")
+        self.server = self.cluster.find_pod(self.opts.server, kc.SERVER_LABEL, "fortioserver")
+        self.load_container = self.client.load_container()
+        self.service_host = self.server.labels.get("app", SERVICE_NAME)
+        if {"both", "waypoint"} & set(modes):
+            svc = self.cluster.service(self.service_host)
+            if svc is None:
+                raise ClusterError(
+                    f"no Service {self.service_host} in namespace {self.opts.namespace}; deploy "
+                    f"it with NAMESPACE={self.opts.namespace} ./setup_test.sh"
+                )
+            if self.opts.mesh == "istio-ambient":
+                labels = dict(svc.metadata.labels or {})
+                self.waypoint = WAYPOINT_LABEL in labels or (
+                    WAYPOINT_LABEL in self.cluster.namespace_labels()
+                )
+        if "waypoint" in modes and not self.waypoint:
+            raise ClusterError(
+                f"mode waypoint: Service {self.service_host} is not bound to a waypoint; run "
+                f"istioctl waypoint apply -n {self.opts.namespace} --enroll-namespace"
+            )
+        if self.opts.perf:
+            self.perf = PerfRecorder(self.cluster, self.server, self.opts)
+
+    def target(self, mode: str, size: int) -> str:
+        if self.server is None:
+            raise ClusterError("the kubernetes platform was not started")
+        path = f"/echo?size={size}"
+        if mode == "baseline":
+            return f"http://{self.server.ip}:{UNCAPTURED_PORT}{path}"
+        if mode == "serversidecar":
+            return f"http://{self.server.ip}:{CAPTURED_PORT}{path}"
+        if mode == "both":
+            if self.opts.mesh == "istio-ambient" and self.waypoint:
+                return f"http://{self.server.ip}:{CAPTURED_PORT}{path}"
+            return f"http://{self.service_host}:{CAPTURED_PORT}{path}"
+        if mode == "waypoint":
+            return f"http://{self.service_host}:{CAPTURED_PORT}{path}"
+        if mode == "ingress":
+            return f"http://{self._ingress_hostport()}{path}"
+        raise ClusterError(f"unknown mode {mode!r}")
+
+    def _ingress_hostport(self) -> str:
+        ing = self.opts.ingress
+        if not ing:
+            raise ConfigError("mode ingress needs --ingress HOST[:PORT] (the gateway address)")
+        ing = ing.removeprefix("http://").rstrip("/")
+        if not _HOST_RE.fullmatch(ing):
+            raise ConfigError(f"--ingress {self.opts.ingress!r} is not HOST[:PORT]")
+        return ing if ":" in ing else f"{ing}:{INGRESS_PORT}"
+
+    def run_test(self, spec: TestSpec) -> dict[str, Any]:
+        if self.client is None or self._closed:
+            raise ClusterError("the kubernetes platform was not started")
+        if self._stopping.is_set():
+            raise ClusterError("stopped before the test began")
+        url = self.target(spec.mode, spec.size)
+        argv = fortio_argv(spec, url)
+        perf_job = None
+        if self.perf is not None and spec.mode != "baseline":
+            perf_job = self.perf.start(spec)
+        try:
+            with self._lock:
+                self._current = ExecSession(
+                    self.cluster.core,
+                    self.client.name,
+                    self.client.namespace,
+                    self.load_container,
+                    argv,
+                )
+                self._current_label = argv[argv.index("-labels") + 1]
+            res = self._current.wait(spec.duration + EXEC_SLACK_SECONDS)
+        finally:
+            with self._lock:
+                self._current = None
+            perf_info = perf_job.finish() if perf_job is not None else None
+        if self._stopping.is_set():
+            raise ClusterError(f"test {argv[argv.index('-labels') + 1]} was stopped")
+        if not res.ok:
+            raise ClusterError(res.describe_failure())
+        result = parse_fortio_output(res)
+        block: dict[str, Any] = {
+            "format": RESULT_FORMAT,
+            "run_id": spec.run_id or self.opts.run_id,
+            "platform": self.name,
+            "mesh": self.opts.mesh,
+            "mode": spec.mode,
+            "conn": spec.conn,
+            "qps": spec.qps,
+            "duration": spec.duration,
+            "size": spec.size,
+            "extra_labels": spec.extra_labels,
+            "repeat": spec.repeat,
+            "target": url,
+            "arrival": spec.arrival,
+            "resources": {},
+        }
+        if perf_info is not None:
+            block["perf"] = perf_info
+        result[RESULT_KEY] = block
+        return result
+
+    def metadata(self) -> dict[str, Any]:
+        meta: dict[str, Any] = {
+            "platform": self.name,
+            "mesh": self.opts.mesh,
+            "namespace": self.opts.namespace,
+            "context": self.cluster.conn.context,
+            "server": self.cluster.conn.server,
+            "ports": {"captured": CAPTURED_PORT, "uncaptured": UNCAPTURED_PORT},
+            "load_container": self.load_container,
+        }
+        errors: list[str] = []
+
+        def attempt(key: str, fn: Any) -> None:
+            try:
+                meta[key] = fn()
+            except ClusterError as e:
+                meta[key] = None
+                errors.append(str(e))
+
+        attempt("kubernetes_version", self.cluster.version)
+        attempt("mesh_version", self._mesh_version)
+        if self.opts.mesh == "istio-ambient":
+            attempt(
+                "ztunnel_version",
+                lambda: self.cluster.image_tag("daemonset", "app=ztunnel", "istio-proxy"),
+            )
+        attempt("nodes", self.cluster.nodes)
+        nodes = meta.get("nodes") or []
+        meta["machine_types"] = sorted({n["instance_type"] for n in nodes if n["instance_type"]})
+        for role, pod in (("client", self.client), ("server", self.server)):
+            if pod is None:
+                continue
+            node_type = next((n["instance_type"] for n in nodes if n["name"] == pod.node), "")
+            meta[f"{role}_pod"] = {
+                "name": pod.name,
+                "node": pod.node,
+                "instance_type": node_type,
+                "ip": pod.ip,
+                "containers": list(pod.containers),
+            }
+        meta["proxy_resources"] = {
+            role: pod.proxy_resources()
+            for role, pod in (("client", self.client), ("server", self.server))
+            if pod is not None
+        }
+        if errors:
+            meta["errors"] = errors
+        return meta
+
+    def _mesh_version(self) -> str | None:
+        mesh = self.opts.mesh
+        if mesh in ("istio", "istio-ambient"):
+            return self.cluster.image_tag("deployment", "app=istiod", "discovery")
+        if mesh == "linkerd":
+            return self.cluster.image_tag(
+                "deployment", "linkerd.io/control-plane-component=destination", "destination"
+            )
+        return None
+
+    def stop_current(self) -> None:
+        """Interrupt the fortio run in the pod (SIGINT through pkill), then drop its websocket."""
+        self._stopping.set()
+        with self._lock:
+            current, label = self._current, self._current_label
+        if current is None or self.client is None:
+            return
+        try:
+            run_exec(
+                self.cluster.core,
+                self.client.name,
+                self.client.namespace,
+                self.load_container,
+                pkill_argv(label),
+                timeout=STOP_TIMEOUT,
+            )
+        except ClusterError:
+            # Without pkill in the image the remote fortio ends by itself after -t.
+            pass
+        finally:
+            current.abort()
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self.perf is not None:
+            self.perf.close()
+        self.cluster.close()

@@ -1,0 +1,518 @@
+"""A fake Kubernetes API server on 127.0.0.1, faked at the wire for the real ``kubernetes`` client.
+
+HTTPS with a CA and server certificate made per instance, bearer-token auth, the read
+endpoints meshperf uses (pods, services, namespaces, nodes, deployments, daemonsets,
+``/version``), the ``ephemeralcontainers`` patch, and the exec websocket: an RFC 6455 server
+written here, speaking the ``v4.channel.k8s.io`` subprotocol (binary frames whose first byte is
+the channel: 1 stdout, 2 stderr, 3 status JSON). Objects come from ``tests/data/kube/*.json``,
+shaped like ``kubectl get -o json`` output. Every exec's argv is recorded; what an exec prints
+is decided by ``exec_handler`` (default: ``fortio load`` prints a real fortio JSON file).
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+import dataclasses
+import datetime as dt
+import hashlib
+import ipaddress
+import json
+import re
+import select
+import shutil
+import socket
+import ssl
+import struct
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import yaml
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+DATA_DIR = Path(__file__).resolve().parent / "data" / "kube"
+FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "fortio"
+WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+V4 = "v4.channel.k8s.io"
+FRAME_CHUNK = 32 * 1024  # the API server relays exec output in pieces; so do we
+
+
+@dataclasses.dataclass
+class ExecCall:
+    namespace: str
+    pod: str
+    container: str
+    argv: list[str]
+    query: dict[str, list[str]]
+    closed_by_client: bool = False
+
+
+@dataclasses.dataclass
+class ExecReply:
+    """What the fake does for one exec."""
+
+    stdout: bytes = b""
+    stderr: bytes = b""
+    exit_code: int = 0
+    failure: str | None = None  # an InternalError status (e.g. executable not found)
+    hold: float = 0.0  # seconds to keep the stream open first (ends early on ``release``)
+
+
+def status_json(reply: ExecReply, argv: list[str]) -> bytes:
+    """The ``metav1.Status`` the API server sends on channel 3 when the command ends."""
+    if reply.failure is not None:
+        st: dict[str, Any] = {
+            "metadata": {},
+            "status": "Failure",
+            "message": f"Internal error occurred: {reply.failure}",
+            "reason": "InternalError",
+            "details": {"causes": [{"message": reply.failure}]},
+            "code": 500,
+        }
+    elif reply.exit_code == 0:
+        st = {"metadata": {}, "status": "Success"}
+    else:
+        st = {
+            "metadata": {},
+            "status": "Failure",
+            "message": (
+                f"command terminated with non-zero exit code: error executing command "
+                f"{argv}, exit code {reply.exit_code}"
+            ),
+            "reason": "NonZeroExitCode",
+            "details": {"causes": [{"reason": "ExitCode", "message": str(reply.exit_code)}]},
+        }
+    return json.dumps(st).encode()
+
+
+def _not_found(kind: str, name: str) -> dict[str, Any]:
+    return {
+        "kind": "Status",
+        "apiVersion": "v1",
+        "metadata": {},
+        "status": "Failure",
+        "message": f'{kind} "{name}" not found',
+        "reason": "NotFound",
+        "details": {"name": name, "kind": kind},
+        "code": 404,
+    }
+
+
+def match_selector(labels: dict[str, str], selector: str | None) -> bool:
+    """Equality-based label selectors (``a=b,c!=d``), as meshperf sends them."""
+    if not selector:
+        return True
+    for term in selector.split(","):
+        if "!=" in term:
+            k, v = term.split("!=", 1)
+            if labels.get(k) == v:
+                return False
+        else:
+            k, v = re.split("==?", term, maxsplit=1)
+            if labels.get(k) != v:
+                return False
+    return True
+
+
+def load(name: str) -> dict[str, Any]:
+    return json.loads((DATA_DIR / name).read_text())
+
+
+def _make_certs(directory: Path) -> tuple[bytes, Path, Path]:
+    """A CA and a server certificate for 127.0.0.1; returns (CA PEM, cert path, key path)."""
+    now = dt.datetime.now(dt.UTC)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "fake-kube-ca")])
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(hours=2))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "kube-apiserver")]))
+        .issuer_name(ca_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(hours=2))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    cert_path = directory / "apiserver.crt"
+    key_path = directory / "apiserver.key"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.touch(mode=0o600)
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return ca.public_bytes(serialization.Encoding.PEM), cert_path, key_path
+
+
+class FakeKube:
+    """Start with ``with FakeKube() as fk:``; write a kubeconfig with ``fk.kubeconfig(path)``."""
+
+    def __init__(self, token: str = "fake-token-7f3a") -> None:
+        self.token = token
+        self.pods: dict[str, dict[str, Any]] = {}
+        for name in ("pod-fortioclient.json", "pod-fortioserver.json"):
+            pod = load(name)
+            self.pods[pod["metadata"]["name"]] = pod
+        self.services = {"fortioserver": load("service-fortioserver.json")}
+        self.namespaces = {"twopods": load("namespace-twopods.json")}
+        self.nodes = load("nodes.json")["items"]
+        self.deployments = [load("deployment-istiod.json")]
+        self.daemonsets: list[dict[str, Any]] = []
+        self.version = load("version.json")
+        self.fortio_json = (FIXTURES / "http-istio-tools-1.3.1.json").read_bytes()
+        self.exec_calls: list[ExecCall] = []
+        self.requests: list[tuple[str, str]] = []
+        self.patches: list[tuple[str, str, Any]] = []
+        self.exec_handler: Callable[[ExecCall], ExecReply] = self.default_exec
+        self.hold_fortio = 0.0  # seconds each ``fortio load`` stays open (ended by pkill)
+        self.release = threading.Event()
+        self.ephemeral_state: dict[str, Any] = {"running": {"startedAt": "2026-11-26T10:00:00Z"}}
+        self.perf_script_output = ""
+        self._lock = threading.Lock()
+        self._tmp = Path(tempfile.mkdtemp(prefix="fake-kube-"))
+        self.ca_pem, cert, key = _make_certs(self._tmp)
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(cert, key)
+        key.unlink()  # loaded; no key left on disk
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _make_handler(self))
+        self._server.daemon_threads = True
+        self._server.socket = ctx.wrap_socket(self._server.socket, server_side=True)
+        self.port = self._server.server_address[1]
+        self.url = f"https://127.0.0.1:{self.port}"
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    def start(self) -> FakeKube:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.release.set()
+        self._server.shutdown()
+        self._server.server_close()
+        shutil.rmtree(self._tmp, ignore_errors=True)
+
+    def __enter__(self) -> FakeKube:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def kubeconfig(self, path: Path, context: str = "fake", server: str | None = None) -> Path:
+        """Write a kubeconfig for this server (or ``server``) and return its path."""
+        cfg = {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [
+                {
+                    "name": "fake-cluster",
+                    "cluster": {
+                        "server": server or self.url,
+                        "certificate-authority-data": base64.b64encode(self.ca_pem).decode(),
+                    },
+                }
+            ],
+            "users": [{"name": "fake-user", "user": {"token": self.token}}],
+            "contexts": [
+                {
+                    "name": context,
+                    "context": {"cluster": "fake-cluster", "user": "fake-user"},
+                }
+            ],
+            "current-context": context,
+        }
+        path.write_text(yaml.safe_dump(cfg))
+        return path
+
+    # -- state helpers ------------------------------------------------------------------------
+
+    def pod(self, prefix: str) -> dict[str, Any]:
+        return next(p for n, p in self.pods.items() if n.startswith(prefix))
+
+    def calls(self, argv0: str) -> list[ExecCall]:
+        return [c for c in self.exec_calls if c.argv and c.argv[0] == argv0]
+
+    def default_exec(self, call: ExecCall) -> ExecReply:
+        argv = call.argv
+        if argv[:2] == ["fortio", "load"]:
+            stderr = (
+                b"Fortio 1.69.5 running at 1000 queries per second, 8->8 procs, for 4m0s: "
+                + argv[-1].encode()
+                + b"\nAll done 178123 calls (plus 1 warmup) 1.255 ms avg, 742.2 qps\n"
+                b"Successfully wrote 5263 bytes of Json data to stdout\n"
+            )
+            return ExecReply(stdout=self.fortio_json, stderr=stderr, hold=self.hold_fortio)
+        if argv[0] == "pkill":
+            self.release.set()
+            return ExecReply()
+        if argv[0] == "pgrep":
+            return ExecReply(stdout=b"17\n")
+        if argv[:2] == ["perf", "record"]:
+            return ExecReply(stderr=b"[ perf record: Captured and wrote 0.1 MB ]\n")
+        if argv[:2] == ["perf", "script"]:
+            return ExecReply(stdout=self.perf_script_output.encode())
+        return ExecReply(
+            failure=f'exec: "{argv[0]}": executable file not found in $PATH: unknown'
+        )
+
+
+# -- the HTTP side -------------------------------------------------------------------------
+
+
+def _make_handler(fk: FakeKube) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+        server_version = "fake-kube"
+
+        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - quiet tests
+            pass
+
+        def _send(self, code: int, obj: Any) -> None:
+            body = json.dumps(obj).encode()
+            self.send_response(code)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def _authorized(self) -> bool:
+            if self.headers.get("Authorization") == f"Bearer {fk.token}":
+                return True
+            self._send(
+                401,
+                {
+                    "kind": "Status",
+                    "apiVersion": "v1",
+                    "metadata": {},
+                    "status": "Failure",
+                    "message": "Unauthorized",
+                    "reason": "Unauthorized",
+                    "code": 401,
+                },
+            )
+            return False
+
+        def do_GET(self) -> None:
+            parts = urlsplit(self.path)
+            query = parse_qs(parts.query, keep_blank_values=True)
+            with fk._lock:
+                fk.requests.append(("GET", parts.path))
+            if not self._authorized():
+                return
+            if self.headers.get("Upgrade", "").lower() == "websocket":
+                m = re.fullmatch(r"/api/v1/namespaces/([^/]+)/pods/([^/]+)/exec", parts.path)
+                if m:
+                    self._exec(m.group(1), m.group(2), query)
+                    return
+                self._send(400, {"message": "websocket only for exec"})
+                return
+            self._send(*self._route(parts.path, query))
+
+        def do_POST(self) -> None:
+            # Older clients open exec with POST; same handling.
+            self.do_GET()
+
+        def do_PATCH(self) -> None:
+            parts = urlsplit(self.path)
+            length = int(self.headers.get("Content-Length") or 0)
+            body = json.loads(self.rfile.read(length) or b"null")
+            with fk._lock:
+                fk.requests.append(("PATCH", parts.path))
+                fk.patches.append((parts.path, self.headers.get("Content-Type", ""), body))
+            if not self._authorized():
+                return
+            m = re.fullmatch(
+                r"/api/v1/namespaces/([^/]+)/pods/([^/]+)/ephemeralcontainers", parts.path
+            )
+            if not m or m.group(2) not in fk.pods:
+                self._send(404, _not_found("pods", m.group(2) if m else parts.path))
+                return
+            pod = fk.pods[m.group(2)]
+            wanted = body["spec"]["ephemeralContainers"]
+            pod["spec"]["ephemeralContainers"] = wanted
+            pod["status"]["ephemeralContainerStatuses"] = [
+                {
+                    "name": c["name"],
+                    "image": c["image"],
+                    "imageID": "",
+                    "ready": False,
+                    "restartCount": 0,
+                    "state": copy.deepcopy(fk.ephemeral_state),
+                }
+                for c in wanted
+            ]
+            self._send(200, pod)
+
+        def _route(self, path: str, query: dict[str, list[str]]) -> tuple[int, Any]:
+            selector = (query.get("labelSelector") or [None])[0]
+            if path in ("/version", "/version/"):
+                return 200, fk.version
+            if m := re.fullmatch(r"/api/v1/namespaces/([^/]+)/pods", path):
+                items = [
+                    p
+                    for p in fk.pods.values()
+                    if p["metadata"]["namespace"] == m.group(1)
+                    and match_selector(p["metadata"].get("labels", {}), selector)
+                ]
+                return 200, _list("PodList", "v1", items)
+            if m := re.fullmatch(r"/api/v1/namespaces/([^/]+)/pods/([^/]+)", path):
+                pod = fk.pods.get(m.group(2))
+                if pod is None or pod["metadata"]["namespace"] != m.group(1):
+                    return 404, _not_found("pods", m.group(2))
+                return 200, pod
+            if m := re.fullmatch(r"/api/v1/namespaces/([^/]+)/services/([^/]+)", path):
+                svc = fk.services.get(m.group(2))
+                if svc is None:
+                    return 404, _not_found("services", m.group(2))
+                return 200, svc
+            if m := re.fullmatch(r"/api/v1/namespaces/([^/]+)", path):
+                ns = fk.namespaces.get(m.group(1))
+                if ns is None:
+                    return 404, _not_found("namespaces", m.group(1))
+                return 200, ns
+            if path == "/api/v1/nodes":
+                return 200, _list("NodeList", "v1", fk.nodes)
+            if path == "/apis/apps/v1/deployments":
+                items = [
+                    d for d in fk.deployments if match_selector(d["metadata"]["labels"], selector)
+                ]
+                return 200, _list("DeploymentList", "apps/v1", items)
+            if path == "/apis/apps/v1/daemonsets":
+                items = [
+                    d for d in fk.daemonsets if match_selector(d["metadata"]["labels"], selector)
+                ]
+                return 200, _list("DaemonSetList", "apps/v1", items)
+            return 404, _not_found("path", path)
+
+        # -- exec over a websocket ----------------------------------------------------------
+
+        def _exec(self, ns: str, pod_name: str, query: dict[str, list[str]]) -> None:
+            pod = fk.pods.get(pod_name)
+            if pod is None:
+                self._send(404, _not_found("pods", pod_name))
+                return
+            offered = [p.strip() for p in self.headers.get("Sec-WebSocket-Protocol", "").split(",")]
+            if V4 not in offered:
+                self._send(400, {"message": f"subprotocol {V4} not offered: {offered}"})
+                return
+            key = self.headers.get("Sec-WebSocket-Key", "")
+            accept = base64.b64encode(hashlib.sha1((key + WS_GUID).encode()).digest()).decode()  # noqa: S324 - RFC 6455
+            self.send_response(101, "Switching Protocols")
+            self.send_header("Upgrade", "websocket")
+            self.send_header("Connection", "Upgrade")
+            self.send_header("Sec-WebSocket-Accept", accept)
+            self.send_header("Sec-WebSocket-Protocol", V4)
+            self.end_headers()
+            self.wfile.flush()
+            self.close_connection = True
+            container = (query.get("container") or [""])[0]
+            call = ExecCall(ns, pod_name, container, list(query.get("command", [])), query)
+            with fk._lock:
+                fk.exec_calls.append(call)
+            reply = fk.exec_handler(call)
+            conn = self.connection
+            # The real server opens each channel with an empty frame.
+            for ch in (1, 2, 3):
+                self._frame(bytes([ch]))
+            if reply.hold > 0:
+                end = time.monotonic() + reply.hold
+                while time.monotonic() < end and not fk.release.is_set():
+                    if self._client_gone(conn, 0.05):
+                        call.closed_by_client = True
+                        return
+            for channel, data in ((2, reply.stderr), (1, reply.stdout)):
+                for i in range(0, len(data), FRAME_CHUNK):
+                    if not self._frame(bytes([channel]) + data[i : i + FRAME_CHUNK]):
+                        call.closed_by_client = True
+                        return
+            self._frame(bytes([3]) + status_json(reply, call.argv))
+            self._frame(struct.pack("!H", 1000), opcode=0x8)
+            self._client_gone(conn, 2.0)  # wait for the client's close frame
+
+        def _frame(self, payload: bytes, opcode: int = 0x2) -> bool:
+            n = len(payload)
+            if n < 126:
+                head = struct.pack("!BB", 0x80 | opcode, n)
+            elif n < 65536:
+                head = struct.pack("!BBH", 0x80 | opcode, 126, n)
+            else:
+                head = struct.pack("!BBQ", 0x80 | opcode, 127, n)
+            try:
+                self.wfile.write(head + payload)
+                self.wfile.flush()
+            except OSError:
+                return False
+            return True
+
+        def _client_gone(self, conn: socket.socket, timeout: float) -> bool:
+            """Wait up to ``timeout`` for a client frame; True if it closed or disconnected."""
+            pending = isinstance(conn, ssl.SSLSocket) and conn.pending()
+            if not pending:
+                r, _, _ = select.select([conn], [], [], timeout)
+                if not r:
+                    return False
+            try:
+                head = self.rfile.read(2)
+                if len(head) < 2:
+                    return True
+                opcode = head[0] & 0x0F
+                n = head[1] & 0x7F
+                if n == 126:
+                    n = struct.unpack("!H", self.rfile.read(2))[0]
+                elif n == 127:
+                    n = struct.unpack("!Q", self.rfile.read(8))[0]
+                mask = self.rfile.read(4) if head[1] & 0x80 else b""
+                self.rfile.read(n)
+            except OSError:
+                return True
+            del mask
+            return opcode == 0x8
+
+    return Handler
+
+
+def _list(kind: str, api_version: str, items: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "apiVersion": api_version,
+        "kind": kind,
+        "metadata": {"resourceVersion": "482999"},
+        "items": items,
+    }
+
+
+def closed_port() -> int:
+    """A loopback port nothing listens on (bound then released)."""
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
