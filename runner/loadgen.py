@@ -1,0 +1,379 @@
+"""loadgen: a drop-in for ``fortio load`` and ``fortio server`` where fortio is not installed.
+
+    python runner/loadgen.py load -c 16 -qps 1000 -t 30s -r 0.0001 -uniform -json out.json URL
+    python runner/loadgen.py server -http-port 127.0.0.1:8080
+
+Flags use fortio's single-dash names and meanings (``-flag value`` or ``-flag=value``; a
+double dash works too, as with Go's flag package). ``load`` writes a fortio >= 1.38 HTTP
+result JSON (``-json FILE``, ``-json -`` for stdout, or ``-a`` for ``<data-dir>/<ID>.json``)
+with one extra histogram, ``SendLagHistogram``. All human output goes to stderr.
+Ctrl-C / SIGTERM ends a load run early: the result of what ran is still written, and the
+exit code is 130. ``server`` answers every path with fortio's echo semantics (size=, status=,
+delay=) on 127.0.0.1 unless another address is given explicitly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import NoReturn
+
+from meshperf import echo, fortiojson
+from meshperf.errors import ConfigError, ExitCode, MeshperfError
+from meshperf.goduration import parse_duration
+from meshperf.histogram import parse_percentiles
+from meshperf.loadgen import (
+    InterruptedRun,
+    LoadOptions,
+    WarmupError,
+    run_load,
+)
+
+PROG = "loadgen"
+
+LOAD_BOOL_FLAGS = ("uniform", "jitter", "nocatchup", "a", "allow-initial-errors")
+SERVER_BOOL_FLAGS: tuple[str, ...] = ()
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but errors are the project's one line ``loadgen: error: ...``."""
+
+    def error(self, message: str) -> NoReturn:
+        print(f"{PROG}: error: {message}", file=sys.stderr)
+        sys.exit(ExitCode.USAGE)
+
+
+def go_duration(text: str) -> int:
+    try:
+        return parse_duration(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def non_negative_duration(text: str) -> int:
+    ns = go_duration(text)
+    if ns < 0:
+        raise argparse.ArgumentTypeError(f"duration must be >= 0, got {text!r}")
+    return ns
+
+
+def positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {v}")
+    return v
+
+
+def non_negative_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {v}")
+    return v
+
+
+def finite_float(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(v):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
+    return v
+
+
+def positive_float(text: str) -> float:
+    v = finite_float(text)
+    if v <= 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text!r}")
+    return v
+
+
+def percentiles(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(parse_percentiles(text))
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def _flag(group: argparse._ActionsContainer, name: str, **kw: object) -> None:
+    """A fortio flag: ``-name`` and ``--name`` (Go's flag package accepts both)."""
+    group.add_argument(f"-{name}", f"--{name}", **kw)  # type: ignore[arg-type]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = OneLineParser(
+        prog=PROG,
+        description=__doc__.split("\n\n")[0] if __doc__ else None,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="examples:\n"
+        "  loadgen.py load -c 16 -qps 1000 -t 30s -r 0.0001 -uniform -json out.json "
+        "'http://127.0.0.1:8080/echo?size=1024'\n"
+        "  loadgen.py load -qps 0 -c 16 -t 10s -json - http://127.0.0.1:8080/\n"
+        "  loadgen.py server -http-port 127.0.0.1:8080 -workers 2",
+        allow_abbrev=False,
+    )
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
+
+    load = sub.add_parser(
+        "load",
+        help="run a load test (fortio load)",
+        allow_abbrev=False,
+        description="Run a load test against an http:// URL; fortio's flags and result JSON.",
+    )
+    g = load.add_argument_group("load shape")
+    _flag(
+        g,
+        "c",
+        type=positive_int,
+        default=4,
+        metavar="N",
+        help="connections (fortio threads), default 4",
+    )
+    _flag(
+        g,
+        "qps",
+        type=finite_float,
+        default=8.0,
+        metavar="QPS",
+        help="total queries per second across connections; 0 or negative = max (default 8)",
+    )
+    _flag(
+        g,
+        "t",
+        type=non_negative_duration,
+        default=parse_duration("5s"),
+        metavar="DUR",
+        help="duration (Go syntax: 30s, 1m, 500ms); 0 = until interrupted (default 5s)",
+    )
+    _flag(
+        g,
+        "n",
+        type=non_negative_int,
+        default=0,
+        metavar="N",
+        help="exactly N calls instead of a duration (no warmup)",
+    )
+    _flag(g, "uniform", action="store_true", help="stagger connections evenly (qps mode)")
+    _flag(g, "jitter", action="store_true", help="+-10%% random jitter on every sleep")
+    _flag(
+        g,
+        "nocatchup",
+        action="store_true",
+        help="skip missed slots instead of catching up (qps becomes a ceiling)",
+    )
+    _flag(
+        g,
+        "workers",
+        type=non_negative_int,
+        default=0,
+        metavar="N",
+        help="worker processes (extension); default: 1 for paced runs up to 4000 qps, "
+        "else one per core (never more than connections)",
+    )
+    g = load.add_argument_group("request")
+    _flag(
+        g,
+        "H",
+        action="append",
+        default=[],
+        metavar="'Name: value'",
+        help="extra request header (repeatable)",
+    )
+    _flag(
+        g,
+        "payload-size",
+        type=non_negative_int,
+        default=0,
+        metavar="BYTES",
+        help="POST this many pseudo-random bytes",
+    )
+    _flag(
+        g,
+        "timeout",
+        type=go_duration,
+        default=parse_duration("3s"),
+        metavar="DUR",
+        help="per-call connect+response timeout (default 3s)",
+    )
+    _flag(g, "allow-initial-errors", action="store_true", help="go on when warmup calls fail")
+    g = load.add_argument_group("results")
+    _flag(
+        g,
+        "r",
+        type=positive_float,
+        default=0.001,
+        metavar="SECONDS",
+        help="histogram resolution (default 0.001)",
+    )
+    _flag(g, "offset", type=go_duration, default=0, metavar="DUR", help="histogram offset")
+    _flag(
+        g,
+        "p",
+        type=percentiles,
+        default=(50.0, 75.0, 90.0, 99.0, 99.9),
+        metavar="LIST",
+        help="percentiles (default 50,75,90,99,99.9)",
+    )
+    _flag(
+        g,
+        "labels",
+        default=None,
+        metavar="TEXT",
+        help="result label (default: URL without scheme , hostname)",
+    )
+    _flag(g, "json", default=None, metavar="FILE", help="write the result JSON here; - = stdout")
+    _flag(g, "a", action="store_true", help="auto-save to <data-dir>/<ID>.json")
+    _flag(g, "data-dir", default=".", metavar="DIR", help="directory for -a (default .)")
+    _flag(g, "runid", type=non_negative_int, default=0, metavar="N", help="RunID in the result")
+    load.add_argument("url", metavar="URL", help="http://host:port/path?query")
+
+    server = sub.add_parser(
+        "server",
+        help="run the echo server (fortio server)",
+        allow_abbrev=False,
+        description="Echo server with fortio's semantics on every path.",
+    )
+    _flag(
+        server,
+        "http-port",
+        default="8080",
+        metavar="[HOST:]PORT",
+        help="listen address; a bare port binds 127.0.0.1 (default 8080)",
+    )
+    _flag(
+        server,
+        "workers",
+        type=positive_int,
+        default=1,
+        metavar="N",
+        help="processes sharing the port with SO_REUSEPORT (default 1)",
+    )
+    _flag(
+        server,
+        "max-echo-delay",
+        type=non_negative_duration,
+        default=echo.DEFAULT_MAX_DELAY_NS,
+        metavar="DUR",
+        help="cap of each delay= value (default 1.5s)",
+    )
+    _flag(
+        server,
+        "maxpayloadsizekb",
+        type=non_negative_int,
+        default=256,
+        metavar="KB",
+        help="cap of size= (default 256)",
+    )
+    return parser
+
+
+def normalize_bools(argv: Sequence[str]) -> list[str]:
+    """Go's ``-flag=true|false`` form for booleans, which argparse cannot take as is."""
+    out: list[str] = []
+    bools = set(LOAD_BOOL_FLAGS) | set(SERVER_BOOL_FLAGS)
+    for arg in argv:
+        if arg.startswith("-") and "=" in arg:
+            name, _, value = arg.lstrip("-").partition("=")
+            if name in bools:
+                v = value.lower()
+                if v in ("1", "t", "true"):
+                    out.append("-" + name)
+                    continue
+                if v in ("0", "f", "false"):
+                    continue
+        out.append(arg)
+    return out
+
+
+def _write_json(text: str, dest: str) -> None:
+    if dest == "-":
+        sys.stdout.write(text)
+        sys.stdout.flush()
+        return
+    path = Path(dest)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+    print(f"Successfully wrote {len(text)} bytes of Json data to {dest}", file=sys.stderr)
+
+
+def do_load(args: argparse.Namespace) -> int:
+    opts = LoadOptions(
+        url=args.url,
+        connections=args.c,
+        qps=args.qps,
+        duration_ns=args.t,
+        exactly=args.n,
+        resolution=args.r,
+        offset_ns=args.offset,
+        percentiles=tuple(args.p),
+        uniform=args.uniform,
+        jitter=args.jitter,
+        nocatchup=args.nocatchup,
+        labels=args.labels,
+        headers=tuple(args.H),
+        payload_size=args.payload_size,
+        timeout_ns=args.timeout,
+        allow_initial_errors=args.allow_initial_errors,
+        run_id=args.runid,
+        workers=args.workers,
+    )
+    dest = args.json
+    if dest is None and args.a:
+        dest = ""  # resolved once the ID is known
+    if dest and dest != "-":
+        parent = Path(dest).parent
+        if not parent.is_dir():
+            raise ConfigError(f"cannot write -json {dest}: directory {parent} does not exist")
+    if args.a and not Path(args.data_dir).is_dir():
+        raise ConfigError(f"-data-dir {args.data_dir} is not a directory")
+    outcome = run_load(opts)
+    text = fortiojson.dumps(outcome.result)
+    if dest == "":
+        dest = str(Path(args.data_dir) / f"{outcome.result['ID']}.json")
+    if dest is not None:
+        _write_json(text, dest)
+    return ExitCode.INTERRUPTED if outcome.interrupted else ExitCode.OK
+
+
+def do_server(args: argparse.Namespace) -> int:
+    host, port = echo.parse_listen(args.http_port)
+    cfg = echo.EchoConfig(args.max_echo_delay, args.maxpayloadsizekb * 1024)
+    echo.serve(host, port, args.workers, cfg, on_listening=echo.print_listening)
+    return ExitCode.OK
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(normalize_bools(sys.argv[1:] if argv is None else argv))
+    try:
+        if args.command == "load":
+            return do_load(args)
+        return do_server(args)
+    except InterruptedRun as e:
+        print(f"{PROG}: {e}", file=sys.stderr)
+        return ExitCode.INTERRUPTED
+    except (WarmupError, ConfigError, MeshperfError) as e:
+        hint = f" ({e.hint})" if e.hint else ""
+        print(f"{PROG}: error: {e}{hint}", file=sys.stderr)
+        return ExitCode.ERROR
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return ExitCode.INTERRUPTED
+    except OSError as e:
+        print(f"{PROG}: error: {e}", file=sys.stderr)
+        return ExitCode.ERROR
+
+
+if __name__ == "__main__":
+    sys.exit(main())
