@@ -1,0 +1,315 @@
+"""``runner/fortio.py`` end to end: real HTTP servers on 127.0.0.1 that serve fortio's listing
+formats, results directories, and every kind of bad input.
+"""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fake_fortio_server import FakeFortio, SilentServer, free_port_url
+
+from meshperf.errors import ExitCode
+
+REPO = Path(__file__).resolve().parents[1]
+FIXTURES = REPO.parent / "shared" / "fixtures" / "fortio"
+ISTIO = FIXTURES / "http-istio-tools-1.3.1.json"
+
+
+def load_cli() -> Any:
+    spec = importlib.util.spec_from_file_location("fortio_cli", REPO / "runner" / "fortio.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+cli = load_cli()
+
+
+@pytest.fixture(autouse=True)
+def _no_prometheus_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A developer's $PROMETHEUS_URL must not leak into these tests.
+    monkeypatch.delenv("PROMETHEUS_URL", raising=False)
+
+
+def run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    code = cli.main(argv)
+    out, err = capsys.readouterr()
+    assert "Traceback" not in err
+    return int(code), out, err
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    return list(csv.DictReader(io.StringIO(path.read_text())))
+
+
+@pytest.fixture
+def fixture_dir(tmp_path: Path) -> Path:
+    d = tmp_path / "results"
+    shutil.copytree(FIXTURES, d)
+    return d
+
+
+def test_directory_default_prefix_in_cwd(
+    fixture_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: Any
+) -> None:
+    work = tmp_path / "cwd"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    code, out, err = run([str(fixture_dir)], capsys)
+    assert code == ExitCode.OK, err
+    assert out.splitlines() == [
+        "meshperf-results.json",
+        "meshperf-results.csv",
+        "4 tests read, 4 written, 0 skipped",
+    ]
+    rows = read_csv(work / "meshperf-results.csv")
+    assert list(rows[0]) == [
+        "StartTime", "ActualDuration", "Labels", "mode", "mesh", "platform", "NumThreads",
+        "conn", "RequestedQPS", "ActualQPS", "size", "p50", "p90", "p99", "p999", "errorPercent",
+    ]  # fmt: skip
+    assert len(json.loads((work / "meshperf-results.json").read_text())) == 4
+    # Refuses to overwrite, says so in one line, leaves the files alone.
+    before = (work / "meshperf-results.csv").read_text()
+    code, out, err = run([str(fixture_dir), "--csv", "Labels"], capsys)
+    assert code == ExitCode.ERROR
+    assert err.count("\n") == 1 and err.startswith("fortio.py: error: ")
+    assert "already exists" in err and "--overwrite" in err
+    assert (work / "meshperf-results.csv").read_text() == before
+    code, _, _ = run([str(fixture_dir), "--csv", "Labels", "--overwrite"], capsys)
+    assert code == ExitCode.OK
+    assert (work / "meshperf-results.csv").read_text().splitlines()[0] == "Labels"
+
+
+@pytest.mark.parametrize("listing", ["tsv", "html", "browse"])
+@pytest.mark.parametrize("ui_path", ["/fortio/", "/"], ids=["server", "report"])
+def test_server_gives_same_csv_as_directory(
+    listing: str, ui_path: str, fixture_dir: Path, tmp_path: Path, capsys: Any
+) -> None:
+    code, _, _ = run([str(fixture_dir), "-o", str(tmp_path / "dir")], capsys)
+    assert code == ExitCode.OK
+    with FakeFortio.from_dir(FIXTURES, ui_path=ui_path, listing=listing) as server:
+        for i, url in enumerate([server.url, server.data_url, server.url + ui_path + "browse"]):
+            prefix = tmp_path / f"srv{i}"
+            code, out, err = run([url, "-o", str(prefix), "--timeout", "5"], capsys)
+            assert code == ExitCode.OK, err
+            assert (tmp_path / f"srv{i}.csv").read_text() == (tmp_path / "dir.csv").read_text()
+            assert out.splitlines()[-1] == "4 tests read, 4 written, 0 skipped"
+        data = ui_path + "data/"
+        if listing == "tsv":
+            assert data + "index.tsv" in server.requests
+            assert data not in server.requests  # index.tsv sufficed: no fallback listing
+
+
+def test_server_faults_keep_good_tests(tmp_path: Path, capsys: Any) -> None:
+    files = {p.name: p.read_bytes() for p in FIXTURES.glob("*.json")}
+    files["2024-01-01-000000_corrupt.json"] = b'{"RunType": "HTTP", "Labels": '
+    with FakeFortio(
+        files,
+        fail={"grpc-ping-0.9.0.json": 500},
+        truncate={"http-defaults-1.11.5.json"},
+    ) as server:
+        code, out, err = run([server.url, "-o", str(tmp_path / "r")], capsys)
+    assert code == ExitCode.TESTS_FAILED
+    rows = read_csv(tmp_path / "r.csv")
+    assert sorted(r["Labels"] for r in rows) == [
+        "193ff770_qps_1000_c_1_1024_both",
+        "Sample with errors",
+    ]
+    lines = err.splitlines()
+    assert len(lines) == 3, err
+    assert all(line.startswith("fortio.py: skipped ") for line in lines)
+    joined = "\n".join(lines)
+    assert "grpc-ping-0.9.0.json: HTTP 500" in joined
+    assert "http-defaults-1.11.5.json: got 1471 bytes, the listing says 2943" in joined
+    assert "corrupt.json: not valid JSON" in joined
+    assert out.splitlines()[-1] == "2 tests read, 2 written, 3 skipped"
+
+
+def test_unreachable_source(tmp_path: Path, capsys: Any) -> None:
+    url = free_port_url()
+    code, out, err = run([url, "-o", str(tmp_path / "r")], capsys)
+    assert code == ExitCode.ERROR
+    assert out == ""
+    assert "cannot connect" in err and url in err
+    assert err.splitlines()[-1] == "fortio.py: error: no test could be read; nothing written"
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_unreachable_source_beside_good_one(fixture_dir: Path, tmp_path: Path, capsys: Any) -> None:
+    code, out, err = run([free_port_url(), str(fixture_dir), "-o", str(tmp_path / "r")], capsys)
+    assert code == ExitCode.TESTS_FAILED
+    assert len(read_csv(tmp_path / "r.csv")) == 4
+    assert err.count("\n") == 1 and "cannot connect" in err
+
+
+def test_server_that_never_answers(tmp_path: Path, capsys: Any) -> None:
+    with SilentServer() as silent:
+        t0 = time.monotonic()
+        code, _, err = run([silent.url, "-o", str(tmp_path / "r"), "--timeout", "0.3"], capsys)
+        elapsed = time.monotonic() - t0
+    assert code == ExitCode.ERROR
+    assert "no answer within 0.3 s" in err
+    assert elapsed < 30  # bounded by the timeout, not hung
+
+
+def test_empty_server(tmp_path: Path, capsys: Any) -> None:
+    with FakeFortio({}, ui_path="/", listing="browse") as server:
+        # Report mode with nothing saved: an empty browse page is a valid, empty listing.
+        code, _, err = run([server.url, "-o", str(tmp_path / "r")], capsys)
+    assert code == ExitCode.ERROR
+    assert err == "fortio.py: error: no test could be read; nothing written\n"
+
+
+def test_http_errors_on_every_listing(tmp_path: Path, capsys: Any) -> None:
+    with FakeFortio.from_dir(FIXTURES, ui_path="/") as server:
+        url = server.url + "/elsewhere/data/"
+        code, _, err = run([url, "-o", str(tmp_path / "r")], capsys)
+    assert code == ExitCode.ERROR
+    first = err.splitlines()[0]
+    assert first == (
+        f"fortio.py: skipped {url}: no fortio result listing "
+        "(index.tsv: HTTP 404; listing: HTTP 404; browse: HTTP 404)"
+    )
+
+
+def test_corrupt_and_count_zero_in_directory(
+    fixture_dir: Path, tmp_path: Path, capsys: Any
+) -> None:
+    (fixture_dir / "cut.json").write_text(ISTIO.read_text()[:2000])
+    zero = json.loads(ISTIO.read_text())
+    zero["DurationHistogram"] = {"Count": 0, "Min": 0, "Max": 0, "Sum": 0, "Avg": 0,
+                                 "StdDev": 0, "Data": None}  # fmt: skip
+    (fixture_dir / "zero.json").write_text(json.dumps(zero))
+    code, out, err = run([str(fixture_dir), "-o", str(tmp_path / "r")], capsys)
+    assert code == ExitCode.TESTS_FAILED
+    assert len(read_csv(tmp_path / "r.csv")) == 4
+    reasons = sorted(err.splitlines())
+    assert len(reasons) == 2
+    assert reasons[0].startswith("fortio.py: skipped ") and "cut.json: not valid JSON" in reasons[0]
+    assert reasons[1].endswith("zero.json: no calls recorded (Count 0)")
+    assert out.splitlines()[-1] == "5 tests read, 4 written, 2 skipped"
+
+
+def test_empty_directory(tmp_path: Path, capsys: Any) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    code, out, err = run([str(empty), "-o", str(tmp_path / "r")], capsys)
+    assert code == ExitCode.ERROR
+    assert err == "fortio.py: error: no test could be read; nothing written\n"
+    assert not (tmp_path / "r.csv").exists()
+
+
+def test_unknown_column_before_any_work(tmp_path: Path, capsys: Any) -> None:
+    with SilentServer() as silent:  # would hang if the list were checked after fetching
+        code, _, err = run([silent.url, "--csv", "p50,p99,latency", "-o", str(tmp_path / "r")],
+                           capsys)  # fmt: skip
+    assert code == ExitCode.ERROR
+    assert err.count("\n") == 1
+    assert err.startswith("fortio.py: error: unknown column 'latency'; available: StartTime,")
+
+
+@pytest.mark.parametrize("source", ["fortioclient:8080", "no/such/dir", "ftp://127.0.0.1/x"])
+def test_source_neither_url_nor_path(source: str, tmp_path: Path, capsys: Any) -> None:
+    code, _, err = run([source, "-o", str(tmp_path / "r")], capsys)
+    assert code == ExitCode.ERROR
+    assert err.startswith(f"fortio.py: error: {source}: not a URL nor an existing file")
+    assert err.count("\n") == 1
+
+
+def test_seed_csv_list_and_selector(fixture_dir: Path, tmp_path: Path, capsys: Any) -> None:
+    seed = (
+        "StartTime,ActualDuration,Labels,NumThreads,ActualQPS,p50,p90,p99,"
+        "cpu_mili_avg_telemetry_mixer,cpu_mili_max_telemetry_mixer,mem_MB_max_telemetry_mixer,"
+        "cpu_mili_avg_fortioserver_deployment_proxy,cpu_mili_max_fortioserver_deployment_proxy,"
+        "mem_MB_max_fortioserver_deployment_proxy,cpu_mili_avg_ingressgateway_proxy,"
+        "cpu_mili_max_ingressgateway_proxy,mem_MB_max_ingressgateway_proxy"
+    )
+    code, out, _ = run(
+        [str(fixture_dir), "--csv", seed, "--selector", "_both", "-o", str(tmp_path / "r")], capsys
+    )
+    assert code == ExitCode.OK
+    rows = read_csv(tmp_path / "r.csv")
+    assert len(rows) == 1 and ",".join(rows[0]) == seed
+    assert rows[0]["Labels"] == "193ff770_qps_1000_c_1_1024_both"
+    assert rows[0]["cpu_mili_avg_telemetry_mixer"] == ""
+    assert "3 not selected" in out
+    code, _, err = run([str(fixture_dir), "--selector", "^1999", "-o", str(tmp_path / "s")], capsys)
+    assert code == ExitCode.ERROR and "no test matches --selector" in err
+
+
+def repeats_dir(tmp_path: Path) -> Path:
+    d = tmp_path / "rep"
+    d.mkdir()
+    base = json.loads(ISTIO.read_text())
+    for i, (scale, label) in enumerate([(1.0, "aaaa1111"), (1.2, "bbbb2222"), (0.9, "cccc3333")]):
+        doc = json.loads(json.dumps(base))
+        for b in doc["DurationHistogram"]["Data"]:
+            b["Start"] *= scale
+            b["End"] *= scale
+        h = doc["DurationHistogram"]
+        h["Min"], h["Max"] = h["Data"][0]["Start"], h["Data"][-1]["End"]
+        doc["Labels"] = f"{label}_qps_1000_c_1_1024_both"
+        doc["StartTime"] = f"2019-07-1{i}T17:01:28Z"
+        (d / f"r{i}.json").write_text(json.dumps(doc))
+    return d
+
+
+def test_aggregate(tmp_path: Path, capsys: Any) -> None:
+    d = repeats_dir(tmp_path)
+    code, out, _ = run([str(d), "--aggregate", "-o", str(tmp_path / "agg")], capsys)
+    assert code == ExitCode.OK
+    rows = read_csv(tmp_path / "agg.csv")
+    assert len(rows) == 1
+    row = rows[0]
+    p50 = 0.0011476273249692928 * 1e6  # spec's worked example; scaled copies around it
+    assert float(row["repeats"]) == 3
+    assert float(row["p50"]) == pytest.approx(p50, abs=0.002)
+    assert float(row["p50_min"]) == pytest.approx(p50 * 0.9, abs=0.002)
+    assert float(row["p50_max"]) == pytest.approx(p50 * 1.2, abs=0.002)
+    assert float(row["p50_spread"]) == pytest.approx(0.3, rel=1e-5)
+    assert row["mode"] == "both" and row["StartTime"] == "2019-07-10T17:01:28Z"
+    assert "3 tests read, 3 written as 1 aggregated rows" in out
+
+
+def test_help_mentions_environment(capsys: Any) -> None:
+    with pytest.raises(SystemExit) as e:
+        cli.main(["--help"])
+    assert e.value.code == 0
+    out = capsys.readouterr().out
+    assert "$PROMETHEUS_URL" in out and "microseconds" in out
+
+
+def test_bad_timeout_is_usage_error(capsys: Any) -> None:
+    with pytest.raises(SystemExit) as e:
+        cli.main([str(FIXTURES), "--timeout", "0"])
+    assert e.value.code == ExitCode.USAGE
+    assert "must be > 0" in capsys.readouterr().err
+
+
+def test_as_a_script(fixture_dir: Path, tmp_path: Path) -> None:
+    """The seed's way to run it: ``python runner/fortio.py SOURCE``, from any directory."""
+    env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_URL"}
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "runner" / "fortio.py"), str(fixture_dir)],
+        cwd=tmp_path, capture_output=True, text=True, timeout=60, env=env, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "meshperf-results.csv").exists()
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "runner" / "fortio.py"), "missing-host:8080"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=60, env=env, check=False,
+    )  # fmt: skip
+    assert proc.returncode == ExitCode.ERROR
+    assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
