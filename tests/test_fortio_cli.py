@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fake_fortio_server import FakeFortio, SilentServer, free_port_url
 
+from fake_fortio_server import FakeFortio, SilentServer, free_port_url
 from meshperf.errors import ExitCode
 
 REPO = Path(__file__).resolve().parents[1]
