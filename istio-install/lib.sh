@@ -13,6 +13,10 @@
 
 PROG="${PROG:-$(basename "$0")}"
 
+# fd 3 is the script's own stdout, so that commands printed from inside $(...) (query) still
+# reach the terminal instead of the variable being assigned.
+exec 3>&1
+
 die() {
   printf '%s: error: %s\n' "${PROG}" "$*" >&2
   exit 1
@@ -46,7 +50,7 @@ quote_cmd() {
 
 show() {
   if is_dry_run; then
-    printf '+ %s\n' "$*"
+    printf '+ %s\n' "$*" >&3
   else
     printf '+ %s\n' "$*" >&2
   fi
@@ -83,6 +87,32 @@ query() {
   show "$(quote_cmd "$@")"
   is_dry_run && return 0
   "$@"
+}
+
+# fetch_verified URL FILE: download URL to FILE and check it against the sha256 digest the
+# release publishes at URL.sha256 ("<hex>" or "<hex>  <name>"). A mismatch removes FILE and
+# dies: nothing unverified is ever run.
+fetch_verified() {
+  local url="$1" file="$2"
+  need curl "https://curl.se/download.html"
+  need sha256sum "GNU coreutils"
+  run curl -fsSL --retry 3 --max-time 300 -o "${file}" "${url}"
+  run curl -fsSL --retry 3 --max-time 60 -o "${file}.sha256" "${url}.sha256"
+  if is_dry_run; then
+    printf '# check: sha256sum %s equals the digest in %s.sha256\n' "${file}" "${file}" >&3
+    return 0
+  fi
+  local want got
+  want="$(tr -d '\r' <"${file}.sha256" | awk 'NR == 1 {print tolower($1)}')"
+  if [[ ! "${want}" =~ ^[0-9a-f]{64}$ ]]; then
+    rm -f "${file}"
+    die "${url}.sha256 does not hold a sha256 digest"
+  fi
+  got="$(sha256sum "${file}" | awk '{print $1}')"
+  if [[ "${got}" != "${want}" ]]; then
+    rm -f "${file}"
+    die "checksum mismatch for ${url##*/}: expected ${want}, got ${got}; not installing it"
+  fi
 }
 
 # Values that end up in manifests or command lines are checked against a pattern first.

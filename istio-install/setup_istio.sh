@@ -77,20 +77,8 @@ resolve_istioctl() {
   [[ -x "${ISTIOCTL_BIN}" ]] && return
   local asset="istioctl-${RELEASE}-${os}-${arch}.tar.gz"
   local url="https://github.com/istio/istio/releases/download/${RELEASE}/${asset}"
-  need curl "https://curl.se/download.html"
-  need sha256sum "GNU coreutils"
   need tar "GNU tar"
-  run curl -fsSL --retry 3 --max-time 300 -o "${tmp}/${asset}" "${url}"
-  run curl -fsSL --retry 3 --max-time 60 -o "${tmp}/${asset}.sha256" "${url}.sha256"
-  if is_dry_run; then
-    printf '# check: sha256sum of %s equals the digest in %s.sha256\n' "${asset}" "${asset}"
-  else
-    local want got
-    want="$(tr -d '\r' <"${tmp}/${asset}.sha256" | awk 'NR == 1 {print tolower($1)}')"
-    [[ "${want}" =~ ^[0-9a-f]{64}$ ]] || die "${url}.sha256 does not hold a sha256 digest"
-    got="$(sha256sum "${tmp}/${asset}" | awk '{print $1}')"
-    [[ "${got}" == "${want}" ]] || die "checksum mismatch for ${asset}: expected ${want}, got ${got}; not installing it"
-  fi
+  fetch_verified "${url}" "${tmp}/${asset}"
   run tar -xzf "${tmp}/${asset}" -C "${tmp}" istioctl
   run mkdir -p "${cache}"
   run install -m 0755 "${tmp}/istioctl" "${ISTIOCTL_BIN}"
