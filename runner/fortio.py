@@ -17,10 +17,13 @@ from meshperf import collect as col
 from meshperf.errors import ExitCode, MeshperfError, PrometheusError
 from meshperf.results import DEFAULT_TIMEOUT, is_url, load_sources
 
-try:  # written in parallel; everything but --prometheus works without it
+try:  # only --prometheus needs it (and prometheus-api-client); the rest works without
     from meshperf.prom import PrometheusSource
-except ImportError:  # pragma: no cover - depends on the tree's state
+
+    PROM_IMPORT_ERROR = ""
+except ImportError as e:  # pragma: no cover - depends on the installed packages
     PrometheusSource = None  # type: ignore[assignment, misc]
+    PROM_IMPORT_ERROR = str(e)
 
 PROG = "fortio.py"
 DEFAULT_PREFIX = "meshperf-results"
@@ -130,7 +133,7 @@ def _err(message: str, hint: str | None = None) -> None:
 def _make_prometheus(url: str, timeout: float, selector: str | None) -> Any:
     if PrometheusSource is None:
         raise MeshperfError(
-            "Prometheus support (meshperf.prom) is not available in this tree",
+            f"Prometheus support is not available ({PROM_IMPORT_ERROR})",
             hint="run without --prometheus and unset PROMETHEUS_URL",
         )
     return PrometheusSource(url, timeout=timeout, selector=selector)

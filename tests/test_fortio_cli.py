@@ -313,3 +313,122 @@ def test_as_a_script(fixture_dir: Path, tmp_path: Path) -> None:
     )  # fmt: skip
     assert proc.returncode == ExitCode.ERROR
     assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
+
+
+# -- CPU and memory from a real Prometheus -----------------------------------------------------
+
+SCRAPE_S = 15.0
+PROM_T0 = (int(time.time()) - 4 * 3600) // 3600 * 3600  # hours in the past: backfill rules
+
+
+def prom_dataset() -> Any:
+    from promserver import MB, Container, Dataset
+
+    containers = (
+        Container("fortioserver-6d5c9-aaaaa", "istio-proxy", cores=((0, 0.25),),
+                  mem_mb=((0, 64.0),)),
+        Container("fortioclient-7f8d-ccccc", "istio-proxy", cores=((0, 0.5),),
+                  mem_mb=((0, 40.0),)),
+    )  # fmt: skip
+    assert MB == 1024 * 1024
+    return Dataset(t0=PROM_T0, duration_s=1800, interval_s=SCRAPE_S, containers=containers)
+
+
+@pytest.fixture(scope="module")
+def prom_url(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    promserver = pytest.importorskip("promserver")
+    pytest.importorskip("meshperf.prom")
+    if not promserver.have_prometheus():
+        pytest.skip("prometheus/promtool missing")
+    with promserver.running_prometheus(
+        tmp_path_factory.mktemp("prom"), prom_dataset(), scrape_interval="15s"
+    ) as url:
+        yield url
+
+
+def prom_results_dir(tmp_path: Path) -> Path:
+    """A long test inside the series' span and a 5 s one too short for CPU rates."""
+    import datetime as dt
+
+    d = tmp_path / "res"
+    d.mkdir()
+    for name, offset_s, duration_ns in (("long", 300, 240_001_144_195), ("short", 900, 5 * 10**9)):
+        doc = json.loads(ISTIO.read_text())
+        start = dt.datetime.fromtimestamp(PROM_T0 + offset_s, tz=dt.UTC)
+        # Another zone on purpose: the window must follow the instant, not the wall clock.
+        doc["StartTime"] = start.astimezone(dt.timezone(dt.timedelta(hours=-7))).isoformat()
+        doc["ActualDuration"] = duration_ns
+        doc["Labels"] = f"ab12_qps_1000_c_1_1024_{name}_both"
+        doc["meshperf"] = {
+            "format": 1,
+            "resources": {
+                "fortioserver_deployment_proxy": {"cpu_mili": {"min": 1.0, "avg": 1.0, "max": 1.0}}
+            },
+        }
+        (d / f"{name}.json").write_text(json.dumps(doc))
+    return d
+
+
+@pytest.mark.prometheus
+def test_resources_from_prometheus(prom_url: str, tmp_path: Path, capsys: Any) -> None:
+    d = prom_results_dir(tmp_path)
+    code, out, err = run([str(d), "--prometheus", prom_url, "-o", str(tmp_path / "r")], capsys)
+    assert code == ExitCode.TESTS_FAILED, err
+    rows = {r["Labels"]: r for r in read_csv(tmp_path / "r.csv")}
+    long = rows["ab12_qps_1000_c_1_1024_long_both"]
+    # Constant series: every statistic is the level itself.
+    for stat in ("min", "avg", "max"):
+        assert float(long[f"cpu_mili_{stat}_fortioserver_deployment_proxy"]) == pytest.approx(250)
+        assert float(long[f"cpu_mili_{stat}_fortio_deployment_proxy"]) == pytest.approx(500)
+        assert float(long[f"mem_MB_{stat}_fortioserver_deployment_proxy"]) == pytest.approx(64)
+        assert float(long[f"mem_MB_{stat}_fortio_deployment_proxy"]) == pytest.approx(40)
+    short = rows["ab12_qps_1000_c_1_1024_short_both"]
+    assert short["p50"] == long["p50"]  # kept with its latency
+    assert short["cpu_mili_avg_fortio_deployment_proxy"] == ""
+    assert err.splitlines() == [
+        "fortio.py: ab12_qps_1000_c_1_1024_short_both: kept with latency only "
+        "(test too short for CPU/memory: 5s < 92s (skip 62s = rate window 60s + 2s at the "
+        "start, 30s at the end, for 15s scrapes))"
+    ]
+    assert out.splitlines()[-1] == "2 tests read, 2 written, 0 skipped, 1 without CPU/memory"
+
+
+@pytest.mark.prometheus
+def test_prometheus_url_from_environment(
+    prom_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: Any
+) -> None:
+    d = prom_results_dir(tmp_path)
+    (d / "short.json").unlink()
+    monkeypatch.setenv("PROMETHEUS_URL", prom_url)
+    code, _, err = run([str(d), "-o", str(tmp_path / "env")], capsys)
+    assert code == ExitCode.OK, err
+    row = read_csv(tmp_path / "env.csv")[0]
+    assert float(row["cpu_mili_avg_fortioserver_deployment_proxy"]) == pytest.approx(250)
+    # --prometheus '' turns it off: the result's own samples are used.
+    code, _, _ = run([str(d), "--prometheus", "", "-o", str(tmp_path / "own")], capsys)
+    assert code == ExitCode.OK
+    row = read_csv(tmp_path / "own.csv")[0]
+    assert float(row["cpu_mili_avg_fortioserver_deployment_proxy"]) == 1.0
+
+
+def test_prometheus_unreachable_keeps_latency(tmp_path: Path, capsys: Any) -> None:
+    pytest.importorskip("meshperf.prom")
+    d = tmp_path / "many"
+    d.mkdir()
+    for i in range(5):
+        doc = json.loads(ISTIO.read_text())
+        doc["Labels"] = f"t{i}"
+        (d / f"t{i}.json").write_text(json.dumps(doc))
+    url = free_port_url()
+    code, out, err = run([str(d), "--prometheus", url, "--timeout", "1", "-o", str(tmp_path / "r")],
+                         capsys)  # fmt: skip
+    assert code == ExitCode.TESTS_FAILED
+    assert len(read_csv(tmp_path / "r.csv")) == 5
+    lines = err.splitlines()
+    assert len(lines) == 5
+    assert all(
+        "kept with latency only (Prometheus: cannot reach Prometheus" in x for x in lines[:3]
+    )
+    # After three failures in a row the rest are not tried (each would wait for a timeout).
+    assert all("Prometheus not queried after 3 failures" in x for x in lines[3:])
+    assert out.splitlines()[-1] == "5 tests read, 5 written, 0 skipped, 5 without CPU/memory"
