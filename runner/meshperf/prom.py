@@ -495,7 +495,7 @@ class PrometheusSource:
     def _fail(self, what: str, reason: str) -> PrometheusError:
         return PrometheusError(
             _one_line(f"{what} at {self.url}: {reason}"),
-            hint="is Prometheus port-forwarded? kubectl -n istio-system port-forward "
+            hint="is Prometheus port-forwarded? kubectl -n istio-prometheus port-forward "
             "svc/prometheus 9090:9090, then --prometheus http://127.0.0.1:9090",
         )
 
