@@ -261,9 +261,22 @@ def load_csv(path: str | os.PathLike[str], mesh: str | None = None) -> LoadedCsv
     t["label"] = raw["Labels"] if "Labels" in raw else ""
     if fmt == FORMAT_MESHPERF:
         t["mode"] = raw["mode"].str.strip()
+        # Results of a plain fortio run (no meshperf block) leave mode empty; the seed-shaped
+        # label, when there is one, still says it.
+        no_mode = t["mode"] == ""
+        if no_mode.any():
+            from_label = [
+                (x or {}).get("mode", "") for x in map(_parse_label, t.loc[no_mode, "label"])
+            ]
+            t.loc[no_mode, "mode"] = from_label
+            unknown = t["mode"] == ""
+            if unknown.any():
+                notes.append(f"{p.name}: {int(unknown.sum())} rows without a mode skipped")
+                raw, t = raw[~unknown], t[~unknown]
         t["variant"] = raw["extra_labels"].str.strip() if "extra_labels" in raw else ""
-        conn_col = "conn" if "conn" in raw else "NumThreads"
-        t["conn"] = _numbers(raw[conn_col])
+        t["conn"] = _numbers(raw["conn"]) if "conn" in raw else math.nan
+        if "NumThreads" in raw:
+            t["conn"] = t["conn"].fillna(_numbers(raw["NumThreads"]))
         if "RequestedQPS" in raw:
             t["qps"] = raw["RequestedQPS"].map(_qps_value)
         elif "qps" in raw:
