@@ -248,6 +248,18 @@ def test_selector_values_are_escaped(prom_url: str) -> None:
 
 @pytest.mark.prometheus
 @needs_prometheus
+def test_minimum_length_test_gives_one_point(prom_url: str) -> None:
+    """A 92 s test: start and end of the window coincide; one full rate window is read."""
+    with prom.PrometheusSource(prom_url, timeout=5) as src:
+        window = src.window(at(300), 92)
+        assert window == (at(362), at(362))
+        got = src.resources(*window)
+    assert_resources(got, expected(362, 362))
+    assert got[SRV_PROXY]["cpu_mili"]["min"] == got[SRV_PROXY]["cpu_mili"]["max"]
+
+
+@pytest.mark.prometheus
+@needs_prometheus
 def test_empty_window_is_empty(prom_url: str) -> None:
     with prom.PrometheusSource(prom_url) as src:
         assert src.resources(at(-7200), at(-3600)) == {}

@@ -468,10 +468,11 @@ class PrometheusSource:
         self._timing: Timing | None = None if scrape_interval is None else Timing(scrape_interval)
         self._session = requests.Session()
         # Retry refused connects and 502-504 (a port-forward or server starting) briefly; a
-        # read timeout is not retried so a hung server costs one timeout, not four.
+        # read timeout is not retried so a hung server costs one timeout, not three, and a
+        # Retry-After header cannot stretch the wait past the timeout we promised.
         retry = Retry(total=2, connect=2, read=False, status=2, other=0, backoff_factor=0.2,
                       status_forcelist=(502, 503, 504), allowed_methods=None,
-                      raise_on_status=False)
+                      raise_on_status=False, respect_retry_after_header=False)
         self._client = PrometheusConnect(url=self.url, session=self._session, retry=retry,
                                          timeout=self.timeout)  # type: ignore[arg-type]
 
