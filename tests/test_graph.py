@@ -388,3 +388,25 @@ def test_axis_filter_mismatch_is_a_usage_error(csv_copy: Path,
         graph.main([str(csv_copy), "p50", "--xaxis", "qps", "--qps", "1000"])
     assert e.value.code == ExitCode.USAGE
     assert "with --xaxis qps use --conn" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- with runner/fortio.py
+
+
+def test_csv_written_by_fortio_py_from_real_fortio_results(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import fortio  # runner/fortio.py
+
+    fixtures = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "fortio"
+    assert fortio.main([str(fixtures), "--output", str(tmp_path / "summary")]) == ExitCode.OK
+    capsys.readouterr()
+    data = load_csv(tmp_path / "summary.csv")
+    assert data.format == FORMAT_MESHPERF
+    # Only the 2019 runner's result has a mode (from its label ..._both); the others are plain
+    # fortio runs, skipped with a note rather than guessed.
+    assert any("3 rows without a mode skipped" in n for n in data.notes)
+    chart = build_chart([data], "p50")
+    # The fixture's own DurationHistogram percentile 50: 0.0011476273 s.
+    assert points(chart) == {"both": [(1.0, pytest.approx(1.1476273, abs=1e-6))]}
+    assert "at 1000 qps" in chart.title
