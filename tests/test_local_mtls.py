@@ -91,7 +91,8 @@ def _tls_request(port: int, ca: Path, cert: certs.CertFiles | None) -> bytes:
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=5) as raw:
             with ctx.wrap_socket(raw) as tls:
-                tls.sendall(b"GET /echo HTTP/1.1\r\nHost: fortioserver\r\nConnection: close\r\n\r\n")
+                tls.sendall(b"GET /echo HTTP/1.1\r\nHost: fortioserver\r\n"
+                            b"Connection: close\r\n\r\n")
                 chunks = []
                 while True:
                     data = tls.recv(65536)

@@ -30,7 +30,15 @@ from typing import Any
 
 from meshperf.errors import ConfigError, PlatformError
 from meshperf.local.certs import CertFiles
-from meshperf.local.procs import LOOPBACK, Proc, ProcessGroup, http_get, port_open, wait_until
+from meshperf.local.procs import (
+    ENVOY_LOG_PREFIX,
+    LOOPBACK,
+    Proc,
+    ProcessGroup,
+    http_get,
+    port_open,
+    wait_until,
+)
 
 VALIDATE_TIMEOUT = 60.0
 VERSION_TIMEOUT = 20.0
@@ -415,7 +423,8 @@ def validate_config(binary: Path, config: Path, concurrency: int = 1) -> None:
     except OSError as e:
         raise ConfigError(f"envoy --mode validate {config.name}: {e}") from e
     if out.returncode != 0:
-        lines = [ln.strip() for ln in (out.stderr + out.stdout).splitlines() if ln.strip()]
+        output = (out.stderr + out.stdout).splitlines()
+        lines = [ENVOY_LOG_PREFIX.sub("", ln.strip()) for ln in output if ln.strip()]
         raise ConfigError(
             f"envoy rejected {config.name} (exit {out.returncode}): {' | '.join(lines[-4:])[-600:]}"
         )

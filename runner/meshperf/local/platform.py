@@ -352,6 +352,7 @@ class LocalPlatform:
                 raise PlatformError(f"test {label} stopped before it finished")
             if code != 0:
                 raise proc.died_error("failed")
+            sampler.stop()  # before perf script, whose CPU is not the test's
             if recording is not None:
                 svg = Path(self.opts.output_dir) / f"{_safe(label)}.flamegraph.svg"
                 perf_info = recording.finish(svg, f"server sidecar, {label}",

@@ -14,6 +14,7 @@ import contextlib
 import ctypes
 import ctypes.util
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -85,6 +86,10 @@ def _pdeathsig_preexec() -> Callable[[], None] | None:
     return preexec
 
 
+# Envoy's log prefix "[time][pid][level][component] [source:line] ": noise in a one-line error.
+ENVOY_LOG_PREFIX = re.compile(r"^\[[^]]*\]\[\d+\]\[\w+\]\[[\w.]+\] (\[[^]]*\] )?")
+
+
 def _tail(path: Path | None, lines: int = 5, limit: int = 600) -> str:
     """The last lines of a log file, joined on one line for an error message."""
     if path is None:
@@ -93,8 +98,8 @@ def _tail(path: Path | None, lines: int = 5, limit: int = 600) -> str:
         text = path.read_text(errors="replace")
     except OSError:
         return ""
-    tail = " | ".join(line.strip() for line in text.strip().splitlines()[-lines:] if line.strip())
-    return tail[-limit:]
+    kept = [ENVOY_LOG_PREFIX.sub("", ln.strip()) for ln in text.strip().splitlines()[-lines:]]
+    return " | ".join(ln for ln in kept if ln)[-limit:]
 
 
 class Proc:
