@@ -16,6 +16,7 @@ from pathlib import Path
 from meshperf.errors import ExitCode, MeshperfError
 from meshperf.graphing import (
     FORMAT_DESCRIPTIONS,
+    MESH_NAME,
     METRICS,
     PROXIES,
     STATS,
@@ -37,9 +38,9 @@ examples:
       every metric plus the overhead vs baseline view, rows with 1000 requested QPS only
   python runner/graph.py results.csv p90 --xaxis qps --conn 16 --png
       p90 vs QPS at 16 connections; also writes a PNG (needs chromium + chromedriver)
-  python runner/graph.py istio.csv linkerd.csv --mesh linkerd cpu --proxy client --stat avg
-      client sidecar CPU of two runs in one chart (--mesh names the mesh of CSVs without a
-      mesh column)
+  python runner/graph.py istio.csv linkerd.csv cpu --mesh istio,linkerd --proxy client --stat avg
+      client sidecar CPU of two runs in one chart; --mesh names, in order, the mesh of CSVs
+      that have no mesh column (one name applies to all of them)
 
 Latency is drawn in milliseconds (CSV columns are microseconds). The HTML embeds BokehJS
 (INLINE resources), so it opens without network access.
@@ -66,6 +67,14 @@ def positive_int(text: str) -> int:
     return v
 
 
+def mesh_list(text: str) -> list[str]:
+    names = [n.strip() for n in text.split(",")]
+    for n in names:
+        if not MESH_NAME.match(n):
+            raise argparse.ArgumentTypeError(f"invalid mesh name {n!r}")
+    return names
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG, description=__doc__, epilog=EPILOG,
@@ -85,9 +94,10 @@ def build_parser() -> argparse.ArgumentParser:
                            "(0 = max); without it, each QPS value is its own series")
     held.add_argument("--conn", type=positive_int, metavar="N",
                       help="with --xaxis qps: keep only rows with this many connections")
-    data.add_argument("--mesh", metavar="NAME",
-                      help="mesh of CSVs without a mesh column, e.g. istio or linkerd "
-                           "(default: istio, or linkerd when the labels say so)")
+    data.add_argument("--mesh", type=mesh_list, metavar="NAME[,NAME...]",
+                      help="mesh of CSVs without a mesh column, e.g. istio or linkerd; one name "
+                           "for all CSVs or one per CSV in order (default: istio, or linkerd "
+                           "when the labels say so)")
     data.add_argument("--proxy", choices=PROXIES, default="server",
                       help="cpu/mem of which proxy: server sidecar (default), client sidecar, "
                            "ingress gateway")
@@ -106,7 +116,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    # Intermixed, so options may sit between the CSVs and METRIC.
+    args = parser.parse_intermixed_args(argv)
+    meshes: list[str | None] = [None] * len(args.csv)
+    if args.mesh is not None:
+        if len(args.mesh) == 1:
+            meshes = [args.mesh[0]] * len(args.csv)
+        elif len(args.mesh) == len(args.csv):
+            meshes = list(args.mesh)
+        else:
+            parser.error(f"--mesh has {len(args.mesh)} names for {len(args.csv)} CSVs; "
+                         "give one name or one per CSV")
     if args.metric not in METRICS:
         print(f"{PROG}: error: unknown metric {args.metric!r}; expected one of "
               f"{', '.join(METRICS)}", file=sys.stderr)
@@ -117,8 +137,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--qps holds QPS constant; with --xaxis qps use --conn")
     try:
         datas = []
-        for path in args.csv:
-            data = load_csv(path, mesh=args.mesh)
+        for path, mesh in zip(args.csv, meshes, strict=True):
+            data = load_csv(path, mesh=mesh)
             print(f"{PROG}: {path}: format {FORMAT_DESCRIPTIONS[data.format]}", file=sys.stderr)
             for note in data.notes:
                 print(f"{PROG}: note: {note}", file=sys.stderr)

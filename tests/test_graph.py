@@ -410,3 +410,18 @@ def test_csv_written_by_fortio_py_from_real_fortio_results(
     # The fixture's own DurationHistogram percentile 50: 0.0011476273 s.
     assert points(chart) == {"both": [(1.0, pytest.approx(1.1476273, abs=1e-6))]}
     assert "at 1000 qps" in chart.title
+
+
+def test_mesh_names_one_per_csv_and_options_between_csvs(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    seed_copy = Path(shutil.copy(SEED, tmp_path / "linkerd-2019.csv"))
+    out = tmp_path / "two.html"
+    rc, _, err = run_main([str(SEED), "--mesh", "istio,linkerd", str(seed_copy), "p50",
+                           "-o", str(out)], capsys)
+    assert rc == ExitCode.OK, err
+    text = out.read_text()
+    assert "istio nomixer_both" in text and "linkerd nomixer_both" in text
+    with pytest.raises(SystemExit):
+        graph.main([str(SEED), str(seed_copy), "p50", "--mesh", "istio,linkerd,kuma"])
+    assert "3 names for 2 CSVs" in capsys.readouterr().err

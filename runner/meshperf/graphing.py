@@ -107,7 +107,7 @@ _LABEL_RE = re.compile(
 _LABEL_SUFFIX_RE = re.compile(r"_(?P<mode>" + "|".join(LABEL_SUFFIX_MODE) + r")$")
 _LABEL_QPS_RE = re.compile(r"_qps_(?P<qps>[0-9.]+|max)_")
 _ISTIO_TOOLS_RES_RE = re.compile(r"^(cpu_mili|mem_Mi|mem_MB)_(min|avg|max)_(istio|linkerd)_proxy_")
-_MESH_RE = re.compile(r"^[a-z][a-z0-9-]{0,40}$")
+MESH_NAME = re.compile(r"^[a-z][a-z0-9-]{0,40}$")
 
 # Variant the 2019 scripts wrote for the default (telemetry on); not worth a series name.
 _DEFAULT_VARIANTS = frozenset({"mixer"})
@@ -236,7 +236,7 @@ def load_csv(path: str | os.PathLike[str], mesh: str | None = None) -> LoadedCsv
     Raises ResultsError for unreadable files, unknown shapes and CSVs without rows.
     """
     p = Path(path)
-    if mesh is not None and not _MESH_RE.match(mesh):
+    if mesh is not None and not MESH_NAME.match(mesh):
         raise ConfigError(f"invalid mesh name {mesh!r}")
     if not p.is_file():
         raise ResultsError(f"{p}: no such file")
