@@ -207,7 +207,9 @@ class FakeKube:
         self._server.socket = ctx.wrap_socket(self._server.socket, server_side=True)
         self.port = self._server.server_address[1]
         self.url = f"https://127.0.0.1:{self.port}"
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -280,9 +282,7 @@ class FakeKube:
             return ExecReply(stderr=b"[ perf record: Captured and wrote 0.1 MB ]\n")
         if argv[:2] == ["perf", "script"]:
             return ExecReply(stdout=self.perf_script_output.encode())
-        return ExecReply(
-            failure=f'exec: "{argv[0]}": executable file not found in $PATH: unknown'
-        )
+        return ExecReply(failure=f'exec: "{argv[0]}": executable file not found in $PATH: unknown')
 
 
 # -- the HTTP side -------------------------------------------------------------------------
@@ -373,7 +373,7 @@ def _make_handler(fk: FakeKube) -> type[BaseHTTPRequestHandler]:
             self._send(200, pod)
 
         def _route(self, path: str, query: dict[str, list[str]]) -> tuple[int, Any]:
-            selector = (query.get("labelSelector") or [None])[0]
+            selector = (query.get("labelSelector") or [""])[0]
             if path in ("/version", "/version/"):
                 return 200, fk.version
             if m := re.fullmatch(r"/api/v1/namespaces/([^/]+)/pods", path):

@@ -159,7 +159,10 @@ def kube_usable(opts: RunOptions) -> tuple[bool, str]:
     try:
         info = kclient.VersionApi(conn.api).get_code(_request_timeout=USABLE_TIMEOUT)
     except Exception as e:  # any failure means "not usable", with the reason
-        return False, f"API server {conn.server} (context {conn.context}) unreachable: {_short(e)}"
+        return False, (
+            f"cannot reach the Kubernetes API server {conn.server} (context {conn.context}): "
+            f"{_short(e)}; pick another cluster with --context or KUBECONFIG"
+        )
     finally:
         _close_api(conn.api)
     return True, f"context {conn.context} at {conn.server}, Kubernetes {info.git_version}"
@@ -210,15 +213,16 @@ class Cluster:
         self.apps = kclient.AppsV1Api(conn.api)
 
     def _fail(self, action: str, e: BaseException) -> ClusterError:
+        pick = "pick another cluster with --context or KUBECONFIG"
         if isinstance(e, ApiException) and e.status:
             why = f"HTTP {e.status} {e.reason}"
             if e.status in (401, 403):
-                why += " (check the credentials of this context)"
-        else:
-            why = f"API server {self.conn.server} unreachable: {_short(e)}"
+                why += f" (check the credentials of this context, or {pick})"
+            return ClusterError(f"{action} failed (context {self.conn.context}): {why}")
         return ClusterError(
-            f"{action} failed (context {self.conn.context}): {why}",
-            hint="pick another cluster with --context or KUBECONFIG",
+            f"cannot reach the Kubernetes API server {self.conn.server} (context "
+            f"{self.conn.context}) while {action}: {_short(e)}; {pick}",
+            hint=pick,
         )
 
     def version(self) -> str:
@@ -231,15 +235,22 @@ class Cluster:
     def find_pod(self, ref: str | None, default_label: str, role: str) -> PodInfo:
         """The Running and Ready pod named or selected by ``ref`` (default: ``default_label``)."""
         ref = validate_pod_ref(ref, role) if ref else default_label
+        pods: list[Any]  # V1Pod; typed as Any since every field of the models is Optional
         setup = f"deploy them with NAMESPACE={self.namespace} ./setup_test.sh"
         try:
             if "=" in ref:
-                pods = self.core.list_namespaced_pod(
-                    self.namespace, label_selector=ref, _request_timeout=API_TIMEOUT
-                ).items
+                pods = _items(
+                    self.core.list_namespaced_pod(
+                        self.namespace, label_selector=ref, _request_timeout=API_TIMEOUT
+                    )
+                )
             else:
                 pods = [
-                    self.core.read_namespaced_pod(ref, self.namespace, _request_timeout=API_TIMEOUT)
+                    _any(
+                        self.core.read_namespaced_pod(
+                            ref, self.namespace, _request_timeout=API_TIMEOUT
+                        )
+                    )
                 ]
         except ApiException as e:
             if e.status == 404:
@@ -258,12 +269,12 @@ class Cluster:
         live = [p for p in pods if p.metadata.deletion_timestamp is None]
         ready = [p for p in live if _is_ready(p)]
         if not ready:
-            p = (live or pods)[0]
+            bad = (live or pods)[0]
             raise ClusterError(
-                f"{role} pod {self.namespace}/{p.metadata.name} is not ready "
-                f"({_why_not_ready(p)}); wait for it, or redeploy: {setup}"
+                f"{role} pod {self.namespace}/{bad.metadata.name} is not ready "
+                f"({_why_not_ready(bad)}); wait for it, or redeploy: {setup}"
             )
-        p = sorted(ready, key=lambda x: x.metadata.name)[0]
+        p = sorted(ready, key=lambda x: str(x.metadata.name))[0]
         if not p.status.pod_ip:
             raise ClusterError(f"{role} pod {self.namespace}/{p.metadata.name} has no IP yet")
         return PodInfo(
@@ -297,14 +308,15 @@ class Cluster:
 
     def namespace_labels(self) -> dict[str, str]:
         try:
-            ns = self.core.read_namespace(self.namespace, _request_timeout=API_TIMEOUT)
+            ns = _any(self.core.read_namespace(self.namespace, _request_timeout=API_TIMEOUT))
         except Exception as e:
             raise self._fail(f"reading namespace {self.namespace}", e) from e
         return dict(ns.metadata.labels or {})
 
-    def nodes(self) -> list[dict[str, str]]:
+    def nodes(self) -> list[dict[str, Any]]:
+        items: list[Any]
         try:
-            items = self.core.list_node(_request_timeout=API_TIMEOUT).items
+            items = _items(self.core.list_node(_request_timeout=API_TIMEOUT))
         except Exception as e:
             raise self._fail("listing nodes", e) from e
         out = []
@@ -323,15 +335,20 @@ class Cluster:
 
     def image_tag(self, kind: str, selector: str, container: str | None) -> str | None:
         """Image tag of the first deployment/daemonset matching ``selector`` in any namespace."""
+        items: list[Any]
         try:
             if kind == "deployment":
-                items = self.apps.list_deployment_for_all_namespaces(
-                    label_selector=selector, _request_timeout=API_TIMEOUT
-                ).items
+                items = _items(
+                    self.apps.list_deployment_for_all_namespaces(
+                        label_selector=selector, _request_timeout=API_TIMEOUT
+                    )
+                )
             else:
-                items = self.apps.list_daemon_set_for_all_namespaces(
-                    label_selector=selector, _request_timeout=API_TIMEOUT
-                ).items
+                items = _items(
+                    self.apps.list_daemon_set_for_all_namespaces(
+                        label_selector=selector, _request_timeout=API_TIMEOUT
+                    )
+                )
         except Exception as e:
             raise self._fail(f"listing {kind}s {selector}", e) from e
         for item in items:
@@ -342,6 +359,15 @@ class Cluster:
 
     def close(self) -> None:
         _close_api(self.conn.api)
+
+
+def _any(obj: object) -> Any:
+    """API objects as Any: the generated models type every field Optional."""
+    return obj
+
+
+def _items(resp: Any) -> list[Any]:
+    return list(resp.items or [])
 
 
 def image_tag(image: str) -> str:

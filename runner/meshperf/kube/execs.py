@@ -17,6 +17,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+import websocket
 from kubernetes import client as kclient
 from kubernetes.client.rest import ApiException
 from kubernetes.stream import stream
@@ -32,6 +33,9 @@ STATUS_CHANNEL = 3
 POLL_SECONDS = 0.2
 # Short commands (pgrep, pkill, perf script) get this long unless told otherwise.
 SHORT_EXEC_TIMEOUT = 30.0
+# The exec websocket's connect and per-read socket timeout. kubernetes.stream passes none,
+# so it comes from websocket-client's process default (None = wait forever) unless set.
+SOCKET_TIMEOUT = 30.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -108,9 +112,14 @@ class ExecSession:
         self.namespace = namespace
         self.container = container
         self._aborted = threading.Event()
+        # kubernetes.stream swaps call_api on the ApiClient while it connects: a client of its
+        # own keeps concurrent REST calls and other execs (perf, stop) off the websocket path.
+        self._api = kclient.ApiClient(configuration=core.api_client.configuration)
+        if websocket.getdefaulttimeout() is None:
+            websocket.setdefaulttimeout(SOCKET_TIMEOUT)
         try:
             self._ws: Any = stream(
-                core.connect_get_namespaced_pod_exec,
+                kclient.CoreV1Api(self._api).connect_get_namespaced_pod_exec,
                 pod,
                 namespace,
                 command=list(self.argv),
@@ -123,6 +132,7 @@ class ExecSession:
                 _preload_content=False,
             )
         except ApiException as e:
+            self._close_api()
             raise ClusterError(
                 f"cannot exec {self.argv[0]!r} in pod {namespace}/{pod} container {container}: "
                 f"{_api_reason(e)}"
@@ -181,6 +191,13 @@ class ExecSession:
         try:
             self._ws.close()
         except Exception:  # noqa: S110 - closing an already broken socket is fine
+            pass
+        self._close_api()
+
+    def _close_api(self) -> None:
+        try:
+            self._api.close()
+        except Exception:  # noqa: S110 - a pool that never opened
             pass
 
 

@@ -273,10 +273,9 @@ class PerfRecorder:
                     "InvalidImageName",
                     "CreateContainerError",
                 ):
+                    detail = waiting.reason + (f": {waiting.message}" if waiting.message else "")
                     raise ClusterError(
-                        f"--perf: debug container {self.opts.perf_image} cannot start "
-                        f"({waiting.reason}: {waiting.message or ''})".rstrip(": )")
-                        + ")"
+                        f"--perf: debug container {self.opts.perf_image} cannot start ({detail})"
                     )
             if time.monotonic() > deadline or self._closed.wait(0.5):
                 raise ClusterError("--perf: debug container did not start in time")

@@ -97,7 +97,7 @@ def parse_fortio_output(res: ExecResult) -> dict[str, Any]:
         )
     try:
         data = json.loads(text)
-    except ValueError as e:
+    except json.JSONDecodeError as e:
         first = text.splitlines()[0][:120]
         raise ClusterError(f"fortio load output is not JSON ({e.msg}): {first!r}") from e
     if not isinstance(data, dict) or "DurationHistogram" not in data:
