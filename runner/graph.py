@@ -100,7 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
                            "when the labels say so)")
     data.add_argument("--proxy", choices=PROXIES, default="server",
                       help="cpu/mem of which proxy: server sidecar (default), client sidecar, "
-                           "ingress gateway")
+                           "ingress gateway, or ambient mode's ztunnel and waypoint")
     data.add_argument("--stat", choices=STATS, default="max",
                       help="cpu/mem statistic over the test (default: max; when the CSV has "
                            "only one, that one is used and a note says so)")

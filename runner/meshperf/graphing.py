@@ -52,7 +52,7 @@ LATENCY_METRICS: tuple[str, ...] = ("p50", "p90", "p99", "p999")
 RESOURCE_METRICS: tuple[str, ...] = ("cpu", "mem")
 METRICS: tuple[str, ...] = (*LATENCY_METRICS, *RESOURCE_METRICS, "all")
 XAXES: tuple[str, ...] = ("connections", "qps")
-PROXIES: tuple[str, ...] = ("server", "client", "ingress")
+PROXIES: tuple[str, ...] = ("server", "client", "ingress", "ztunnel", "waypoint")
 STATS: tuple[str, ...] = ("min", "avg", "max")
 
 FORMAT_MESHPERF = "meshperf"
@@ -74,17 +74,24 @@ OUR_PROXY_KEYS: dict[str, str] = {
     "server": RESOURCE_SERVER_PROXY,
     "client": RESOURCE_CLIENT_PROXY,
     "ingress": RESOURCE_INGRESS_PROXY,
+    # Ambient mode's proxies, as runner/fortio.py names them (meshperf.prom).
+    "ztunnel": "ztunnel",
+    "waypoint": "waypoint_proxy",
 }
 # istio/tools names columns <container>_<pod>; Linkerd runs of it name the container linkerd-proxy.
 ISTIO_TOOLS_PROXY_KEYS: dict[str, tuple[str, ...]] = {
     "server": ("istio_proxy_fortioserver", "linkerd_proxy_fortioserver"),
     "client": ("istio_proxy_fortioclient", "linkerd_proxy_fortioclient"),
     "ingress": ("istio_proxy_istio-ingressgateway", "istio_proxy_ingressgateway"),
+    "ztunnel": (),
+    "waypoint": (),
 }
 PROXY_TITLES: dict[str, str] = {
     "server": "server sidecar",
     "client": "client sidecar",
     "ingress": "ingress gateway",
+    "ztunnel": "ztunnel",
+    "waypoint": "waypoint",
 }
 
 # Label suffixes written by the 2019 runner (base/serveronly/both/ingress) and by later
@@ -451,8 +458,8 @@ def _metric_values(
         )
     prefix = "cpu_mili" if metric == "cpu" else ("mem_Mi" if data.format == FORMAT_ISTIO_TOOLS
                                                  else "mem_MB")
-    key = (ISTIO_TOOLS_PROXY_KEYS[proxy][0] if data.format == FORMAT_ISTIO_TOOLS
-           else OUR_PROXY_KEYS[proxy])
+    key = (ISTIO_TOOLS_PROXY_KEYS[proxy] or (OUR_PROXY_KEYS[proxy],))[0] if (
+        data.format == FORMAT_ISTIO_TOOLS) else OUR_PROXY_KEYS[proxy]
     raise ResultsError(
         f"{data.path}: missing column {prefix}_{stat}_{key} ({metric} of the "
         f"{PROXY_TITLES[proxy]})"
