@@ -1,8 +1,9 @@
 """End to end: ``python runner/runner.py`` on the local platform, with real Envoy sidecars.
 
-Each run gets a unique marker in its environment; every process it starts inherits it, so
-"nothing left behind" is checked by scanning all processes for the marker (other tests on the
-machine may run Envoys of their own at the same time).
+Each run gets its own TMPDIR, which the local platform passes to every process it starts and
+puts its work dir (Envoy configs, keys) under. "Nothing left behind" is checked by scanning
+all processes for that TMPDIR in their environment or command line (other tests on the machine
+may run Envoys of their own at the same time, so "any envoy" would not do).
 """
 
 from __future__ import annotations
@@ -25,44 +26,38 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 RUNNER = REPO / "runner" / "runner.py"
-MARK = "MESHPERF_E2E_MARK"
 
 
 def _env(tmp_path: Path) -> tuple[dict[str, str], str]:
-    mark = uuid.uuid4().hex
-    env = dict(os.environ, **{MARK: mark})
+    mark = str(tmp_path / f"tmp-{uuid.uuid4().hex[:8]}")
+    os.mkdir(mark)
+    env = dict(os.environ, TMPDIR=mark)
     env["KUBECONFIG"] = str(tmp_path / "no-kubeconfig")  # never pick a developer's cluster
     env.pop("ENVOY_BIN", None)
     return env, mark
 
 
-def _marked(mark: str) -> list[str]:
-    """Processes (other than this one) that carry ``mark`` in their environment."""
+def _marked(*marks: str) -> list[str]:
+    """Processes (other than this one) with one of ``marks`` in their TMPDIR or command line."""
     found = []
     for p in psutil.process_iter(["pid", "cmdline"]):
         if p.pid == os.getpid():
             continue
         try:
-            if p.environ().get(MARK) == mark:
-                found.append(f"{p.pid}: {' '.join(p.info['cmdline'] or [])}")
+            cmdline = " ".join(p.info["cmdline"] or [])
+            tmpdir = p.environ().get("TMPDIR", "")
         except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
             continue
+        if any(m == tmpdir or m in cmdline for m in marks):
+            found.append(f"{p.pid}: {cmdline}")
     return found
 
 
 def _no_process_left(mark: str, out_dir: Path) -> None:
     deadline = time.monotonic() + 5  # reaping can trail the runner's exit by a moment
-    while True:
-        left = _marked(mark)
-        by_dir = [
-            f"{p.pid}: {' '.join(p.info['cmdline'] or [])}"
-            for p in psutil.process_iter(["pid", "cmdline"])
-            if str(out_dir) in " ".join(p.info["cmdline"] or []) and p.pid != os.getpid()
-        ]
-        if not left and not by_dir:
-            return
+    while left := _marked(mark, str(out_dir)):
         if time.monotonic() > deadline:
-            pytest.fail(f"processes left behind: {left + by_dir}")
+            pytest.fail(f"processes left behind: {left}")
         time.sleep(0.2)
 
 
