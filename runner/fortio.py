@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 from typing import Any
 
@@ -130,6 +131,16 @@ def _err(message: str, hint: str | None = None) -> None:
     print(f"{PROG}: error: {message}" + (f" (hint: {hint})" if hint else ""), file=sys.stderr)
 
 
+def _url_hint(source: str) -> str | None:
+    # Suggest, never assume: a bare host could as well be a mistyped directory.
+    if re.fullmatch(r"[A-Za-z0-9.-]+(:[0-9]+)?", source):
+        port = "" if ":" in source else ":8080"
+        return f"a fortio server is a URL: did you mean http://{source}{port} ?"
+    if "://" in source:
+        return "only http:// and https:// URLs are read"
+    return None
+
+
 def _make_prometheus(url: str, timeout: float, selector: str | None) -> Any:
     if PrometheusSource is None:
         raise MeshperfError(
@@ -150,8 +161,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for source in args.sources:
             if not is_url(source) and not os.path.exists(source):
-                hint = None if "://" in source else "a fortio server is a URL: http://host:8080"
-                raise MeshperfError(f"{source}: not a URL nor an existing file or directory", hint)
+                raise MeshperfError(
+                    f"{source}: not a URL nor an existing file or directory", _url_hint(source)
+                )
         columns = (
             col.parse_columns(args.csv, aggregated=args.aggregate) if args.csv is not None else None
         )

@@ -132,6 +132,9 @@ class FakeFortio:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            # Go servers (fortio) set TCP_NODELAY; without it headers and body written
+            # separately meet the client's delayed ACK and each response waits ~40 ms.
+            disable_nagle_algorithm = True
 
             def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
                 pass  # keep test output clean
@@ -217,3 +220,31 @@ def free_port_url() -> str:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     return f"http://127.0.0.1:{port}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Serve a directory's ``*.json`` until interrupted; prints the base URL first."""
+    import argparse
+    import signal
+    import sys
+
+    ap = argparse.ArgumentParser(description="Serve fortio result files like fortio does.")
+    ap.add_argument("directory", type=Path)
+    ap.add_argument("--ui-path", default="/fortio/", help="'/' for fortio report's layout")
+    ap.add_argument("--listing", choices=LISTINGS, default="tsv")
+    args = ap.parse_args(argv)
+    server = FakeFortio.from_dir(args.directory, ui_path=args.ui_path, listing=args.listing)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    with server:
+        print(server.url, flush=True)
+        try:
+            stop.wait()
+        except KeyboardInterrupt:
+            pass
+    sys.stdout.flush()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

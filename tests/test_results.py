@@ -558,3 +558,32 @@ def test_parse_html_listing_and_browse() -> None:
     )
     assert parse_html_listing(browse, browse=True) == ["x.json", "y.json"]
     assert parse_html_listing('<a href="/other/page">x</a>') == []
+
+
+def test_tests_the_run_could_not_run_are_reported(tmp_path: Path) -> None:
+    run = {
+        "run_id": "r9",
+        "status": "interrupted",
+        "tests": [
+            {"index": 1, "label": "r9_qps_1000_c_1_1024_both", "status": "ok", "reason": "",
+             "file": "2024-01-01-000000_r9.json"},
+            {"index": 2, "label": "r9_qps_1000_c_4_1024_both", "status": "failed",
+             "reason": "envoy exited with code 1", "file": ""},
+            {"index": 3, "label": "r9_qps_1000_c_16_1024_both", "status": "not-run",
+             "reason": "run interrupted (SIGINT)", "file": ""},
+        ],
+    }  # fmt: skip
+    (tmp_path / "run-r9.json").write_text(json.dumps(run))
+    report = load_dir(tmp_path)
+    assert report.results == []
+    assert [(Path(s.source.split(" ")[0]).name, s.reason) for s in report.skipped] == [
+        ("run-r9.json", "failed in the run: envoy exited with code 1"),
+        ("run-r9.json", "not-run in the run: run interrupted (SIGINT)"),
+    ]
+    assert "r9_qps_1000_c_4_1024_both" in report.skipped[0].source
+    # While the run is still going, tests not run yet are not missing.
+    run["status"] = "running"
+    (tmp_path / "run-r9.json").write_text(json.dumps(run))
+    assert [s.reason for s in load_dir(tmp_path).skipped] == [
+        "failed in the run: envoy exited with code 1"
+    ]

@@ -435,12 +435,31 @@ def _classify(name: str, text: str | bytes, source: str, report: LoadReport) -> 
     if is_run_metadata(name, doc):
         if isinstance(doc, Mapping):
             report.runs[_run_id_of(name, doc)] = doc
+            report.skipped.extend(_tests_without_result(source, doc))
         return
     try:
         report.results.append(FortioResult(doc, source))
     except ResultsError as e:
         reason = str(e).removeprefix(f"{source}: ")
         report.skipped.append(Skipped(source, reason))
+
+
+def _tests_without_result(source: str, run: Mapping[str, Any]) -> list[Skipped]:
+    """Tests the run file lists as failed or never run: they have no result to read."""
+    out: list[Skipped] = []
+    tests = run.get("tests")
+    if not isinstance(tests, list):
+        return out
+    finished = run.get("status") != "running"
+    for t in tests:
+        if not isinstance(t, Mapping) or t.get("file"):
+            continue
+        status = t.get("status")
+        if status in ("failed", "interrupted") or (status == "not-run" and finished):
+            what = f"{source} test {t.get('index', '?')} ({t.get('label') or t.get('mode', '')})"
+            reason = t.get("reason") or "no reason recorded"
+            out.append(Skipped(what, f"{status} in the run: {reason}"))
+    return out
 
 
 def attach_run_metadata(report: LoadReport) -> None:
