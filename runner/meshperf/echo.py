@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import ctypes
 import email.utils
+import heapq
 import http
 import multiprocessing
 import multiprocessing.connection
@@ -35,6 +36,8 @@ from urllib.parse import unquote_plus
 
 from meshperf.errors import ConfigError
 from meshperf.goduration import SECOND, parse_duration
+
+_now = time.perf_counter_ns
 
 DEFAULT_MAX_DELAY_NS = 1500 * 1000 * 1000  # fortio's -max-echo-delay default, 1.5s
 DEFAULT_MAX_PAYLOAD = 256 * 1024  # fortio's -maxpayloadsizekb default
@@ -170,11 +173,12 @@ class EchoConfig:
 class EchoProtocol(asyncio.Protocol):
     """One keep-alive connection; requests are answered strictly in order (pipelining safe)."""
 
-    __slots__ = ("cfg", "loop", "transport", "buf", "busy", "closing")
+    __slots__ = ("cfg", "sched", "transport", "buf", "busy", "closing", "arrived")
 
-    def __init__(self, cfg: EchoConfig, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, cfg: EchoConfig, sched: Scheduler) -> None:
         self.cfg = cfg
-        self.loop = loop
+        self.sched = sched
+        self.arrived = 0
         self.transport: asyncio.Transport | None = None
         self.buf = bytearray()
         self.busy = False  # a delayed reply is pending: later requests wait in buf
@@ -188,6 +192,7 @@ class EchoProtocol(asyncio.Protocol):
         self.closing = True
 
     def data_received(self, data: bytes) -> None:
+        self.arrived = _now()
         self.buf += data
         if not self.busy:
             self._process()
@@ -269,8 +274,12 @@ class EchoProtocol(asyncio.Protocol):
         head.append(b"\r\n")
         response = b"".join(head)
         if delay > 0:
+            # Loop timers are ~1 ms coarse and may fire early; the scheduler is exact, so a
+            # delay=5ms reply leaves 5 ms after the request arrived, not 4 or 6.
             self.busy = True
-            self.loop.call_later(delay / SECOND, self._send_delayed, response, payload, keep_alive)
+            self.sched.call_at(
+                self.arrived + delay, self._send_delayed, (response, payload, keep_alive)
+            )
             return False
         self._send(response, payload, keep_alive)
         return not self.closing
@@ -288,9 +297,10 @@ class EchoProtocol(asyncio.Protocol):
             self.closing = True
             t.close()
 
-    def _send_delayed(self, head: bytes, payload: bytes, keep_alive: bool) -> None:
+    def _send_delayed(self, reply: tuple[bytes, bytes, bool]) -> None:
         self.busy = False
-        self._send(head, payload, keep_alive)
+        self._send(*reply)
+        self.arrived = _now()  # pipelined requests start their delay now, as in Go's server
         if not self.closing:
             self._process()
 
@@ -302,6 +312,131 @@ class EchoProtocol(asyncio.Protocol):
                 _status_line(code) + _DATE.get() + b"Content-Length: 0\r\nConnection: close\r\n\r\n"
             )
             t.close()
+
+
+# --------------------------------------------------------------------------- precise timer
+
+
+def libc() -> Any:
+    try:
+        return ctypes.CDLL(None, use_errno=True)
+    except OSError:
+        return None
+
+
+class _Timespec(ctypes.Structure):
+    _fields_ = [("tv_sec", ctypes.c_long), ("tv_nsec", ctypes.c_long)]
+
+
+class _Itimerspec(ctypes.Structure):
+    _fields_ = [("it_interval", _Timespec), ("it_value", _Timespec)]
+
+
+class TimerFd:
+    """A Linux timerfd on CLOCK_MONOTONIC (= ``perf_counter_ns``) armed at absolute ns."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, callback: Callable[[], None]) -> None:
+        lib = libc()
+        if (
+            lib is None
+            or not hasattr(lib, "timerfd_create")
+            or time.get_clock_info("perf_counter").implementation
+            != "clock_gettime(CLOCK_MONOTONIC)"
+        ):
+            raise OSError("timerfd unavailable")
+        self._settime = lib.timerfd_settime
+        fd = lib.timerfd_create(1, os.O_NONBLOCK | os.O_CLOEXEC)  # CLOCK_MONOTONIC
+        if fd < 0:
+            raise OSError(ctypes.get_errno(), "timerfd_create failed")
+        self.fd: int = fd
+        self._spec = _Itimerspec()
+        self._ref = ctypes.byref(self._spec)
+        self._loop = loop
+        self._callback = callback
+        # Default timer slack (50 us) would delay every wakeup; 1 ns keeps sends on time.
+        with contextlib.suppress(Exception):
+            lib.prctl(29, 1)  # PR_SET_TIMERSLACK
+        loop.add_reader(fd, self._fire)
+
+    def arm(self, due_ns: int) -> None:
+        v = self._spec.it_value
+        v.tv_sec, v.tv_nsec = divmod(max(due_ns, 1), SECOND)
+        self._settime(self.fd, 1, self._ref, None)  # TFD_TIMER_ABSTIME
+
+    def _fire(self) -> None:
+        with contextlib.suppress(BlockingIOError, InterruptedError):
+            os.read(self.fd, 8)
+        self._callback()
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self._loop.remove_reader(self.fd)
+        with contextlib.suppress(OSError):
+            os.close(self.fd)
+
+
+class SpinTimer:
+    """Portable fallback: a loop timer 1 ms early, then a spin to the exact nanosecond."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, callback: Callable[[], None]) -> None:
+        self._loop = loop
+        self._callback = callback
+        self._handle: asyncio.TimerHandle | None = None
+        self._due = 0
+
+    def arm(self, due_ns: int) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+        self._due = due_ns
+        early = (due_ns - _now()) / SECOND - 0.0012
+        self._handle = self._loop.call_later(max(0.0, early), self._fire)
+
+    def _fire(self) -> None:
+        self._handle = None
+        while _now() < self._due:
+            pass
+        self._callback()
+
+    def close(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+
+
+class Scheduler:
+    """Callbacks at absolute ``perf_counter_ns`` instants, to the microsecond, on one loop."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._heap: list[tuple[int, int, Callable[[Any], None], Any]] = []
+        self._seq = 0
+        self._armed = 0
+        self.timer: TimerFd | SpinTimer
+        try:
+            self.timer = TimerFd(loop, self._on_timer)
+        except OSError:
+            self.timer = SpinTimer(loop, self._on_timer)
+
+    def call_at(self, due_ns: int, fn: Callable[[Any], None], arg: Any) -> None:
+        self._seq += 1
+        heapq.heappush(self._heap, (due_ns, self._seq, fn, arg))
+        if not self._armed or due_ns < self._armed:
+            self._armed = due_ns
+            self.timer.arm(due_ns)
+
+    def _on_timer(self) -> None:
+        self._armed = 0
+        heap = self._heap
+        now = _now()
+        while heap and heap[0][0] <= now:
+            _, _, fn, arg = heapq.heappop(heap)
+            fn(arg)
+            now = _now()
+        if heap and not self._armed:
+            self._armed = heap[0][0]
+            self.timer.arm(self._armed)
+
+    def close(self) -> None:
+        self._heap.clear()
+        self.timer.close()
 
 
 def parse_listen(text: str) -> tuple[str, int]:
@@ -360,13 +495,15 @@ def _serve_socket(sock: socket.socket, cfg: EchoConfig, ready: Callable[[], None
     stop = asyncio.Event()
 
     async def run() -> None:
-        server = await loop.create_server(lambda: EchoProtocol(cfg, loop), sock=sock, backlog=4096)
+        sched = Scheduler(loop)
+        server = await loop.create_server(lambda: EchoProtocol(cfg, sched), sock=sock, backlog=4096)
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         if ready is not None:
             ready()
         await stop.wait()
         server.close()
+        sched.close()
 
     try:
         loop.run_until_complete(run())
@@ -377,8 +514,7 @@ def _serve_socket(sock: socket.socket, cfg: EchoConfig, ready: Callable[[], None
 def _die_with_parent() -> None:
     """Linux: SIGTERM this worker when the parent dies, even by SIGKILL (no orphans)."""
     with contextlib.suppress(Exception):
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+        libc().prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 def _worker_main(

@@ -27,7 +27,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import ctypes
 import dataclasses
 import datetime as dt
 import heapq
@@ -45,7 +44,7 @@ from typing import Any, TextIO
 from urllib.parse import urlsplit
 
 from meshperf import __version__, fortiojson
-from meshperf.echo import new_event_loop
+from meshperf.echo import SpinTimer, TimerFd, libc, new_event_loop
 from meshperf.errors import ConfigError, MeshperfError
 from meshperf.goduration import SECOND, format_duration
 from meshperf.histogram import DEFAULT_PERCENTILES, Histogram
@@ -200,94 +199,6 @@ def auto_workers(o: LoadOptions, threads: int) -> int:
     if 0 < o.qps <= ONE_LOOP_MAX_QPS:
         return 1
     return max(1, min(os.cpu_count() or 1, threads))
-
-
-# --------------------------------------------------------------------------- precise timer
-
-
-def _libc() -> Any:
-    try:
-        return ctypes.CDLL(None, use_errno=True)
-    except OSError:
-        return None
-
-
-class _Timespec(ctypes.Structure):
-    _fields_ = [("tv_sec", ctypes.c_long), ("tv_nsec", ctypes.c_long)]
-
-
-class _Itimerspec(ctypes.Structure):
-    _fields_ = [("it_interval", _Timespec), ("it_value", _Timespec)]
-
-
-class TimerFd:
-    """A Linux timerfd on CLOCK_MONOTONIC (= ``perf_counter_ns``) armed at absolute ns."""
-
-    def __init__(self, loop: asyncio.AbstractEventLoop, callback: Callable[[], None]) -> None:
-        libc = _libc()
-        if (
-            libc is None
-            or not hasattr(libc, "timerfd_create")
-            or time.get_clock_info("perf_counter").implementation
-            != "clock_gettime(CLOCK_MONOTONIC)"
-        ):
-            raise OSError("timerfd unavailable")
-        self._settime = libc.timerfd_settime
-        fd = libc.timerfd_create(1, os.O_NONBLOCK | os.O_CLOEXEC)  # CLOCK_MONOTONIC
-        if fd < 0:
-            raise OSError(ctypes.get_errno(), "timerfd_create failed")
-        self.fd: int = fd
-        self._spec = _Itimerspec()
-        self._ref = ctypes.byref(self._spec)
-        self._loop = loop
-        self._callback = callback
-        # Default timer slack (50 us) would delay every wakeup; 1 ns keeps sends on time.
-        with contextlib.suppress(Exception):
-            libc.prctl(29, 1)  # PR_SET_TIMERSLACK
-        loop.add_reader(fd, self._fire)
-
-    def arm(self, due_ns: int) -> None:
-        v = self._spec.it_value
-        v.tv_sec, v.tv_nsec = divmod(max(due_ns, 1), SECOND)
-        self._settime(self.fd, 1, self._ref, None)  # TFD_TIMER_ABSTIME
-
-    def _fire(self) -> None:
-        with contextlib.suppress(BlockingIOError, InterruptedError):
-            os.read(self.fd, 8)
-        self._callback()
-
-    def close(self) -> None:
-        with contextlib.suppress(Exception):
-            self._loop.remove_reader(self.fd)
-        with contextlib.suppress(OSError):
-            os.close(self.fd)
-
-
-class SpinTimer:
-    """Portable fallback: a loop timer 1 ms early, then a spin to the exact nanosecond."""
-
-    def __init__(self, loop: asyncio.AbstractEventLoop, callback: Callable[[], None]) -> None:
-        self._loop = loop
-        self._callback = callback
-        self._handle: asyncio.TimerHandle | None = None
-        self._due = 0
-
-    def arm(self, due_ns: int) -> None:
-        if self._handle is not None:
-            self._handle.cancel()
-        self._due = due_ns
-        early = (due_ns - _now()) / SECOND - 0.0012
-        self._handle = self._loop.call_later(max(0.0, early), self._fire)
-
-    def _fire(self) -> None:
-        self._handle = None
-        while _now() < self._due:
-            pass
-        self._callback()
-
-    def close(self) -> None:
-        if self._handle is not None:
-            self._handle.cancel()
 
 
 # --------------------------------------------------------------------------- the worker
@@ -563,8 +474,9 @@ class Conn(asyncio.Protocol):
             self._finish()
             return
         self.send()
-        lag = self.t0 - due
-        w.stats.send_lag.record((lag if lag > 0 else 0) / SECOND)
+        if w.ptq > 0:  # a paced call: how late did it leave?
+            lag = self.t0 - due
+            w.stats.send_lag.record((lag if lag > 0 else 0) / SECOND)
 
     def _finish(self) -> None:
         if not self.done:
@@ -809,7 +721,7 @@ def _child_main(
 ) -> None:
     """A worker process: warm up, report ready, wait for the common start, run, send results."""
     with contextlib.suppress(Exception):
-        _libc().prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG: never outlive the parent
+        libc().prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG: never outlive the parent
     # Ctrl-C hits the whole process group; the parent decides and sends "stop".
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
@@ -894,26 +806,30 @@ def run_load(o: LoadOptions, log: TextIO | None = None) -> RunOutcome:
     labels = o.labels if o.labels is not None else default_labels(target.url)
     id_time = dt.datetime.now().astimezone()
     qps_text = "max" if o.qps <= 0 else f"{o.qps:.9g}"
-    print(
-        f"Fortio-compatible {VERSION} running at {qps_text} queries per second, "
-        f"{plan.threads} connections, {workers} worker process(es), "
-        f"for {describe_duration(o)}: {target.url}",
-        file=log,
-        flush=True,
-    )
-    if plan.threads < o.connections:
+
+    def banner() -> None:
+        # Printed once warmup passed, so a failed warmup is a single error line.
         print(
-            f"Lowering number of threads - total call {sum(plan.calls)} -> lowering from "
-            f"{o.connections} to {plan.threads} threads",
+            f"Fortio-compatible {VERSION} running at {qps_text} queries per second, "
+            f"{plan.threads} connections, {workers} worker process(es), "
+            f"for {describe_duration(o)}: {target.url}",
             file=log,
+            flush=True,
         )
+        if plan.threads < o.connections:
+            print(
+                f"Lowering number of threads - total call {sum(plan.calls)} -> lowering from "
+                f"{o.connections} to {plan.threads} threads",
+                file=log,
+            )
+
     intr = _Interrupt()
     old = {s: signal.signal(s, intr) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         if workers == 1:
-            res_list, start_ns, wall = _run_inprocess(o, plan, intr)
+            res_list, start_ns, wall = _run_inprocess(o, plan, intr, log, banner)
         else:
-            res_list, start_ns, wall = _run_processes(o, plan, workers, intr)
+            res_list, start_ns, wall = _run_processes(o, plan, workers, intr, log, banner)
     finally:
         for s, h in old.items():
             signal.signal(s, h)
@@ -927,9 +843,12 @@ def run_load(o: LoadOptions, log: TextIO | None = None) -> RunOutcome:
     return RunOutcome(result, intr.hit, samples)
 
 
-def _warmup_check(o: LoadOptions, ready: Sequence[dict[str, Any]], log: TextIO) -> None:
+def _warmup_check(
+    o: LoadOptions, ready: Sequence[dict[str, Any]], log: TextIO, banner: Callable[[], None]
+) -> None:
     n = sum(r["count"] for r in ready)
     if not n:
+        banner()
         return
     first = next(r["failures"][0] for r in ready if r["failures"])
     if not o.allow_initial_errors:
@@ -937,11 +856,12 @@ def _warmup_check(o: LoadOptions, ready: Sequence[dict[str, Any]], log: TextIO) 
             f"warmup call failed on {n} connection(s): {first} for {o.url}",
             hint="use -allow-initial-errors to run anyway",
         )
+    banner()
     print(f"warmup: {n} connection(s) failed ({first}); going on (-allow-initial-errors)", file=log)
 
 
 def _run_inprocess(
-    o: LoadOptions, plan: Plan, intr: _Interrupt
+    o: LoadOptions, plan: Plan, intr: _Interrupt, log: TextIO, banner: Callable[[], None]
 ) -> tuple[list[dict[str, Any]], int, dt.datetime]:
     loop = new_event_loop()
     asyncio.set_event_loop(loop)
@@ -949,7 +869,7 @@ def _run_inprocess(
 
     def control(kind: str, payload: Any) -> None:
         if kind == "ready":
-            _warmup_check(o, [payload], sys.stderr)
+            _warmup_check(o, [payload], log, banner)
 
     def wait_go(w: Worker) -> asyncio.Future[int | None]:
         fut: asyncio.Future[int | None] = loop.create_future()
@@ -979,7 +899,12 @@ def _run_inprocess(
 
 
 def _run_processes(
-    o: LoadOptions, plan: Plan, workers: int, intr: _Interrupt
+    o: LoadOptions,
+    plan: Plan,
+    workers: int,
+    intr: _Interrupt,
+    log: TextIO,
+    banner: Callable[[], None],
 ) -> tuple[list[dict[str, Any]], int, dt.datetime]:
     method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
     ctx: Any = multiprocessing.get_context(method)
@@ -1019,7 +944,7 @@ def _run_processes(
 
         warm_limit = time.monotonic() + o.timeout_ns / SECOND + 30
         ready = collect("ready", warm_limit)
-        _warmup_check(o, ready, sys.stderr)
+        _warmup_check(o, ready, log, banner)
         # A common start a little ahead, so every worker begins on the same schedule.
         start_ns = _now() + 20 * 1000 * 1000
         wall = dt.datetime.now().astimezone() + dt.timedelta(milliseconds=20)

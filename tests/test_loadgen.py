@@ -1,0 +1,541 @@
+"""The built-in load generator (``runner/loadgen.py load``) against real servers on loopback.
+
+Runs go through the CLI in a subprocess (argv exactly as the local platform passes it) except
+where the test needs the library's raw samples. Timing checks are sanity bounds only.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+import selectors
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import loadgen as cli
+from meshperf import goduration
+from meshperf.goduration import MINUTE, SECOND, format_duration, parse_duration
+from meshperf.histogram import Histogram, calc_percentile
+from meshperf.loadgen import LoadOptions, Plan, Target, build_request, run_load
+
+REPO = Path(__file__).resolve().parents[1]
+LOADGEN = REPO / "runner" / "loadgen.py"
+FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "fortio"
+LISTEN_RE = re.compile(rb"listening on (\S+):(\d+)")
+
+# Fortio's key order (spec sections 1.2 and 1.4, fortio >= 1.52) plus our one extra histogram.
+FORTIO_HTTP_KEYS = [
+    "RunType", "Labels", "StartTime", "RequestedQPS", "RequestedDuration", "ActualQPS",
+    "ActualDuration", "NumThreads", "Version", "DurationHistogram", "ErrorsDurationHistogram",
+    "Exactly", "Jitter", "Uniform", "NoCatchUp", "RunID", "AccessLoggerInfo", "ID",
+    "RetCodes", "IPCountMap", "Insecure", "MTLS", "CACert", "Cert", "Key", "UnixDomainSocket",
+    "URL", "NumConnections", "Compression", "DisableFastClient", "HTTP10", "H2",
+    "DisableKeepAlive", "AllowHalfClose", "FollowRedirects", "Resolve", "HTTPReqTimeOut",
+    "UserCredentials", "ContentType", "Payload", "MethodOverride", "LogErrors",
+    "SequentialWarmup", "ConnReuseRange", "NoResolveEachConn", "Offset", "Resolution",
+    "Sizes", "HeaderSizes", "Sockets", "SocketCount", "ConnectionStats", "AbortOn",
+    "SendLagHistogram",
+]  # fmt: skip
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+class EchoServer:
+    def __init__(self, *extra: str) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, str(LOADGEN), "server", "-http-port", "127.0.0.1:0", *extra],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        assert self.proc.stdout is not None
+        sel = selectors.DefaultSelector()
+        sel.register(self.proc.stdout, selectors.EVENT_READ)
+        line = b""
+        deadline = time.monotonic() + 15
+        while not line.endswith(b"\n") and time.monotonic() < deadline:
+            if sel.select(timeout=0.5):
+                chunk = os.read(self.proc.stdout.fileno(), 4096)
+                if not chunk:
+                    break
+                line += chunk
+        sel.close()
+        m = LISTEN_RE.search(line)
+        if m is None:
+            self.proc.kill()
+            raise AssertionError(f"echo server did not start: {line!r}")
+        self.port = int(m.group(2))
+        self.base = f"http://127.0.0.1:{self.port}"
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[EchoServer]:
+    s = EchoServer()
+    yield s
+    s.stop()
+
+
+def load(
+    *args: str, timeout: float = 60
+) -> tuple[dict[str, Any], subprocess.CompletedProcess[str]]:
+    """Run ``loadgen.py load ... -json - URL``; return the parsed JSON and the process."""
+    p = subprocess.run(
+        [sys.executable, str(LOADGEN), "load", "-json", "-", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    assert p.returncode == 0, p.stderr
+    return json.loads(p.stdout), p
+
+
+def header_len(url: str) -> int:
+    """Length of the response header block the server sends for the loadgen's request."""
+    t = Target.parse(url)
+    with socket.create_connection((t.host, t.port), timeout=5) as s:
+        s.sendall(build_request(LoadOptions(url), t))
+        data = b""
+        while b"\r\n\r\n" not in data:
+            data += s.recv(65536)
+    return data.index(b"\r\n\r\n") + 4
+
+
+def check_percentiles(h: dict[str, Any]) -> None:
+    assert h["Percentiles"], h
+    for p in h["Percentiles"]:
+        assert p["Value"] == calc_percentile(h, p["Percentile"])
+    assert h["Data"][0]["Start"] == h["Min"] and h["Data"][-1]["End"] == h["Max"]
+    assert sum(b["Count"] for b in h["Data"]) == h["Count"]
+
+
+# --------------------------------------------------------------------------- load runs
+
+
+def test_counts_codes_sizes_and_format(server: EchoServer) -> None:
+    url = f"{server.base}/echo?size=1024"
+    res, p = load("-c", "4", "-qps", "200", "-t", "1s", "-r", "0.0001", "-labels", "X Y", url)
+    assert list(res) == FORTIO_HTTP_KEYS
+    fixture = json.loads((FIXTURES / "http-with-errors-1.28.0.json").read_text())
+    assert set(fixture) <= set(res)
+    assert res["RunType"] == "HTTP" and res["URL"] == url
+    assert res["RequestedQPS"] == "200" and res["RequestedDuration"] == "1s"
+    assert res["NumThreads"] == 4 and res["Sockets"] == [1, 1, 1, 1]
+    assert res["SocketCount"] == 4 and res["IPCountMap"] == {f"127.0.0.1:{server.port}": 4}
+    assert res["DurationHistogram"]["Count"] == 200  # floor(200*1) / 4 threads * 4
+    assert res["RetCodes"] == {"200": 200}
+    assert res["ErrorsDurationHistogram"]["Count"] == 0
+    assert res["ActualQPS"] == 200 / (res["ActualDuration"] / 1e9)
+    assert res["Labels"] == "X Y" and res["ID"].endswith("_X_Y")
+    assert res["HTTPReqTimeOut"] == 3 * SECOND and res["Resolution"] == 0.0001
+    hl = header_len(url)
+    assert res["HeaderSizes"]["Min"] == res["HeaderSizes"]["Max"] == hl
+    assert res["Sizes"]["Min"] == res["Sizes"]["Max"] == hl + 1024
+    assert "Percentiles" not in res["Sizes"]
+    for key in ("DurationHistogram", "ConnectionStats", "SendLagHistogram"):
+        check_percentiles(res[key])
+    assert res["ConnectionStats"]["Count"] == 4
+    assert res["SendLagHistogram"]["Count"] == 200
+    assert "Successfully" not in p.stdout and "All done 200 calls" in p.stderr
+
+
+def test_thread_reduction(server: EchoServer) -> None:
+    res, p = load("-c", "8", "-qps", "10", "-t", "500ms", f"{server.base}/")
+    # planned floor(10*0.5)=5 < 2*8: threads = 5//2 = 2, 2 calls each (remainder dropped)
+    assert res["NumThreads"] == 2
+    assert res["DurationHistogram"]["Count"] == 4
+    assert "Lowering number of threads" in p.stderr
+
+
+def test_exactly_n_without_warmup(server: EchoServer) -> None:
+    res, _ = load("-c", "3", "-qps", "0", "-n", "10", f"{server.base}/")
+    assert res["DurationHistogram"]["Count"] == 10
+    assert res["Exactly"] == 10 and res["RequestedDuration"] == "exactly 10 calls"
+    assert res["RequestedQPS"] == "max"
+    assert res["SocketCount"] == 3
+
+
+def test_max_mode_runs_back_to_back(server: EchoServer) -> None:
+    res, _ = load("-c", "2", "-qps", "-1", "-t", "500ms", f"{server.base}/")
+    assert res["RequestedQPS"] == "max"
+    assert res["SendLagHistogram"]["Count"] == 0
+    # Unpaced: far more than any paced default would make (8 qps -> 4 calls).
+    assert res["DurationHistogram"]["Count"] > 200
+
+
+def test_qps_is_roughly_achieved(server: EchoServer) -> None:
+    res, _ = load("-c", "4", "-qps", "400", "-t", "1s", "-uniform", f"{server.base}/")
+    assert res["DurationHistogram"]["Count"] == 400
+    assert 300 < res["ActualQPS"] < 440
+    assert res["Uniform"] is True
+
+
+def test_weighted_status_counts_errors(server: EchoServer) -> None:
+    res, _ = load("-c", "2", "-qps", "0", "-n", "400", f"{server.base}/?status=503:20,429:10")
+    codes = res["RetCodes"]
+    assert set(codes) <= {"200", "503", "429"}
+    assert sum(codes.values()) == 400
+    assert codes.get("503", 0) > 40 and codes.get("429", 0) > 15 and codes["200"] > 200
+    errors = codes.get("503", 0) + codes.get("429", 0)
+    assert res["ErrorsDurationHistogram"]["Count"] == errors
+    check_percentiles(res["ErrorsDurationHistogram"])
+    # fortio counts header bytes only for 2xx answers.
+    assert res["HeaderSizes"]["Min"] == 0
+
+
+def test_delay_shows_in_latency(server: EchoServer) -> None:
+    res, _ = load(
+        "-c", "2", "-qps", "100", "-t", "500ms", "-r", "0.0001", f"{server.base}/?delay=5ms"
+    )
+    p50 = res["DurationHistogram"]["Percentiles"][0]
+    assert p50["Percentile"] == 50 and p50["Value"] >= 0.005
+    assert res["DurationHistogram"]["Min"] >= 0.005
+
+
+def test_payload_is_posted_and_echoed(server: EchoServer) -> None:
+    url = f"{server.base}/echo"
+    res, _ = load("-c", "1", "-n", "5", "-payload-size", "300", "-H", "X-Test: 1", url)
+    assert len(base64.b64decode(res["Payload"])) == 300
+    assert res["ContentType"] == "application/octet-stream"
+    assert res["Sizes"]["Min"] == res["HeaderSizes"]["Min"] + 300
+
+
+def test_nocatchup_skips_missed_slots(server: EchoServer) -> None:
+    # 1 connection, 100 qps, but each call takes 30 ms: at most ~1/3 of the slots fit.
+    res, _ = load("-c", "1", "-qps", "100", "-t", "1s", "-nocatchup", f"{server.base}/?delay=30ms")
+    assert res["NoCatchUp"] is True
+    assert 10 <= res["DurationHistogram"]["Count"] <= 50
+
+
+def test_json_to_file_and_autosave(server: EchoServer, tmp_path: Path) -> None:
+    out = tmp_path / "r.json"
+    p = subprocess.run(
+        [sys.executable, str(LOADGEN), "load", "-n", "4", "-json", str(out), f"{server.base}/"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert p.returncode == 0 and p.stdout == ""
+    assert json.loads(out.read_text())["DurationHistogram"]["Count"] == 4
+    p = subprocess.run(
+        [sys.executable, str(LOADGEN), "load", "-n", "4", "-a", "-data-dir", str(tmp_path),
+         "-labels", "auto save", "-runid", "7", f"{server.base}/"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )  # fmt: skip
+    assert p.returncode == 0, p.stderr
+    saved = [f for f in tmp_path.iterdir() if f.name != "r.json"]
+    assert len(saved) == 1 and saved[0].name.endswith("_7_auto_save.json")
+    res = json.loads(saved[0].read_text())
+    assert saved[0].name == res["ID"] + ".json" and res["RunID"] == 7
+
+
+def test_uniform_staggers_connections() -> None:
+    """-uniform: thread k of N starts k/N of the per-thread interval late; default: together."""
+    with ArrivalServer() as srv:
+        load("-c", "4", "-qps", "40", "-t", "1s", "-uniform", srv.url)
+        uniform = srv.phases_ms()
+    with ArrivalServer() as srv:
+        load("-c", "4", "-qps", "40", "-t", "1s", srv.url)
+        together = srv.phases_ms()
+    # per-thread qps 10 -> 100 ms interval -> offsets 0, 25, 50, 75 ms
+    for got, want in zip(uniform, (0, 25, 50, 75), strict=True):
+        assert abs(got - want) < 10, uniform
+    assert max(together) < 10, together
+
+
+def test_server_killed_mid_run_counts_socket_errors(tmp_path: Path) -> None:
+    srv = EchoServer()
+    out = tmp_path / "r.json"
+    proc = subprocess.Popen(
+        [sys.executable, str(LOADGEN), "load", "-c", "2", "-qps", "100", "-t", "2s",
+         "-json", str(out), f"{srv.base}/"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    try:
+        time.sleep(1.0)
+        srv.proc.kill()
+        srv.proc.wait(5)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        srv.stop()
+    assert proc.returncode == 0, err
+    assert "Traceback" not in err
+    res = json.loads(out.read_text())
+    codes = res["RetCodes"]
+    assert codes.get("200", 0) > 0 and codes.get("-1", 0) > 0
+    assert res["ErrorsDurationHistogram"]["Count"] == codes["-1"]
+    assert sum(codes.values()) == res["DurationHistogram"]["Count"]
+
+
+def test_unreachable_with_allow_initial_errors() -> None:
+    port = free_port()
+    res, p = load("-c", "2", "-qps", "20", "-t", "300ms", "-allow-initial-errors",
+                  f"http://127.0.0.1:{port}/")  # fmt: skip
+    assert set(res["RetCodes"]) == {"-1"}
+    assert res["ErrorsDurationHistogram"]["Count"] == res["DurationHistogram"]["Count"] > 0
+    assert res["SocketCount"] == 0
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_sigint_writes_what_ran(server: EchoServer, tmp_path: Path, workers: str) -> None:
+    out = tmp_path / "r.json"
+    proc = subprocess.Popen(
+        [sys.executable, str(LOADGEN), "load", "-c", "4", "-qps", "100", "-t", "60s",
+         "-workers", workers, "-json", str(out), f"{server.base}/"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    try:
+        assert proc.stderr is not None
+        line = proc.stderr.readline()  # the banner: warmup is done, the run is on
+        assert "running at 100 queries per second" in line
+        time.sleep(0.5)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err
+    res = json.loads(out.read_text())
+    assert res["DurationHistogram"]["Count"] > 0
+    assert res["ActualDuration"] < 30 * SECOND
+    assert res["RequestedDuration"] == "1m0s"
+
+
+def test_multi_worker_merge_is_exact(server: EchoServer) -> None:
+    o = LoadOptions(
+        url=f"{server.base}/?size=100",
+        connections=4,
+        qps=0,
+        exactly=1200,
+        resolution=0.0001,
+        workers=2,
+        keep_samples=True,
+    )
+    out = run_load(o, log=open(os.devnull, "w"))  # noqa: SIM115
+    assert out.samples is not None and len(out.samples) == 1200
+    h = Histogram(0.0, 0.0001)
+    for s in out.samples:
+        h.record(s)
+    want = h.export(o.percentiles)
+    got = out.result["DurationHistogram"]
+    for key in ("Count", "Min", "Max", "Data", "Percentiles"):
+        assert got[key] == want[key], key
+    assert got["Sum"] == pytest.approx(want["Sum"], rel=1e-12)
+    assert out.result["NumThreads"] == 4 and out.result["Sockets"] == [1, 1, 1, 1]
+
+
+BAD_ARGS = [
+    ["-c", "0", "http://127.0.0.1:1/"],
+    ["-qps", "-5x", "http://127.0.0.1:1/"],
+    ["-qps", "nan", "http://127.0.0.1:1/"],
+    ["-t", "abc", "http://127.0.0.1:1/"],
+    ["-t", "-1s", "http://127.0.0.1:1/"],
+    ["-p", "100", "http://127.0.0.1:1/"],
+    ["-r", "0", "http://127.0.0.1:1/"],
+    ["-H", "no colon", "http://127.0.0.1:1/"],
+    ["http://[zz/"],
+    ["ftp://127.0.0.1/"],
+    ["https://127.0.0.1:1/"],
+    ["-bogus", "http://127.0.0.1:1/"],
+    [],
+]
+
+
+@pytest.mark.parametrize("args", BAD_ARGS, ids=lambda a: " ".join(a) or "no-url")
+def test_bad_flags_one_line_error(args: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    try:
+        rc = cli.main(["load", *args])
+    except SystemExit as e:
+        rc = e.code  # type: ignore[assignment]
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc != 0
+    assert len(err) == 1 and err[0].startswith("loadgen: error: "), err
+
+
+def test_https_error_says_unsupported(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["load", "https://127.0.0.1:1/"]) != 0
+    assert "not supported" in capsys.readouterr().err
+
+
+def test_unreachable_warmup_aborts_with_one_line() -> None:
+    p = subprocess.run(
+        [sys.executable, str(LOADGEN), "load", "-json", "-", f"http://127.0.0.1:{free_port()}/"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert p.returncode == 1 and p.stdout == ""
+    lines = p.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("loadgen: error: warmup"), lines
+
+
+def test_bool_flags_accept_go_forms() -> None:
+    assert cli.normalize_bools(["-uniform=true", "-jitter=false", "-c=4"]) == ["-uniform", "-c=4"]
+    args = cli.build_parser().parse_args(
+        cli.normalize_bools(["load", "--qps=5", "-uniform=1", "-t", "1m", "http://h/"])
+    )
+    assert args.qps == 5 and args.uniform and args.t == MINUTE
+
+
+# --------------------------------------------------------------------------- pure logic
+
+
+def test_plan_matches_fortio() -> None:
+    p = Plan.make(LoadOptions("http://h/", connections=16, qps=1000, duration_ns=30 * SECOND))
+    assert p.threads == 16 and p.calls == (1875,) * 16 and p.per_thread_qps == 62.5
+    p = Plan.make(LoadOptions("http://h/", connections=16, qps=1000, duration_ns=SECOND))
+    assert p.calls == (62,) * 16  # 1000 // 16, remainder dropped like fortio
+    p = Plan.make(LoadOptions("http://h/", connections=4, qps=1, duration_ns=SECOND))
+    assert p.threads == 1 and p.calls == (2,)  # fewer than 2 planned -> 2 calls on 1 thread
+    p = Plan.make(LoadOptions("http://h/", connections=3, exactly=10))
+    assert p.calls == (4, 3, 3)
+    p = Plan.make(LoadOptions("http://h/", connections=8, exactly=3))
+    assert p.threads == 3
+    p = Plan.make(LoadOptions("http://h/", connections=2, qps=0, duration_ns=SECOND))
+    assert p.calls == (0, 0) and p.per_thread_qps == 0
+
+
+@pytest.mark.parametrize(
+    ("text", "ns"),
+    [
+        ("0", 0),
+        ("5s", 5 * SECOND),
+        ("300ms", 300_000_000),
+        ("-1.5h", -5400 * SECOND),
+        ("2h45m", (2 * 60 + 45) * MINUTE),
+        ("1.5us", 1500),
+        ("1\u00b5s", 1000),
+        ("100ns", 100),
+        ("1d", 86400 * SECOND),
+        (".5s", 500_000_000),
+        ("1m30.5s", 90_500_000_000),
+    ],
+)
+def test_parse_go_duration(text: str, ns: int) -> None:
+    assert parse_duration(text) == ns
+
+
+@pytest.mark.parametrize("text", ["", "abc", "1", "1x", ".s", "--1s", "1s2", "s"])
+def test_parse_go_duration_rejects(text: str) -> None:
+    with pytest.raises(ValueError):
+        parse_duration(text)
+
+
+@pytest.mark.parametrize(
+    ("ns", "text"),
+    [  # Go's own examples (time.Duration.String)
+        (0, "0s"),
+        (1, "1ns"),
+        (1100, "1.1\u00b5s"),
+        (2_200_000, "2.2ms"),
+        (3_300_000_000, "3.3s"),
+        (4 * MINUTE + 5 * SECOND, "4m5s"),
+        (4 * MINUTE + 5001 * goduration.MILLISECOND, "4m5.001s"),
+        (5 * goduration.HOUR + 6 * MINUTE + 7001 * goduration.MILLISECOND, "5h6m7.001s"),
+        (8 * MINUTE + 1, "8m0.000000001s"),
+        (60 * SECOND, "1m0s"),
+        (-SECOND, "-1s"),
+        (goduration.HOUR + 15 * MINUTE + 30_918_273_645, "1h15m30.918273645s"),
+    ],
+)
+def test_format_go_duration(ns: int, text: str) -> None:
+    assert format_duration(ns) == text
+    assert parse_duration(text) == ns
+
+
+# --------------------------------------------------------------------------- test servers
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class ArrivalServer:
+    """A tiny threaded HTTP server recording when each request arrives, per connection."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(64)
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}/"
+        self.arrivals: dict[int, list[float]] = defaultdict(list)
+        self.lock = threading.Lock()
+        self.threads: list[threading.Thread] = []
+
+    def __enter__(self) -> ArrivalServer:
+        t = threading.Thread(target=self._accept, daemon=True)
+        t.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.sock.close()
+
+    def _accept(self) -> None:
+        n = 0
+        while True:
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                return
+            t = threading.Thread(target=self._serve, args=(c, n), daemon=True)
+            t.start()
+            n += 1
+
+    def _serve(self, c: socket.socket, n: int) -> None:
+        buf = b""
+        with c:
+            while True:
+                try:
+                    data = c.recv(65536)
+                except OSError:
+                    return
+                if not data:
+                    return
+                buf += data
+                while b"\r\n\r\n" in buf:
+                    now = time.perf_counter()
+                    _, buf = buf.split(b"\r\n\r\n", 1)
+                    with self.lock:
+                        self.arrivals[n].append(now)
+                    c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+
+    def phases_ms(self) -> list[float]:
+        """Median offset (ms) of each connection's timed calls against the earliest one."""
+        with self.lock:
+            runs = [v[1:] for v in self.arrivals.values()]  # [0] is the warmup call
+        assert len(runs) == 4 and all(len(r) == 10 for r in runs), [len(r) for r in runs]
+        ref = min(runs, key=lambda r: r[0])
+        return sorted(
+            statistics.median((a - b) * 1000 for a, b in zip(r, ref, strict=True)) for r in runs
+        )
