@@ -7,6 +7,7 @@ not monotonic in x, so pairing points by position instead of by x would fail the
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -326,7 +327,9 @@ def test_main_writes_offline_html_beside_the_csv(csv_copy: Path,
     assert out.strip() == str(html_path)
     assert "format meshperf" in err
     text = html_path.read_text()
-    assert "cdn.bokeh.org" not in text  # INLINE resources: opens offline
+    # INLINE resources: BokehJS is in the file, nothing is fetched, so it opens offline.
+    assert "cdn.bokeh.org" not in text
+    assert re.findall(r"<script[^>]*\bsrc=", text) == []
     assert "Bokeh" in text and "serversidecar" in text
     assert not list(csv_copy.parent.glob("*.png"))
 

@@ -52,7 +52,8 @@ for (const m of doc.all_models) {
   if (m.type === 'Legend') legends.push(m.items.map(i => i.label.value));
   if (m.type === 'Title' && m.text) titles.push(m.text);
 }
-return {legends: legends, titles: titles, version: Bokeh.version};
+return {legends: legends, titles: titles, version: Bokeh.version,
+        fetched: performance.getEntriesByType('resource').map(e => e.name)};
 """
 
 
@@ -92,6 +93,7 @@ def make_html(tmp_path: Path, args: list[str], name: str,
 def check_rendered(page: dict[str, Any], plots: int) -> None:
     severe = [e for e in page["log"] if e.get("level") == "SEVERE"]
     assert severe == []
+    assert page["fetched"] == []  # BokehJS inline: the page loads nothing else
     # Each plot has a canvas the size of the figure; the glyphs, axes and legend are ink on it.
     drawn = [c for c in page["canvases"] if c["width"] >= 300 and c["ink"] > 2000]
     assert len(drawn) >= plots, page["canvases"]

@@ -436,7 +436,8 @@ def _metric_values(
     t = data.table
     if metric in LATENCY_METRICS:
         if t[metric].isna().all():
-            raise ResultsError(f"{data.path}: no {metric} column (latency percentile)")
+            raise ResultsError(f"{data.path}: no {metric} column (latency percentile), "
+                               "or no value in it")
         return t[metric], "", []
     if metric not in RESOURCE_METRICS:
         raise ConfigError(f"unknown metric {metric!r}; expected one of {', '.join(METRICS)}")
