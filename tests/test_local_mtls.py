@@ -64,17 +64,22 @@ class Mesh:
         self.app.server_close()
 
 
+    def start_sidecars(self) -> None:
+        """The pair under test: server sidecar (accepts client and gateway), client sidecar."""
+        self.srv = self.start("server", envoy.server_sidecar_config(
+            self.app_port, self.server, self.ca.cert_path,
+            [self.client.spiffe, self.gateway.spiffe], True, self.tmp / "server.access.log"))
+        self.mtls_port = self.srv.ports[envoy.INBOUND_MTLS]
+        self.cli = self.start("client", envoy.client_sidecar_config(
+            self.mtls_port, self.client, self.ca.cert_path, self.server.spiffe, True,
+            self.tmp / "client.access.log"))
+
+
 @pytest.fixture(scope="module")
 def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
     m = Mesh(tmp_path_factory.mktemp("mtls"))
     try:
-        m.srv = m.start("server", envoy.server_sidecar_config(  # type: ignore[attr-defined]
-            m.app_port, m.server, m.ca.cert_path, [m.client.spiffe, m.gateway.spiffe],
-            True, m.tmp / "server.access.log"))
-        m.mtls_port = m.srv.ports[envoy.INBOUND_MTLS]  # type: ignore[attr-defined]
-        m.cli = m.start("client", envoy.client_sidecar_config(  # type: ignore[attr-defined]
-            m.mtls_port, m.client, m.ca.cert_path, m.server.spiffe,  # type: ignore[attr-defined]
-            True, m.tmp / "client.access.log"))
+        m.start_sidecars()
         yield m
     finally:
         m.close()

@@ -36,6 +36,7 @@ from typing import Any
 
 import psutil
 
+import meshperf
 from meshperf.errors import ConfigError, PlatformError
 from meshperf.local import certs as certs_mod
 from meshperf.local import envoy as envoy_mod
@@ -73,6 +74,15 @@ _SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
 
 def _safe(name: str) -> str:
     return _SAFE_NAME.sub("_", name).strip("._") or "test"
+
+
+def _unused(path: Path) -> Path:
+    """``path``, or ``<stem>-2<suffix>``, ... if it exists: never overwrite an earlier graph."""
+    n, candidate = 1, path
+    while candidate.exists():
+        n += 1
+        candidate = path.with_name(path.name.replace(".flamegraph.svg", f"-{n}.flamegraph.svg"))
+    return candidate
 
 
 def _parse_start(text: str) -> float | None:
@@ -354,7 +364,7 @@ class LocalPlatform:
                 raise proc.died_error("failed")
             sampler.stop()  # before perf script, whose CPU is not the test's
             if recording is not None:
-                svg = Path(self.opts.output_dir) / f"{_safe(label)}.flamegraph.svg"
+                svg = _unused(Path(self.opts.output_dir) / f"{_safe(label)}.flamegraph.svg")
                 perf_info = recording.finish(svg, f"server sidecar, {label}",
                                              timeout=spec.duration + LOADGEN_GRACE)
                 recording = None
@@ -445,6 +455,9 @@ class LocalPlatform:
     # ------------------------------------------------------------------ facts, close
 
     def loadgen_version(self) -> str:
+        """``fortio version``; the built-in generator is versioned with meshperf."""
+        if self._loadgen_version is None and self.opts.load_generator == "builtin":
+            self._loadgen_version = f"meshperf {meshperf.__version__}"
         if self._loadgen_version is None:
             try:
                 out = subprocess.run(  # noqa: S603 (argv list, no shell)
