@@ -291,7 +291,7 @@ class BarProgress(Progress):
             unit="test",
             file=stream,
             dynamic_ncols=True,
-            bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}] {postfix}",
+            bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}{postfix}]",
         )
         self._eta_at = time.monotonic()
         self._eta = 0.0
@@ -349,7 +349,7 @@ def describe(o: Outcome) -> str:
             f"{o.status}: {st['achieved_qps']:.1f} qps, p50 {st['p50_ms']:.3f} ms,"
             f" p99 {st['p99_ms']:.3f} ms, errors {st['errors_pct']:.2f}%"
         )
-        if o.reason:
+        if o.stats["requests"] == 0:
             tail += f" ({o.reason})"
         return f"{head}: {tail}"
     return f"{head}: {o.status}" + (f": {o.reason}" if o.reason else "")
