@@ -350,7 +350,7 @@ def test_sigterm_to_the_runner_leaves_no_process(tmp_path: Path) -> None:
         try:
             p.start(("both",))
             print(json.dumps({{"pids": p.child_pids(), "work": str(p.work_dir)}}), flush=True)
-            p.run_test(Spec(mode="both", conn=1, qps=50, duration=60))
+            p.run_test(TestSpec(mode="both", conn=1, qps=50, duration=60))
         finally:
             p.close()
     """)

@@ -124,8 +124,9 @@ class CertAuthority:
             .serial_number(x509.random_serial_number())
             .not_valid_before(now - _BACKDATE)
             .not_valid_after(now + _VALIDITY)
-            .add_extension(x509.SubjectAlternativeName([x509.UniformResourceIdentifier(spiffe)]),
-                           critical=True)
+            .add_extension(
+                x509.SubjectAlternativeName([x509.UniformResourceIdentifier(spiffe)]), critical=True
+            )
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
             .add_extension(
                 x509.KeyUsage(

@@ -165,8 +165,9 @@ def find_envoy(explicit: str | None = None, env: Mapping[str, str] | None = None
 
 def _binary(path: Path, source: str) -> EnvoyBinary:
     line = envoy_version(path)
-    return EnvoyBinary(path=path.resolve(), version=parse_version(line), version_line=line,
-                       source=source)
+    return EnvoyBinary(
+        path=path.resolve(), version=parse_version(line), version_line=line, source=source
+    )
 
 
 # --------------------------------------------------------------------------- configs
@@ -272,8 +273,9 @@ def _http_listener(
                     "name": "allow_any",
                     "domains": ["*"],
                     # Istio's routes have no timeout (0s); Envoy's default 15 s would cut tests.
-                    "routes": [{"match": {"prefix": "/"},
-                                "route": {"cluster": cluster, "timeout": "0s"}}],
+                    "routes": [
+                        {"match": {"prefix": "/"}, "route": {"cluster": cluster, "timeout": "0s"}}
+                    ],
                 }
             ],
         },
@@ -289,8 +291,7 @@ def _http_listener(
     if telemetry and access_log is not None:
         hcm["access_log"] = _access_log(access_log)
     chain: dict[str, Any] = {
-        "filters": [{"name": "envoy.filters.network.http_connection_manager",
-                     "typed_config": hcm}]
+        "filters": [{"name": "envoy.filters.network.http_connection_manager", "typed_config": hcm}]
     }
     if transport_socket is not None:
         chain["transport_socket"] = transport_socket
@@ -298,8 +299,9 @@ def _http_listener(
     return {"name": name, "stat_prefix": name, "address": _addr(0), "filter_chains": [chain]}
 
 
-def _cluster(name: str, port: int, transport_socket: dict[str, Any] | None = None
-             ) -> dict[str, Any]:
+def _cluster(
+    name: str, port: int, transport_socket: dict[str, Any] | None = None
+) -> dict[str, Any]:
     cluster: dict[str, Any] = {
         "name": name,
         "type": "STATIC",
@@ -311,8 +313,12 @@ def _cluster(name: str, port: int, transport_socket: dict[str, Any] | None = Non
         },
         "circuit_breakers": {
             "thresholds": [
-                {"max_connections": _MAX, "max_pending_requests": _MAX,
-                 "max_requests": _MAX, "max_retries": _MAX}
+                {
+                    "max_connections": _MAX,
+                    "max_pending_requests": _MAX,
+                    "max_requests": _MAX,
+                    "max_retries": _MAX,
+                }
             ]
         },
     }
@@ -321,8 +327,13 @@ def _cluster(name: str, port: int, transport_socket: dict[str, Any] | None = Non
     return cluster
 
 
-def _bootstrap(role: str, workload: str, listeners: list[dict[str, Any]],
-               clusters: list[dict[str, Any]], telemetry: bool) -> dict[str, Any]:
+def _bootstrap(
+    role: str,
+    workload: str,
+    listeners: list[dict[str, Any]],
+    clusters: list[dict[str, Any]],
+    telemetry: bool,
+) -> dict[str, Any]:
     config: dict[str, Any] = {
         "node": {
             "id": f"{role}~{LOOPBACK}~{workload}.twopods~twopods.svc.cluster.local",
@@ -352,14 +363,21 @@ def server_sidecar_config(
     access_log: Path | None,
 ) -> dict[str, Any]:
     listeners = [
-        _http_listener(INBOUND_PLAINTEXT, APP_CLUSTER, "inbound_0.0.0.0_8080",
-                       telemetry, access_log),
-        _http_listener(INBOUND_MTLS, APP_CLUSTER, "inbound_0.0.0.0_8080_mtls",
-                       telemetry, access_log,
-                       downstream_mtls(certs, ca, allowed_client_sans)),
+        _http_listener(
+            INBOUND_PLAINTEXT, APP_CLUSTER, "inbound_0.0.0.0_8080", telemetry, access_log
+        ),
+        _http_listener(
+            INBOUND_MTLS,
+            APP_CLUSTER,
+            "inbound_0.0.0.0_8080_mtls",
+            telemetry,
+            access_log,
+            downstream_mtls(certs, ca, allowed_client_sans),
+        ),
     ]
-    return _bootstrap("sidecar", "fortioserver", listeners, [_cluster(APP_CLUSTER, app_port)],
-                      telemetry)
+    return _bootstrap(
+        "sidecar", "fortioserver", listeners, [_cluster(APP_CLUSTER, app_port)], telemetry
+    )
 
 
 def client_sidecar_config(
@@ -374,8 +392,7 @@ def client_sidecar_config(
     listener: str = OUTBOUND,
 ) -> dict[str, Any]:
     listeners = [_http_listener(listener, SERVER_CLUSTER, listener, telemetry, access_log)]
-    clusters = [_cluster(SERVER_CLUSTER, server_mtls_port,
-                         upstream_mtls(certs, ca, server_san))]
+    clusters = [_cluster(SERVER_CLUSTER, server_mtls_port, upstream_mtls(certs, ca, server_san))]
     return _bootstrap(role, workload, listeners, clusters, telemetry)
 
 
@@ -387,9 +404,17 @@ def gateway_config(
     telemetry: bool,
     access_log: Path | None,
 ) -> dict[str, Any]:
-    return client_sidecar_config(server_mtls_port, certs, ca, server_san, telemetry, access_log,
-                                 role="router", workload="istio-ingressgateway",
-                                 listener=GATEWAY_HTTP)
+    return client_sidecar_config(
+        server_mtls_port,
+        certs,
+        ca,
+        server_san,
+        telemetry,
+        access_log,
+        role="router",
+        workload="istio-ingressgateway",
+        listener=GATEWAY_HTTP,
+    )
 
 
 def write_config(config: Mapping[str, Any], path: Path) -> Path:
@@ -403,11 +428,14 @@ def write_config(config: Mapping[str, Any], path: Path) -> Path:
 def envoy_argv(binary: Path, config: Path, concurrency: int, *extra: str) -> list[str]:
     return [
         str(binary),
-        "-c", str(config),
-        "--concurrency", str(concurrency),
+        "-c",
+        str(config),
+        "--concurrency",
+        str(concurrency),
         # Several Envoys on one host would fight over the hot-restart shared memory.
         "--disable-hot-restart",
-        "--log-level", "warn",
+        "--log-level",
+        "warn",
         *extra,
     ]
 
@@ -416,8 +444,13 @@ def validate_config(binary: Path, config: Path, concurrency: int = 1) -> None:
     """``envoy --mode validate``; ConfigError with the tail of Envoy's output if it fails."""
     argv = envoy_argv(binary, config, concurrency, "--mode", "validate")
     try:
-        out = subprocess.run(argv, capture_output=True, text=True,  # noqa: S603 (argv list)
-                             timeout=VALIDATE_TIMEOUT, check=False)
+        out = subprocess.run(
+            argv,
+            capture_output=True,
+            text=True,  # noqa: S603 (argv list)
+            timeout=VALIDATE_TIMEOUT,
+            check=False,
+        )
     except subprocess.TimeoutExpired as e:
         raise ConfigError(f"envoy --mode validate {config.name} timed out") from e
     except OSError as e:
@@ -455,8 +488,7 @@ class EnvoyProcess:
         config_path = write_config(config, work_dir / f"{name}.json")
         validate_config(binary, config_path, concurrency)
         admin_file = work_dir / f"{name}.admin"
-        argv = envoy_argv(binary, config_path, concurrency,
-                          "--admin-address-path", str(admin_file))
+        argv = envoy_argv(binary, config_path, concurrency, "--admin-address-path", str(admin_file))
         env = process_env()
         proc = group.start(name, argv, env=env, cwd=work_dir)
         envoy = cls(name, proc, admin_file)

@@ -47,7 +47,10 @@ def probe(work_dir: Path) -> str | None:
     try:
         run = subprocess.run(  # noqa: S603 (argv list, no shell)
             [perf, "record", "-q", "-F", str(FREQUENCY), "-g", "-o", str(out), "--", "true"],
-            capture_output=True, text=True, timeout=PROBE_TIMEOUT, check=False,
+            capture_output=True,
+            text=True,
+            timeout=PROBE_TIMEOUT,
+            check=False,
         )
     except (OSError, subprocess.TimeoutExpired) as e:
         return f"perf record does not run: {e}"
@@ -154,9 +157,11 @@ def render_svg(folded: Mapping[str, int], title: str, width: int = 1200) -> str:
         y = height - pad_bottom - (level + 1) * row
         share = 100.0 * node.value / total
         label = html.escape(node.name)
-        out.append(f'<g><title>{label} ({node.value} samples, {share:.2f}%)</title>'
-                   f'<rect x="{x:.1f}" y="{y}" width="{w:.1f}" height="{row - 1}" '
-                   f'fill="{_color(node.name)}" rx="2"/>')
+        out.append(
+            f"<g><title>{label} ({node.value} samples, {share:.2f}%)</title>"
+            f'<rect x="{x:.1f}" y="{y}" width="{w:.1f}" height="{row - 1}" '
+            f'fill="{_color(node.name)}" rx="2"/>'
+        )
         chars = int(w / 7)
         if chars >= 3:
             text = node.name if len(node.name) <= chars else node.name[: chars - 2] + ".."
@@ -169,16 +174,30 @@ def render_svg(folded: Mapping[str, int], title: str, width: int = 1200) -> str:
 class PerfRecording:
     """One ``perf record -p PID`` running beside a test."""
 
-    def __init__(self, group: ProcessGroup, pid: int, duration: float, work_dir: Path,
-                 name: str) -> None:
+    def __init__(
+        self, group: ProcessGroup, pid: int, duration: float, work_dir: Path, name: str
+    ) -> None:
         perf = shutil.which("perf") or "perf"
         self._dir = Path(tempfile.mkdtemp(prefix="perf-", dir=work_dir))
         self.data = self._dir / "perf.data"
         self.group = group
         self.proc: Proc = group.start(
             f"perf-{name}",
-            [perf, "record", "-q", "-F", str(FREQUENCY), "-g", "-p", str(pid),
-             "-o", str(self.data), "--", "sleep", f"{duration:g}"],
+            [
+                perf,
+                "record",
+                "-q",
+                "-F",
+                str(FREQUENCY),
+                "-g",
+                "-p",
+                str(pid),
+                "-o",
+                str(self.data),
+                "--",
+                "sleep",
+                f"{duration:g}",
+            ],
         )
         self.perf = perf
 
@@ -193,9 +212,14 @@ class PerfRecording:
         if code != 0 or not self.data.exists():
             return {"error": f"perf record failed (exit {code}): {self.proc.stderr_tail(2)}"}
         try:
-            run = subprocess.run([self.perf, "script", "-i", str(self.data)],  # noqa: S603
-                                 capture_output=True, text=True, errors="replace",
-                                 timeout=SCRIPT_TIMEOUT, check=False)
+            run = subprocess.run(
+                [self.perf, "script", "-i", str(self.data)],  # noqa: S603
+                capture_output=True,
+                text=True,
+                errors="replace",
+                timeout=SCRIPT_TIMEOUT,
+                check=False,
+            )
         except (OSError, subprocess.TimeoutExpired) as e:
             return {"error": f"perf script failed: {e}"}
         finally:
@@ -208,7 +232,8 @@ class PerfRecording:
         svg.parent.mkdir(parents=True, exist_ok=True)
         svg.write_text(render_svg(folded, title))
         svg.with_suffix(".folded").write_text(
-            "".join(f"{stack} {count}\n" for stack, count in sorted(folded.items())))
+            "".join(f"{stack} {count}\n" for stack, count in sorted(folded.items()))
+        )
         return {"flamegraph": str(svg), "samples": sum(folded.values())}
 
     def abort(self) -> None:

@@ -154,8 +154,10 @@ class LocalPlatform:
         if opts.load_generator == "fortio":
             fortio = shutil.which("fortio")
             if fortio is None:
-                raise ConfigError("load generator fortio: no fortio binary on PATH",
-                                  hint="install fortio or use the built-in load generator")
+                raise ConfigError(
+                    "load generator fortio: no fortio binary on PATH",
+                    hint="install fortio or use the built-in load generator",
+                )
             argv0 = [fortio]
         elif opts.load_generator == "builtin":
             argv0 = [sys.executable, str(LOADGEN)]
@@ -180,8 +182,10 @@ class LocalPlatform:
         """Bring up the app and the Envoys the modes need; check each path with a request."""
         bad = [m for m in modes if m not in LOCAL_MODES]
         if bad:
-            raise ConfigError(f"mode {bad[0]} needs a cluster (ambient waypoint); the local "
-                              f"platform runs {', '.join(LOCAL_MODES)}")
+            raise ConfigError(
+                f"mode {bad[0]} needs a cluster (ambient waypoint); the local "
+                f"platform runs {', '.join(LOCAL_MODES)}"
+            )
         if self.envoy is None and any(m != "baseline" for m in modes):
             raise ConfigError("mesh none runs the baseline mode only")
         if self._closed:
@@ -209,7 +213,8 @@ class LocalPlatform:
         self._targets = {"baseline": self.app_port}
         if needs_server:
             self._targets["serversidecar"] = self.proxies["server"].ports[
-                envoy_mod.INBOUND_PLAINTEXT]
+                envoy_mod.INBOUND_PLAINTEXT
+            ]
         if "client" in self.proxies:
             self._targets["both"] = self.proxies["client"].ports[envoy_mod.OUTBOUND]
         if "gateway" in self.proxies:
@@ -231,12 +236,18 @@ class LocalPlatform:
         for _ in range(2):
             port = free_port()
             proc = self.group.start(
-                "app", [*argv0, "server", "-http-port", f"{LOOPBACK}:{port}"],
-                env=envoy_mod.process_env(), cwd=self.work_dir,
+                "app",
+                [*argv0, "server", "-http-port", f"{LOOPBACK}:{port}"],
+                env=envoy_mod.process_env(),
+                cwd=self.work_dir,
             )
             try:
-                wait_until(lambda p=port: port_open(p), APP_READY_TIMEOUT, proc,  # type: ignore[misc]
-                           f"listening on {LOOPBACK}:{port}")
+                wait_until(
+                    lambda p=port: port_open(p),
+                    APP_READY_TIMEOUT,
+                    proc,  # type: ignore[misc]
+                    f"listening on {LOOPBACK}:{port}",
+                )
             except PlatformError as e:
                 last = e
                 proc.stop()
@@ -261,22 +272,39 @@ class LocalPlatform:
 
         def start(name: str, config: dict[str, Any]) -> envoy_mod.EnvoyProcess:
             assert self.envoy is not None and self.group is not None
-            proxy = envoy_mod.EnvoyProcess.start(self.group, self.envoy.path, name, config, work,
-                                                 self.opts.proxy_concurrency)
+            proxy = envoy_mod.EnvoyProcess.start(
+                self.group, self.envoy.path, name, config, work, self.opts.proxy_concurrency
+            )
             self.proxies[name] = proxy
             return proxy
 
-        srv = start("server", envoy_mod.server_sidecar_config(
-            self.app_port, server, ca.cert_path, [client.spiffe, gateway.spiffe], telemetry,
-            log("server")))
+        srv = start(
+            "server",
+            envoy_mod.server_sidecar_config(
+                self.app_port,
+                server,
+                ca.cert_path,
+                [client.spiffe, gateway.spiffe],
+                telemetry,
+                log("server"),
+            ),
+        )
         mtls_port = srv.ports[envoy_mod.INBOUND_MTLS]
         if "both" in modes:
-            start("client", envoy_mod.client_sidecar_config(
-                mtls_port, client, ca.cert_path, server.spiffe, telemetry, log("client")))
+            start(
+                "client",
+                envoy_mod.client_sidecar_config(
+                    mtls_port, client, ca.cert_path, server.spiffe, telemetry, log("client")
+                ),
+            )
         if "ingress" in modes:
             # Istio's gateway keeps no access log of its own by default either way.
-            start("gateway", envoy_mod.gateway_config(
-                mtls_port, gateway, ca.cert_path, server.spiffe, telemetry, None))
+            start(
+                "gateway",
+                envoy_mod.gateway_config(
+                    mtls_port, gateway, ca.cert_path, server.spiffe, telemetry, None
+                ),
+            )
 
     def _check_path(self, mode: str) -> None:
         url = self.target(mode, 0)
@@ -288,8 +316,9 @@ class LocalPlatform:
                 return
             time.sleep(0.1)
         detail = body.decode(errors="replace").strip()[:200]
-        raise PlatformError(f"{mode}: GET {url} answered {status or 'nothing'}"
-                            + (f": {detail}" if detail else ""))
+        raise PlatformError(
+            f"{mode}: GET {url} answered {status or 'nothing'}" + (f": {detail}" if detail else "")
+        )
 
     def target(self, mode: str, size: int) -> str:
         """The URL the load generator hits for ``mode``."""
@@ -312,12 +341,18 @@ class LocalPlatform:
 
     def loadgen_argv(self, spec: TestSpec, url: str, json_path: Path) -> list[str]:
         argv = [
-            *self.loadgen_argv0, "load",
-            "-c", str(spec.conn),
-            "-qps", f"{spec.qps:g}",
-            "-t", f"{spec.duration:g}s",
-            "-r", f"{spec.resolution:g}",
-            "-p", ",".join(f"{p:g}" for p in spec.percentiles),
+            *self.loadgen_argv0,
+            "load",
+            "-c",
+            str(spec.conn),
+            "-qps",
+            f"{spec.qps:g}",
+            "-t",
+            f"{spec.duration:g}s",
+            "-r",
+            f"{spec.resolution:g}",
+            "-p",
+            ",".join(f"{p:g}" for p in spec.percentiles),
         ]
         if spec.uniform:
             argv.append("-uniform")
@@ -349,8 +384,9 @@ class LocalPlatform:
         self._stopped.clear()
         recording: perf_mod.PerfRecording | None = None
         perf_info: dict[str, Any] | None = None
-        proc = self.group.start(f"loadgen-{self._tests}", argv, env=envoy_mod.process_env(),
-                                cwd=self.work_dir)
+        proc = self.group.start(
+            f"loadgen-{self._tests}", argv, env=envoy_mod.process_env(), cwd=self.work_dir
+        )
         with self._lock:
             self._current = proc
         try:
@@ -365,8 +401,9 @@ class LocalPlatform:
             sampler.stop()  # before perf script, whose CPU is not the test's
             if recording is not None:
                 svg = _unused(Path(self.opts.output_dir) / f"{_safe(label)}.flamegraph.svg")
-                perf_info = recording.finish(svg, f"server sidecar, {label}",
-                                             timeout=spec.duration + LOADGEN_GRACE)
+                perf_info = recording.finish(
+                    svg, f"server sidecar, {label}", timeout=spec.duration + LOADGEN_GRACE
+                )
                 recording = None
                 if "error" in perf_info:
                     self._say(f"--perf: {perf_info['error']}")
@@ -381,35 +418,37 @@ class LocalPlatform:
         try:
             result: dict[str, Any] = json.loads(json_path.read_text())
         except (OSError, ValueError) as e:
-            raise PlatformError(f"load generator wrote no readable result for {label}: {e}"
-                                ) from e
+            raise PlatformError(f"load generator wrote no readable result for {label}: {e}") from e
         finally:
             json_path.unlink(missing_ok=True)
         window = self._window(result)
         block = dict(result.get(RESULT_KEY) or {})
-        block.update({
-            "format": RESULT_FORMAT,
-            "run_id": spec.run_id or self.opts.run_id,
-            "platform": self.name,
-            "mesh": self.opts.mesh,
-            "mode": spec.mode,
-            "conn": spec.conn,
-            "qps": spec.qps,
-            "duration": spec.duration,
-            "size": spec.size,
-            "extra_labels": spec.extra_labels,
-            "repeat": spec.repeat,
-            "target": url,
-            "arrival": spec.arrival,
-            "resources": sampler.resources(window),
-        })
+        block.update(
+            {
+                "format": RESULT_FORMAT,
+                "run_id": spec.run_id or self.opts.run_id,
+                "platform": self.name,
+                "mesh": self.opts.mesh,
+                "mode": spec.mode,
+                "conn": spec.conn,
+                "qps": spec.qps,
+                "duration": spec.duration,
+                "size": spec.size,
+                "extra_labels": spec.extra_labels,
+                "repeat": spec.repeat,
+                "target": url,
+                "arrival": spec.arrival,
+                "resources": sampler.resources(window),
+            }
+        )
         if perf_info is not None:
             block["perf"] = perf_info
         result[RESULT_KEY] = block
         return result
 
-    def _start_perf(self, spec: TestSpec, label: str
-                    ) -> tuple[perf_mod.PerfRecording | None, dict[str, Any] | None]:
+    def _start_perf(
+        self, spec: TestSpec, label: str
+    ) -> tuple[perf_mod.PerfRecording | None, dict[str, Any] | None]:
         assert self.group is not None and self.work_dir is not None
         if not self._perf_probed:
             self._perf_error = perf_mod.probe(self.work_dir)
@@ -420,8 +459,9 @@ class LocalPlatform:
             return None, {"error": self._perf_error}
         if "server" not in self.proxies or spec.mode == "baseline":
             return None, {"error": "no server sidecar in baseline mode"}
-        return perf_mod.PerfRecording(self.group, self.proxies["server"].pid, spec.duration,
-                                      self.work_dir, _safe(label)), None
+        return perf_mod.PerfRecording(
+            self.group, self.proxies["server"].pid, spec.duration, self.work_dir, _safe(label)
+        ), None
 
     def _wait_loadgen(self, proc: Proc, timeout: float) -> int | None:
         deadline = time.monotonic() + timeout
@@ -461,12 +501,17 @@ class LocalPlatform:
         if self._loadgen_version is None:
             try:
                 out = subprocess.run(  # noqa: S603 (argv list, no shell)
-                    [*self.loadgen_argv0, "version"], capture_output=True,
-                                     text=True, timeout=VERSION_TIMEOUT, check=False,
-                                     env=envoy_mod.process_env())
+                    [*self.loadgen_argv0, "version"],
+                    capture_output=True,
+                    text=True,
+                    timeout=VERSION_TIMEOUT,
+                    check=False,
+                    env=envoy_mod.process_env(),
+                )
                 text = (out.stdout or out.stderr).strip().splitlines()
-                self._loadgen_version = (text[0].strip() if out.returncode == 0 and text
-                                         else "unknown")
+                self._loadgen_version = (
+                    text[0].strip() if out.returncode == 0 and text else "unknown"
+                )
             except (OSError, subprocess.TimeoutExpired):
                 self._loadgen_version = "unknown"
         return self._loadgen_version
@@ -494,12 +539,18 @@ class LocalPlatform:
             "psutil": psutil.__version__,
         }
         if self.envoy is not None:
-            meta["envoy"] = {"path": str(self.envoy.path), "version": self.envoy.version,
-                             "build": self.envoy.version_line.split("version:")[-1].strip(),
-                             "source": self.envoy.source}
+            meta["envoy"] = {
+                "path": str(self.envoy.path),
+                "version": self.envoy.version,
+                "build": self.envoy.version_line.split("version:")[-1].strip(),
+                "source": self.envoy.source,
+            }
         if self.opts.perf:
-            meta["perf"] = {"available": self._perf_error is None if self._perf_probed else None,
-                            "error": self._perf_error, "frequency_hz": perf_mod.FREQUENCY}
+            meta["perf"] = {
+                "available": self._perf_error is None if self._perf_probed else None,
+                "error": self._perf_error,
+                "frequency_hz": perf_mod.FREQUENCY,
+            }
         return meta
 
     def child_pids(self) -> list[int]:

@@ -59,17 +59,22 @@ class _Workload:
 
 def summarize(samples: list[list[float]]) -> dict[str, Any]:
     """min/avg/max of each column of ``[[t, cpu, rss, uss], ...]`` in the platform.py shape."""
+
     def stats(col: int) -> dict[str, float]:
         values = [s[col] for s in samples]
-        return {"min": round(min(values), 3), "avg": round(sum(values) / len(values), 3),
-                "max": round(max(values), 3)}
+        return {
+            "min": round(min(values), 3),
+            "avg": round(sum(values) / len(values), 3),
+            "max": round(max(values), 3),
+        }
 
     return {
         "cpu_mili": stats(1),
         "mem_MB": stats(2),
         "mem_uss_MB": stats(3),
-        "samples": [[round(s[0], 3), round(s[1], 3), round(s[2], 3), round(s[3], 3)]
-                    for s in samples],
+        "samples": [
+            [round(s[0], 3), round(s[1], 3), round(s[2], 3), round(s[3], 3)] for s in samples
+        ],
     }
 
 
@@ -126,8 +131,11 @@ class Sampler:
             chosen = samples
             if window is not None:
                 start, end = window
-                inside = [s for s in samples if s[0] - self.interval >= start - 0.05
-                          and s[0] <= end + 0.05]
+                inside = [
+                    s
+                    for s in samples
+                    if s[0] - self.interval >= start - 0.05 and s[0] <= end + 0.05
+                ]
                 # A test shorter than two intervals still reports what was seen.
                 chosen = inside or samples
             if chosen:
