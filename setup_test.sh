@@ -76,28 +76,6 @@ tmp="$(mktemp -d)"
 trap 'rm -rf "${tmp}"' EXIT
 out_dir="${RENDER_DIR:-${tmp}}"
 
-# The namespace, labelled for exactly one mesh: labels of the other meshes are removed, so
-# switching MESH on an existing namespace does not leave two data planes fighting.
-run_pipe kubectl create namespace "${NAMESPACE}" --dry-run=client -o yaml '|' kubectl apply -f -
-case "${MESH}" in
-  istio)
-    run kubectl label namespace "${NAMESPACE}" --overwrite istio-injection=enabled istio.io/dataplane-mode- istio.io/use-waypoint-
-    run kubectl annotate namespace "${NAMESPACE}" --overwrite linkerd.io/inject-
-    ;;
-  istio-ambient)
-    run kubectl label namespace "${NAMESPACE}" --overwrite istio.io/dataplane-mode=ambient istio-injection-
-    run kubectl annotate namespace "${NAMESPACE}" --overwrite linkerd.io/inject-
-    ;;
-  linkerd)
-    run kubectl label namespace "${NAMESPACE}" --overwrite istio-injection- istio.io/dataplane-mode- istio.io/use-waypoint-
-    run kubectl annotate namespace "${NAMESPACE}" --overwrite linkerd.io/inject=enabled
-    ;;
-  none)
-    run kubectl label namespace "${NAMESPACE}" --overwrite istio-injection- istio.io/dataplane-mode- istio.io/use-waypoint-
-    run kubectl annotate namespace "${NAMESPACE}" --overwrite linkerd.io/inject-
-    ;;
-esac
-
 # With sidecars, baseline and serversidecar requests go to the server pod's IP and must skip
 # the client's sidecar: the client excludes the cluster's pod ranges from interception.
 pod_cidrs="${POD_CIDRS:-}"
@@ -121,6 +99,30 @@ python3 "${WD}/manifests/render.py" --out-dir "${out_dir}" --mesh "${MESH}" \
   --proxy-concurrency "${PROXY_CONCURRENCY:-2}" \
   --app-cpu "${APP_CPU:-1000m}" --app-memory "${APP_MEMORY:-256Mi}" \
   --pod-cidrs "${pod_cidrs}" >/dev/null || die "could not render the manifests (see above)"
+
+# Nothing in the cluster changes before here: bad settings fail before any write.
+
+# The namespace, labelled for exactly one mesh: labels of the other meshes are removed, so
+# switching MESH on an existing namespace does not leave two data planes fighting.
+run_pipe kubectl create namespace "${NAMESPACE}" --dry-run=client -o yaml '|' kubectl apply -f -
+case "${MESH}" in
+  istio)
+    run kubectl label namespace "${NAMESPACE}" --overwrite istio-injection=enabled istio.io/dataplane-mode- istio.io/use-waypoint-
+    run kubectl annotate namespace "${NAMESPACE}" --overwrite linkerd.io/inject-
+    ;;
+  istio-ambient)
+    run kubectl label namespace "${NAMESPACE}" --overwrite istio.io/dataplane-mode=ambient istio-injection-
+    run kubectl annotate namespace "${NAMESPACE}" --overwrite linkerd.io/inject-
+    ;;
+  linkerd)
+    run kubectl label namespace "${NAMESPACE}" --overwrite istio-injection- istio.io/dataplane-mode- istio.io/use-waypoint-
+    run kubectl annotate namespace "${NAMESPACE}" --overwrite linkerd.io/inject=enabled
+    ;;
+  none)
+    run kubectl label namespace "${NAMESPACE}" --overwrite istio-injection- istio.io/dataplane-mode- istio.io/use-waypoint-
+    run kubectl annotate namespace "${NAMESPACE}" --overwrite linkerd.io/inject-
+    ;;
+esac
 
 run kubectl apply -f "${out_dir}/fortio.yaml"
 if [[ "${MESH}" == istio* ]]; then
