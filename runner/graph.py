@@ -77,40 +77,78 @@ def mesh_list(text: str) -> list[str]:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog=PROG, description=__doc__, epilog=EPILOG,
+        prog=PROG,
+        description=__doc__,
+        epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("csv", nargs="+", metavar="CSV", type=Path,
-                        help="CSV file(s) from runner/fortio.py, the 2019 scripts or istio/tools")
-    parser.add_argument("metric", metavar="METRIC",
-                        help=f"y axis: one of {', '.join(METRICS)} (all: every metric on one page "
-                             "plus latency overhead vs baseline)")
+    parser.add_argument(
+        "csv",
+        nargs="+",
+        metavar="CSV",
+        type=Path,
+        help="CSV file(s) from runner/fortio.py, the 2019 scripts or istio/tools",
+    )
+    parser.add_argument(
+        "metric",
+        metavar="METRIC",
+        help=f"y axis: one of {', '.join(METRICS)} (all: every metric on one page "
+        "plus latency overhead vs baseline)",
+    )
     data = parser.add_argument_group("what to plot")
-    data.add_argument("--xaxis", choices=XAXES, default="connections",
-                      help="x axis (default: connections)")
+    data.add_argument(
+        "--xaxis", choices=XAXES, default="connections", help="x axis (default: connections)"
+    )
     held = data.add_mutually_exclusive_group()
-    held.add_argument("--qps", type=positive_number, metavar="N",
-                      help="with --xaxis connections: keep only rows with this requested QPS "
-                           "(0 = max); without it, each QPS value is its own series")
-    held.add_argument("--conn", type=positive_int, metavar="N",
-                      help="with --xaxis qps: keep only rows with this many connections")
-    data.add_argument("--mesh", type=mesh_list, metavar="NAME[,NAME...]",
-                      help="mesh of CSVs without a mesh column, e.g. istio or linkerd; one name "
-                           "for all CSVs or one per CSV in order (default: istio, or linkerd "
-                           "when the labels say so)")
-    data.add_argument("--proxy", choices=PROXIES, default="server",
-                      help="cpu/mem of which proxy: server sidecar (default), client sidecar, "
-                           "ingress gateway, or ambient mode's ztunnel and waypoint")
-    data.add_argument("--stat", choices=STATS, default="max",
-                      help="cpu/mem statistic over the test (default: max; when the CSV has "
-                           "only one, that one is used and a note says so)")
+    held.add_argument(
+        "--qps",
+        type=positive_number,
+        metavar="N",
+        help="with --xaxis connections: keep only rows with this requested QPS "
+        "(0 = max); without it, each QPS value is its own series",
+    )
+    held.add_argument(
+        "--conn",
+        type=positive_int,
+        metavar="N",
+        help="with --xaxis qps: keep only rows with this many connections",
+    )
+    data.add_argument(
+        "--mesh",
+        type=mesh_list,
+        metavar="NAME[,NAME...]",
+        help="mesh of CSVs without a mesh column, e.g. istio or linkerd; one name "
+        "for all CSVs or one per CSV in order (default: istio, or linkerd "
+        "when the labels say so)",
+    )
+    data.add_argument(
+        "--proxy",
+        choices=PROXIES,
+        default="server",
+        help="cpu/mem of which proxy: server sidecar (default), client sidecar, "
+        "ingress gateway, or ambient mode's ztunnel and waypoint",
+    )
+    data.add_argument(
+        "--stat",
+        choices=STATS,
+        default="max",
+        help="cpu/mem statistic over the test (default: max; when the CSV has "
+        "only one, that one is used and a note says so)",
+    )
     out = parser.add_argument_group("output")
-    out.add_argument("--output", "-o", type=Path, metavar="FILE",
-                     help="HTML file to write (default: <first CSV>_<metric>_<xaxis>.html "
-                          "beside the first CSV)")
+    out.add_argument(
+        "--output",
+        "-o",
+        type=Path,
+        metavar="FILE",
+        help="HTML file to write (default: <first CSV>_<metric>_<xaxis>.html beside the first CSV)",
+    )
     out.add_argument("--show", action="store_true", help="open the HTML in a browser")
-    out.add_argument("--png", action="store_true",
-                     help="also save a PNG beside the HTML (headless Chromium + chromedriver)")
+    out.add_argument(
+        "--png",
+        action="store_true",
+        help="also save a PNG beside the HTML (headless Chromium + chromedriver)",
+    )
     return parser
 
 
@@ -125,11 +163,15 @@ def main(argv: list[str] | None = None) -> int:
         elif len(args.mesh) == len(args.csv):
             meshes = list(args.mesh)
         else:
-            parser.error(f"--mesh has {len(args.mesh)} names for {len(args.csv)} CSVs; "
-                         "give one name or one per CSV")
+            parser.error(
+                f"--mesh has {len(args.mesh)} names for {len(args.csv)} CSVs; "
+                "give one name or one per CSV"
+            )
     if args.metric not in METRICS:
-        print(f"{PROG}: error: unknown metric {args.metric!r}; expected one of "
-              f"{', '.join(METRICS)}", file=sys.stderr)
+        print(
+            f"{PROG}: error: unknown metric {args.metric!r}; expected one of {', '.join(METRICS)}",
+            file=sys.stderr,
+        )
         return ExitCode.ERROR
     if args.xaxis == "connections" and args.conn is not None:
         parser.error("--conn holds connections constant; with --xaxis connections use --qps")
@@ -140,17 +182,21 @@ def main(argv: list[str] | None = None) -> int:
         for path, mesh in zip(args.csv, meshes, strict=True):
             data = load_csv(path, mesh=mesh)
             print(f"{PROG}: {path}: format {FORMAT_DESCRIPTIONS[data.format]}", file=sys.stderr)
-            for note in data.notes:
-                print(f"{PROG}: note: {note}", file=sys.stderr)
             datas.append(data)
         layout, charts, notes = build_page(
-            datas, args.metric, args.xaxis, qps=args.qps, conn=args.conn,
-            proxy=args.proxy, stat=args.stat,
+            datas,
+            args.metric,
+            args.xaxis,
+            qps=args.qps,
+            conn=args.conn,
+            proxy=args.proxy,
+            stat=args.stat,
         )
         for note in notes:
             print(f"{PROG}: note: {note}", file=sys.stderr)
-        output = args.output or default_output(args.csv[0], args.metric, args.xaxis,
-                                               args.qps, args.conn)
+        output = args.output or default_output(
+            args.csv[0], args.metric, args.xaxis, args.qps, args.conn
+        )
         if output.resolve() in {p.resolve() for p in args.csv}:
             raise MeshperfError(f"--output {output} would overwrite an input CSV")
         title = charts[0].title if args.metric != "all" else f"meshperf: {args.csv[0].name}"

@@ -65,7 +65,15 @@ FORMAT_DESCRIPTIONS: dict[str, str] = {
 }
 
 NORMALIZED_COLUMNS: tuple[str, ...] = (
-    "source", "mesh", "mode", "variant", "conn", "qps", "size", "actual_qps", "label",
+    "source",
+    "mesh",
+    "mode",
+    "variant",
+    "conn",
+    "qps",
+    "size",
+    "actual_qps",
+    "label",
     *LATENCY_METRICS,
 )
 
@@ -162,8 +170,10 @@ def detect_format(columns: Iterable[str]) -> str:
         return FORMAT_ISTIO_TOOLS
     if "Labels" in cols and ("NumThreads" in cols or "conn" in cols):
         return FORMAT_SEED2019
-    missing = sorted({"mode", "conn"} - cols) if "mode" in cols else sorted(
-        {"Labels", "NumThreads"} - cols
+    missing = (
+        sorted({"mode", "conn"} - cols)
+        if "mode" in cols
+        else sorted({"Labels", "NumThreads"} - cols)
     )
     raise ResultsError(
         f"unrecognized CSV: missing column(s) {', '.join(missing)}",
@@ -354,9 +364,9 @@ def load_csv(path: str | os.PathLike[str], mesh: str | None = None) -> LoadedCsv
         is_linkerd = t["variant"].astype(str).str.split("_").map(lambda parts: "linkerd" in parts)
         t["mesh"] = ["linkerd" if x else "istio" for x in is_linkerd]
         if "linkerd" in set(t["mesh"]):
-            t.loc[t["mesh"] == "linkerd", "variant"] = t.loc[
-                t["mesh"] == "linkerd", "variant"
-            ].map(lambda v: "_".join(x for x in str(v).split("_") if x != "linkerd"))
+            t.loc[t["mesh"] == "linkerd", "variant"] = t.loc[t["mesh"] == "linkerd", "variant"].map(
+                lambda v: "_".join(x for x in str(v).split("_") if x != "linkerd")
+            )
         notes.append(
             f"{p.name}: no mesh column; mesh taken as {'/'.join(sorted(set(t['mesh'])))} "
             "(name it with --mesh)"
@@ -369,8 +379,9 @@ def load_csv(path: str | os.PathLike[str], mesh: str | None = None) -> LoadedCsv
     t["variant"] = t["variant"].astype(str)
     if t.empty:
         raise ResultsError(f"{p}: no usable rows")
-    return LoadedCsv(path=p, format=fmt, table=t.reset_index(drop=True), mem_unit=mem_unit,
-                     notes=tuple(notes))
+    return LoadedCsv(
+        path=p, format=fmt, table=t.reset_index(drop=True), mem_unit=mem_unit, notes=tuple(notes)
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -436,8 +447,9 @@ def _metric_values(
     t = data.table
     if metric in LATENCY_METRICS:
         if t[metric].isna().all():
-            raise ResultsError(f"{data.path}: no {metric} column (latency percentile), "
-                               "or no value in it")
+            raise ResultsError(
+                f"{data.path}: no {metric} column (latency percentile), or no value in it"
+            )
         return t[metric], "", []
     if metric not in RESOURCE_METRICS:
         raise ConfigError(f"unknown metric {metric!r}; expected one of {', '.join(METRICS)}")
@@ -449,21 +461,28 @@ def _metric_values(
     if stat in have:
         return t[f"{metric}_{proxy}_{stat}"], stat, []
     if len(have) == 1:
-        note = (f"{data.name}: only the {have[0]} of {metric} of the {PROXY_TITLES[proxy]} is in "
-                f"the CSV; plotting it instead of the {stat}")
+        note = (
+            f"{data.name}: only the {have[0]} of {metric} of the {PROXY_TITLES[proxy]} is in "
+            f"the CSV; plotting it instead of the {stat}"
+        )
         return t[f"{metric}_{proxy}_{have[0]}"], have[0], [note]
     if have:
         raise ResultsError(
             f"{data.path}: no {stat} of {metric} for the {PROXY_TITLES[proxy]}; "
             f"choose --stat {' or '.join(have)}"
         )
-    prefix = "cpu_mili" if metric == "cpu" else ("mem_Mi" if data.format == FORMAT_ISTIO_TOOLS
-                                                 else "mem_MB")
-    key = (ISTIO_TOOLS_PROXY_KEYS[proxy] or (OUR_PROXY_KEYS[proxy],))[0] if (
-        data.format == FORMAT_ISTIO_TOOLS) else OUR_PROXY_KEYS[proxy]
+    prefix = (
+        "cpu_mili"
+        if metric == "cpu"
+        else ("mem_Mi" if data.format == FORMAT_ISTIO_TOOLS else "mem_MB")
+    )
+    key = (
+        (ISTIO_TOOLS_PROXY_KEYS[proxy] or (OUR_PROXY_KEYS[proxy],))[0]
+        if (data.format == FORMAT_ISTIO_TOOLS)
+        else OUR_PROXY_KEYS[proxy]
+    )
     raise ResultsError(
-        f"{data.path}: missing column {prefix}_{stat}_{key} ({metric} of the "
-        f"{PROXY_TITLES[proxy]})"
+        f"{data.path}: missing column {prefix}_{stat}_{key} ({metric} of the {PROXY_TITLES[proxy]})"
     )
 
 
@@ -574,35 +593,50 @@ def build_chart(
     for (key, g), pname in zip(keyed, plain, strict=True):
         by_x = g.groupby(xcol, sort=True)
         agg = by_x.agg(
-            y=("y", "mean"), runs=("y", "size"), actual_qps=("actual_qps", "mean"),
+            y=("y", "mean"),
+            runs=("y", "size"),
+            actual_qps=("actual_qps", "mean"),
             label=("label", lambda s: " | ".join(dict.fromkeys(str(v) for v in s))),
         )
         averaged += int((agg["runs"] > 1).sum())
-        series.append(Series(
-            name=name_of(key, True) if pname in clash else pname,
-            mesh=str(key["mesh"]), mode=str(key["mode"]), variant=str(key["variant"]),
-            source=str(key["source"]),
-            held=tuple((dim, float(key[dim])) for dim in split),
-            x=tuple(float(v) for v in agg.index),
-            y=tuple(float(v) for v in agg["y"]),
-            runs=tuple(int(v) for v in agg["runs"]),
-            actual_qps=tuple(float(v) for v in agg["actual_qps"]),
-            labels=tuple(str(v) for v in agg["label"]),
-        ))
+        series.append(
+            Series(
+                name=name_of(key, True) if pname in clash else pname,
+                mesh=str(key["mesh"]),
+                mode=str(key["mode"]),
+                variant=str(key["variant"]),
+                source=str(key["source"]),
+                held=tuple((dim, float(key[dim])) for dim in split),
+                x=tuple(float(v) for v in agg.index),
+                y=tuple(float(v) for v in agg["y"]),
+                runs=tuple(int(v) for v in agg["runs"]),
+                actual_qps=tuple(float(v) for v in agg["actual_qps"]),
+                labels=tuple(str(v) for v in agg["label"]),
+            )
+        )
     if averaged:
-        notes.append("points with several rows at the same x (repeats) show their mean; "
-                     "hover shows how many runs")
-    series.sort(key=lambda s: (
-        sources.index(s.source), s.mesh, s.variant, _mode_rank(s.mode), s.held
-    ))
+        notes.append(
+            "points with several rows at the same x (repeats) show their mean; "
+            "hover shows how many runs"
+        )
+    series.sort(
+        key=lambda s: (sources.index(s.source), s.mesh, s.variant, _mode_rank(s.mode), s.held)
+    )
 
     x_label = "connections" if xcol == "conn" else "requested QPS"
     if other in split:
         held_text = f"; {'qps' if other == 'qps' else 'connections'} varies (a series per value)"
     else:
         values = sorted(set(rows[other].dropna()))
-        held_text = (f" at {_fmt_qps(values[0])} qps" if other == "qps" else
-                     f" at {_fmt(values[0])} connections") if values else ""
+        held_text = (
+            (
+                f" at {_fmt_qps(values[0])} qps"
+                if other == "qps"
+                else f" at {_fmt(values[0])} connections"
+            )
+            if values
+            else ""
+        )
     mesh_text = ", ".join(meshes)
     if metric in LATENCY_METRICS:
         what = f"{metric} latency"
@@ -618,8 +652,16 @@ def build_chart(
             y_label = f"{stat_text} memory ({units})"
         y_format = "0.0"
     title = f"{mesh_text}: {what} vs {x_label}{held_text}"
-    return Chart(metric=metric, xaxis=xaxis, title=title, x_label=x_label, y_label=y_label,
-                 series=tuple(series), notes=tuple(notes), y_format=y_format)
+    return Chart(
+        metric=metric,
+        xaxis=xaxis,
+        title=title,
+        x_label=x_label,
+        y_label=y_label,
+        series=tuple(series),
+        notes=tuple(notes),
+        y_format=y_format,
+    )
 
 
 def _baseline_for(s: Series, baselines: Sequence[Series]) -> Series | None:
@@ -658,19 +700,28 @@ def overhead_chart(chart: Chart) -> Chart:
         if not idx:
             notes.append(f"overhead {chart.metric}: {s.name} shares no x value with {b.name}")
             continue
-        out.append(dataclasses.replace(
-            s,
-            baseline=b.name,
-            x=tuple(s.x[i] for i in idx),
-            y=tuple(s.y[i] - base[s.x[i]] for i in idx),
-            runs=tuple(s.runs[i] for i in idx),
-            actual_qps=tuple(s.actual_qps[i] for i in idx),
-            labels=tuple(s.labels[i] for i in idx),
-        ))
+        out.append(
+            dataclasses.replace(
+                s,
+                baseline=b.name,
+                x=tuple(s.x[i] for i in idx),
+                y=tuple(s.y[i] - base[s.x[i]] for i in idx),
+                runs=tuple(s.runs[i] for i in idx),
+                actual_qps=tuple(s.actual_qps[i] for i in idx),
+                labels=tuple(s.labels[i] for i in idx),
+            )
+        )
     title = chart.title.replace(f"{chart.metric} latency", f"{chart.metric} added latency", 1)
-    return Chart(metric=f"overhead-{chart.metric}", xaxis=chart.xaxis, title=title,
-                 x_label=chart.x_label, y_label=f"{chart.metric} minus baseline (ms)",
-                 series=tuple(out), notes=tuple(notes), y_format=chart.y_format)
+    return Chart(
+        metric=f"overhead-{chart.metric}",
+        xaxis=chart.xaxis,
+        title=title,
+        x_label=chart.x_label,
+        y_label=f"{chart.metric} minus baseline (ms)",
+        series=tuple(out),
+        notes=tuple(notes),
+        y_format=chart.y_format,
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -686,8 +737,9 @@ def series_colors(names: Iterable[str]) -> dict[str, str]:
     return {n: palette[i % len(palette)] for i, n in enumerate(unique)}
 
 
-def make_figure(chart: Chart, width: int = 640, height: int = 400,
-                colors: dict[str, str] | None = None) -> Figure:
+def make_figure(
+    chart: Chart, width: int = 640, height: int = 400, colors: dict[str, str] | None = None
+) -> Figure:
     """One Bokeh 3 figure: a line plus markers per series, hover with the exact values."""
     from bokeh.models import ColumnDataSource, HoverTool
     from bokeh.plotting import figure
@@ -695,9 +747,14 @@ def make_figure(chart: Chart, width: int = 640, height: int = 400,
     # The legend sits below the plot: grow the figure so the plot keeps its height.
     legend_rows = math.ceil(len(chart.series) / 2)
     p = figure(
-        title=chart.title, x_axis_label=chart.x_label, y_axis_label=chart.y_label,
-        width=width, height=height + 22 * legend_rows + 20,
-        tools="pan,box_zoom,wheel_zoom,reset,save", toolbar_location="above", name=chart.metric,
+        title=chart.title,
+        x_axis_label=chart.x_label,
+        y_axis_label=chart.y_label,
+        width=width,
+        height=height + 22 * legend_rows + 20,
+        tools="pan,box_zoom,wheel_zoom,reset,save",
+        toolbar_location="above",
+        name=chart.metric,
     )
     colors = {**series_colors(s.name for s in chart.series), **(colors or {})}
     markers = ("circle", "square", "triangle", "diamond", "inverted_triangle", "hex")
@@ -706,29 +763,46 @@ def make_figure(chart: Chart, width: int = 640, height: int = 400,
     for i, s in enumerate(chart.series):
         source = ColumnDataSource(
             data={
-                "x": list(s.x), "y": list(s.y), "series": [s.name] * len(s.x),
-                "runs": list(s.runs), "actual_qps": list(s.actual_qps), "label": list(s.labels),
+                "x": list(s.x),
+                "y": list(s.y),
+                "series": [s.name] * len(s.x),
+                "runs": list(s.runs),
+                "actual_qps": list(s.actual_qps),
+                "label": list(s.labels),
                 "baseline": [s.baseline or "-"] * len(s.x),
             },
             name=s.name,
         )
         color = colors[s.name]
-        p.line("x", "y", source=source, legend_label=s.name, color=color, line_width=2,
-               name=s.name)
-        points.append(p.scatter("x", "y", source=source, legend_label=s.name, color=color,
-                                size=8, marker=markers[(i // 10) % len(markers)],
-                                name=s.name))
+        p.line("x", "y", source=source, legend_label=s.name, color=color, line_width=2, name=s.name)
+        points.append(
+            p.scatter(
+                "x",
+                "y",
+                source=source,
+                legend_label=s.name,
+                color=color,
+                size=8,
+                marker=markers[(i // 10) % len(markers)],
+                name=s.name,
+            )
+        )
         xs.update(s.x)
     x_fmt = "0" if chart.xaxis == "connections" else "0.[00]"
-    p.add_tools(HoverTool(renderers=points, tooltips=[
-        ("series", "@series"),
-        (chart.x_label, f"@x{{{x_fmt}}}"),
-        (chart.y_label, f"@y{{{chart.y_format}}}"),
-        ("achieved QPS", "@actual_qps{0.0}"),
-        ("runs", "@runs"),
-        ("label", "@label"),
-        *((("minus", "@baseline"),) if chart.metric.startswith("overhead-") else ()),
-    ]))
+    p.add_tools(
+        HoverTool(
+            renderers=points,
+            tooltips=[
+                ("series", "@series"),
+                (chart.x_label, f"@x{{{x_fmt}}}"),
+                (chart.y_label, f"@y{{{chart.y_format}}}"),
+                ("achieved QPS", "@actual_qps{0.0}"),
+                ("runs", "@runs"),
+                ("label", "@label"),
+                *((("minus", "@baseline"),) if chart.metric.startswith("overhead-") else ()),
+            ],
+        )
+    )
     if 0 < len(xs) <= 16:
         p.xaxis.ticker = sorted(xs)
     if not chart.metric.startswith("overhead-"):
@@ -747,8 +821,9 @@ def _notes_div(notes: Sequence[str], width: int) -> Any:
     from bokeh.models.widgets.markups import Div
 
     items = "".join(f"<li>{html.escape(n)}</li>" for n in notes)
-    return Div(text=f"<ul style='color:#555;font-size:12px'>{items}</ul>", width=width,
-               name="notes")
+    return Div(
+        text=f"<ul style='color:#555;font-size:12px'>{items}</ul>", width=width, name="notes"
+    )
 
 
 def build_page(
@@ -763,7 +838,8 @@ def build_page(
 ) -> tuple[UIElement, list[Chart], list[str]]:
     """The layout for one metric, or for ``all``: every metric plus the overhead view.
 
-    Returns the layout, the charts drawn (in page order) and the notes for the user.
+    Returns the layout, the charts drawn (in page order) and the notes for the user (those of
+    loading the CSVs included).
     """
     from bokeh.layouts import column, gridplot
     from bokeh.models.widgets.markups import Div
@@ -771,18 +847,19 @@ def build_page(
     if metric not in METRICS:
         raise ConfigError(f"unknown metric {metric!r}; expected one of {', '.join(METRICS)}")
     opts: dict[str, Any] = {"qps": qps, "conn": conn, "proxy": proxy, "stat": stat}
+    # The page also says how each CSV was read; the returned notes leave that to the caller.
+    read_as = [f"{d.name}: read as {FORMAT_DESCRIPTIONS[d.format]}" for d in datas]
+    load_notes = [n for d in datas for n in d.notes]
     if metric != "all":
         chart = build_chart(datas, metric, xaxis, **opts)
         if not chart.series:
             raise ResultsError(f"no {metric} data to plot")
-        notes = list(dict.fromkeys(chart.notes))
-        items: list[Any] = [make_figure(chart, 800, 480)]
-        if notes:
-            items.append(_notes_div(notes, 800))
+        notes = list(dict.fromkeys([*load_notes, *chart.notes]))
+        items: list[Any] = [make_figure(chart, 800, 480), _notes_div([*read_as, *notes], 800)]
         return column(*items, name="page"), [chart], notes
 
     charts: list[Chart] = []
-    notes = []
+    notes = list(load_notes)
     latency: list[Chart] = []
     for m in (*LATENCY_METRICS, *RESOURCE_METRICS):
         try:
@@ -806,26 +883,36 @@ def build_page(
     notes = list(dict.fromkeys(notes))
     w, h = 600, 320
     colors = series_colors(s.name for c in charts for s in c.series)
-    sections: list[Any] = [Div(
-        text=f"<h2 style='margin:4px 0'>{html.escape(', '.join(d.name for d in datas))}</h2>",
-        width=2 * w,
-    )]
+    sections: list[Any] = [
+        Div(
+            text=f"<h2 style='margin:4px 0'>{html.escape(', '.join(d.name for d in datas))}</h2>",
+            width=2 * w,
+        )
+    ]
     lat: list[Any] = [make_figure(c, w, h, colors) for c in charts if c.metric in LATENCY_METRICS]
     if lat:
         sections += [Div(text="<h3>Latency</h3>", width=2 * w), gridplot(lat, ncols=2)]
     if overheads:
         over: list[Any] = [make_figure(o, w, h, colors) for o in overheads]
-        sections += [Div(text="<h3>Overhead vs baseline (latency minus baseline at the same x)"
-                              "</h3>", width=2 * w),
-                     gridplot(over, ncols=2)]
+        sections += [
+            Div(
+                text="<h3>Overhead vs baseline (latency minus baseline at the same x)</h3>",
+                width=2 * w,
+            ),
+            gridplot(over, ncols=2),
+        ]
     else:
-        sections.append(Div(text="<h3>Overhead vs baseline</h3><p>not available: no baseline "
-                                 "series matches the other modes</p>", width=2 * w))
+        sections.append(
+            Div(
+                text="<h3>Overhead vs baseline</h3><p>not available: no baseline "
+                "series matches the other modes</p>",
+                width=2 * w,
+            )
+        )
     res: list[Any] = [make_figure(c, w, h, colors) for c in charts if c.metric in RESOURCE_METRICS]
     if res:
         sections += [Div(text="<h3>CPU and memory</h3>", width=2 * w), gridplot(res, ncols=2)]
-    if notes:
-        sections.append(_notes_div(notes, 2 * w))
+    sections.append(_notes_div([*read_as, *notes], 2 * w))
     charts.extend(overheads)
     return column(*sections, name="page"), charts, notes
 
@@ -866,8 +953,12 @@ def find_chromium() -> tuple[str, str]:
 
 
 def start_chromium(
-    browser: str | None = None, driver: str | None = None, *, timeout: float = 30.0,
-    extra_args: Sequence[str] = (), capabilities: dict[str, Any] | None = None,
+    browser: str | None = None,
+    driver: str | None = None,
+    *,
+    timeout: float = 30.0,
+    extra_args: Sequence[str] = (),
+    capabilities: dict[str, Any] | None = None,
 ) -> WebDriver:
     """Headless Chromium through the given chromedriver; the caller must ``quit()`` it.
 
@@ -914,8 +1005,7 @@ def export_png(layout: UIElement, path: Path, *, timeout: int = 30) -> Path:
     return path
 
 
-def default_output(csv: Path, metric: str, xaxis: str, qps: float | None,
-                   conn: int | None) -> Path:
+def default_output(csv: Path, metric: str, xaxis: str, qps: float | None, conn: int | None) -> Path:
     """``<csv dir>/<csv stem>_<metric>_<xaxis>[_qps<n>|_conn<n>].html``."""
     held = f"_qps{_fmt(qps)}" if qps is not None else (f"_conn{conn}" if conn is not None else "")
     return csv.with_name(f"{csv.stem}_{metric}_{xaxis}{held}.html")
