@@ -100,6 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
     m = p.add_argument_group("what to measure")
     m.add_argument(
         "--size",
+        metavar="BYTES",
         type=non_negative_int,
         default=1024,
         help="response payload bytes (default: %(default)s)",
@@ -146,6 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     m.add_argument(
         "--repeat",
+        metavar="N",
         type=positive_int,
         default=1,
         help="run the whole matrix N times (default: %(default)s)",
@@ -154,6 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--labels",
         type=label_text,
         default="",
+        metavar="TEXT",
         help="extra label added to every test ([A-Za-z0-9_.-], at most 63)",
     )
     m.add_argument(
@@ -186,6 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     g.add_argument(
         "--resolution",
+        metavar="SECONDS",
         type=positive_float,
         default=0.0001,
         help="histogram bucket width in seconds, fortio -r (default: %(default)s ="
@@ -208,6 +212,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     w.add_argument(
         "--proxy-concurrency",
+        metavar="N",
         type=positive_int,
         default=2,
         help="Envoy worker threads per sidecar (default: %(default)s, as Istio's)",
@@ -221,15 +226,31 @@ def build_parser() -> argparse.ArgumentParser:
     )
     w.add_argument(
         "--namespace",
+        metavar="NS",
         default=None,
         help="kubernetes namespace of the fortio pods (env NAMESPACE; default twopods)",
     )
-    w.add_argument("--context", default=None, help="kubeconfig context (default: current)")
-    w.add_argument("--client", default=None, help="kubernetes: client pod name (default: by label)")
-    w.add_argument("--server", default=None, help="kubernetes: server pod name (default: by label)")
-    w.add_argument("--perf-image", default=None, help="kubernetes: image with perf for --perf")
+    w.add_argument(
+        "--context", default=None, metavar="NAME", help="kubeconfig context (default: current)"
+    )
+    w.add_argument(
+        "--client",
+        default=None,
+        metavar="POD",
+        help="kubernetes: client pod name (default: by label)",
+    )
+    w.add_argument(
+        "--server",
+        default=None,
+        metavar="POD",
+        help="kubernetes: server pod name (default: by label)",
+    )
+    w.add_argument(
+        "--perf-image", default=None, metavar="IMAGE", help="kubernetes: image with perf for --perf"
+    )
     w.add_argument(
         "--scrape-interval",
+        metavar="SECONDS",
         type=positive_float,
         default=15.0,
         help="kubernetes: Prometheus scrape interval in seconds, to warn about tests"
@@ -241,6 +262,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--output-dir",
         type=Path,
         default=Path("results"),
+        metavar="DIR",
         help="where result files go (default: %(default)s)",
     )
     o.add_argument(
@@ -258,6 +280,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--run-id",
         type=run_id_text,
         default=None,
+        metavar="HEX",
         help="8 hex digits naming the run (default: random)",
     )
     o.add_argument(
