@@ -205,8 +205,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.png:
             png = export_png(layout, output.with_suffix(".png"))
             print(png)
-        if args.show:
-            webbrowser.open(output.resolve().as_uri())
+        if args.show and not webbrowser.open(output.resolve().as_uri()):
+            print(f"{PROG}: note: no browser could be started; open {output} yourself",
+                  file=sys.stderr)
     except MeshperfError as e:
         hint = f" ({e.hint})" if e.hint else ""
         print(f"{PROG}: error: {e}{hint}", file=sys.stderr)
