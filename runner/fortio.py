@@ -16,7 +16,7 @@ from typing import Any
 
 from meshperf import collect as col
 from meshperf.errors import ExitCode, MeshperfError, PrometheusError
-from meshperf.results import DEFAULT_TIMEOUT, is_url, load_sources
+from meshperf.results import DEFAULT_TIMEOUT, check_url, is_url, load_sources
 
 try:  # only --prometheus needs it (and prometheus-api-client); the rest works without
     from meshperf.prom import PrometheusSource
@@ -160,7 +160,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--prom-selector needs --prometheus or $PROMETHEUS_URL")
     try:
         for source in args.sources:
-            if not is_url(source) and not os.path.exists(source):
+            if is_url(source):
+                check_url(source)
+            elif not os.path.exists(source):
                 raise MeshperfError(
                     f"{source}: not a URL nor an existing file or directory", _url_hint(source)
                 )

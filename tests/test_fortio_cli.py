@@ -220,11 +220,37 @@ def test_unknown_column_before_any_work(tmp_path: Path, capsys: Any) -> None:
     assert err.startswith("fortio.py: error: unknown column 'latency'; available: StartTime,")
 
 
-@pytest.mark.parametrize("source", ["fortioclient:8080", "no/such/dir", "ftp://127.0.0.1/x"])
-def test_source_neither_url_nor_path(source: str, tmp_path: Path, capsys: Any) -> None:
+@pytest.mark.parametrize(
+    ("source", "hint"),
+    [
+        ("fortioclient:8080", "did you mean http://fortioclient:8080 ?"),
+        ("10.0.0.7", "did you mean http://10.0.0.7:8080 ?"),
+        ("no/such/dir", None),
+        ("ftp://127.0.0.1/x", "only http:// and https:// URLs are read"),
+    ],
+)
+def test_source_neither_url_nor_path(
+    source: str, hint: str | None, tmp_path: Path, capsys: Any
+) -> None:
     code, _, err = run([source, "-o", str(tmp_path / "r")], capsys)
     assert code == ExitCode.ERROR
     assert err.startswith(f"fortio.py: error: {source}: not a URL nor an existing file")
+    assert err.count("\n") == 1
+    assert (f"{hint})" in err) if hint else "hint" not in err
+
+
+@pytest.mark.parametrize(
+    ("url", "why"),
+    [
+        ("http://", "no host"),
+        ("http://[::1", "Invalid IPv6 URL"),
+        ("http://127.0.0.1:99999", "Port out of range"),
+    ],
+)
+def test_malformed_url(url: str, why: str, tmp_path: Path, capsys: Any) -> None:
+    code, _, err = run([url, "-o", str(tmp_path / "r")], capsys)
+    assert code == ExitCode.ERROR
+    assert err.startswith(f"fortio.py: error: {url}: not a valid URL (") and why in err
     assert err.count("\n") == 1
 
 
@@ -419,16 +445,18 @@ def test_prometheus_unreachable_keeps_latency(tmp_path: Path, capsys: Any) -> No
         doc = json.loads(ISTIO.read_text())
         doc["Labels"] = f"t{i}"
         (d / f"t{i}.json").write_text(json.dumps(doc))
+    doc["Labels"], doc["ActualDuration"] = "a0", 0
+    (d / "a0.json").write_text(json.dumps(doc))  # same StartTime: sorted first by name
     url = free_port_url()
     code, out, err = run([str(d), "--prometheus", url, "--timeout", "1", "-o", str(tmp_path / "r")],
                          capsys)  # fmt: skip
     assert code == ExitCode.TESTS_FAILED
-    assert len(read_csv(tmp_path / "r.csv")) == 5
+    assert len(read_csv(tmp_path / "r.csv")) == 6
     lines = err.splitlines()
-    assert len(lines) == 5
-    assert all(
-        "kept with latency only (Prometheus: cannot reach Prometheus" in x for x in lines[:3]
-    )
+    assert len(lines) == 6
+    assert lines[0] == "fortio.py: a0: kept with latency only (no ActualDuration recorded)"
+    prom_down = "kept with latency only (Prometheus: cannot reach Prometheus"
+    assert all(prom_down in x for x in lines[1:4])
     # After three failures in a row the rest are not tried (each would wait for a timeout).
-    assert all("Prometheus not queried after 3 failures" in x for x in lines[3:])
-    assert out.splitlines()[-1] == "5 tests read, 5 written, 0 skipped, 5 without CPU/memory"
+    assert all("Prometheus not queried after 3 failures" in x for x in lines[4:])
+    assert out.splitlines()[-1] == "6 tests read, 6 written, 0 skipped, 6 without CPU/memory"

@@ -221,6 +221,8 @@ def collect(
             reason: str | None = None
             if prom_failures >= MAX_PROM_FAILURES:
                 reason = f"Prometheus not queried after {MAX_PROM_FAILURES} failures"
+            elif not r.actual_duration > 0:
+                reason = "no ActualDuration recorded"
             else:
                 try:
                     window = prometheus.window(r.start_time, r.actual_duration)

@@ -650,6 +650,7 @@ def load_url(
     page, or one ``.json`` file. Raises ResultsError when nothing can be listed at all; files
     that fail individually are reported as skipped.
     """
+    check_url(url)
     own = session is None
     sess = session or requests.Session()
     if own:
@@ -701,7 +702,20 @@ def load_url(
 
 
 def is_url(source: str) -> bool:
-    return urllib.parse.urlsplit(source).scheme in ("http", "https")
+    return source[:8].lower().startswith(("http://", "https://"))
+
+
+def check_url(url: str) -> None:
+    """Raise ResultsError unless ``url`` is an http(s) URL with a host (and a valid port)."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+        _ = parts.port  # raises for a port out of range
+    except ValueError as e:
+        raise ResultsError(f"{url}: not a valid URL ({e})") from None
+    if parts.scheme.lower() not in ("http", "https"):
+        raise ResultsError(f"{url}: not an http(s) URL")
+    if not parts.hostname:
+        raise ResultsError(f"{url}: not a valid URL (no host)")
 
 
 def load_source(source: str, *, timeout: float = DEFAULT_TIMEOUT) -> LoadReport:
