@@ -1,0 +1,278 @@
+"""Benchmark the built-in load generator and echo server side by side with wrk.
+
+    .venv/bin/python bench/bench_loadgen.py [--duration 10] [--rounds 2] [--server-workers 2]
+                                            [--envoy] [--skip-throughput]
+
+Everything runs on loopback, one measurement at a time, wrk and loadgen interleaved round by
+round so machine noise hits both alike. Measured:
+
+1. max throughput, ``loadgen.py load -qps 0 -c 16`` vs ``wrk -c 16 -t 2`` (same server: ours,
+   and with ``--envoy`` also an Envoy direct-response listener, a server faster than ours);
+2. latency accuracy: server ``delay=5ms``, 1000 qps, 16 connections, ``-uniform``: p50;
+3. pacing: 1000 qps, 16 connections, ``-uniform``: achieved rate, send lag p50/p99, CPU of
+   the generator's process tree (psutil) as a share of one core;
+4. the echo server's own ceiling with 16 connections, measured by wrk.
+
+Prints a table; ``--json FILE`` also writes the numbers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import selectors
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+REPO = Path(__file__).resolve().parents[1]
+PY = sys.executable
+LOADGEN = REPO / "runner" / "loadgen.py"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start_echo(workers: int) -> tuple[subprocess.Popen[bytes], int]:
+    proc = subprocess.Popen(
+        [PY, str(LOADGEN), "server", "-http-port", "127.0.0.1:0", "-workers", str(workers)],
+        stdout=subprocess.PIPE,
+    )
+    assert proc.stdout is not None
+    sel = selectors.DefaultSelector()
+    sel.register(proc.stdout, selectors.EVENT_READ)
+    line = b""
+    deadline = time.monotonic() + 20
+    while not line.endswith(b"\n") and time.monotonic() < deadline:
+        if sel.select(0.5):
+            line += os.read(proc.stdout.fileno(), 4096)
+    m = re.search(rb":(\d+)\s*$", line)
+    if m is None:
+        proc.kill()
+        raise SystemExit(f"bench: error: echo server did not start: {line!r}")
+    return proc, int(m.group(1))
+
+
+HCM = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3"
+ENVOY_YAML = """
+admin:
+  address: {socket_address: {address: 127.0.0.1, port_value: %(admin)d}}
+static_resources:
+  listeners:
+  - name: direct
+    address: {socket_address: {address: 127.0.0.1, port_value: %(port)d}}
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": %(hcm)s.HttpConnectionManager
+          stat_prefix: bench
+          route_config:
+            virtual_hosts:
+            - name: all
+              domains: ["*"]
+              routes:
+              - match: {prefix: "/"}
+                direct_response: {status: 200, body: {inline_string: "%(body)s"}}
+          http_filters:
+          - name: envoy.filters.http.router
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
+"""
+
+
+def start_envoy(tmp: Path, concurrency: int) -> tuple[subprocess.Popen[bytes], int]:
+    envoy = os.environ.get("ENVOY_BIN") or shutil.which("envoy") or str(Path(PY).parent / "envoy")
+    port, admin = free_port(), free_port()
+    cfg = tmp / "envoy.yaml"
+    cfg.write_text(ENVOY_YAML % {"port": port, "admin": admin, "body": "x" * 1024, "hcm": HCM})
+    proc = subprocess.Popen(
+        [envoy, "-c", str(cfg), "--concurrency", str(concurrency), "--disable-hot-restart",
+         "--log-level", "error"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return proc, port
+        except OSError:
+            time.sleep(0.2)
+    proc.kill()
+    raise SystemExit("bench: error: envoy did not start")
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+
+
+def wrk(url: str, duration: int, threads: int = 2, conns: int = 16) -> float:
+    out = subprocess.run(
+        ["wrk", "-c", str(conns), "-t", str(threads), "-d", f"{duration}s", url],
+        capture_output=True,
+        text=True,
+        timeout=duration + 60,
+    ).stdout
+    m = re.search(r"Requests/sec:\s*([\d.]+)", out)
+    if m is None:
+        raise SystemExit(f"bench: error: cannot read wrk output: {out!r}")
+    return float(m.group(1))
+
+
+def loadgen(args: list[str], duration: int) -> tuple[dict[str, Any], float]:
+    """Run ``loadgen.py load``; return its result and its process tree's CPU (core-seconds)."""
+    with tempfile.TemporaryDirectory() as d:
+        out = Path(d) / "r.json"
+        proc = subprocess.Popen(
+            [PY, str(LOADGEN), "load", "-json", str(out), *args],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        root = psutil.Process(proc.pid)
+        seen: dict[int, float] = {}
+        while proc.poll() is None:
+            try:
+                for p in [root, *root.children(recursive=True)]:
+                    with_kids = p.cpu_times()
+                    seen[p.pid] = with_kids.user + with_kids.system
+            except psutil.Error:
+                pass
+            time.sleep(0.1)
+        _, err = proc.communicate(timeout=duration + 60)
+        if proc.returncode != 0:
+            raise SystemExit(f"bench: error: loadgen failed: {err.strip()}")
+        return json.loads(out.read_text()), sum(seen.values())
+
+
+def pct(h: dict[str, Any], p: float) -> float:
+    for e in h.get("Percentiles") or []:
+        if e["Percentile"] == p:
+            return float(e["Value"])
+    raise KeyError(p)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--duration", type=int, default=10, help="seconds per measurement")
+    ap.add_argument("--rounds", type=int, default=2, help="interleaved throughput rounds")
+    ap.add_argument("--server-workers", type=int, default=2, help="echo server processes")
+    ap.add_argument("--envoy", action="store_true", help="also use an Envoy direct response")
+    ap.add_argument("--skip-throughput", action="store_true")
+    ap.add_argument("--json", help="write the numbers here too")
+    a = ap.parse_args()
+    d = a.duration
+    res: dict[str, Any] = {"cpus": os.cpu_count(), "load_avg_start": os.getloadavg()}
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        with tempfile.TemporaryDirectory() as tmpd:
+            srv, port = start_echo(a.server_workers)
+            procs.append(srv)
+            base = f"http://127.0.0.1:{port}"
+            url = f"{base}/echo?size=1024"
+            targets = {"echo": url}
+            if a.envoy:
+                env, eport = start_envoy(Path(tmpd), 1)
+                procs.append(env)
+                targets["envoy"] = f"http://127.0.0.1:{eport}/"
+
+            if not a.skip_throughput:
+                for name, turl in targets.items():
+                    w_list, l_list = [], []
+                    for _ in range(a.rounds):
+                        w_list.append(wrk(turl, d))
+                        r, _ = loadgen(["-qps", "0", "-c", "16", "-t", f"{d}s", turl], d)
+                        l_list.append(float(r["ActualQPS"]))
+                    wm, lm = statistics.median(w_list), statistics.median(l_list)
+                    res[f"throughput_{name}"] = {
+                        "wrk": w_list, "loadgen": l_list, "ratio": lm / wm,
+                    }  # fmt: skip
+                    print(
+                        f"max throughput vs {name}: loadgen {lm:.0f} req/s, wrk -t 2 {wm:.0f} "
+                        f"req/s, ratio {lm / wm:.2f} (rounds: loadgen {l_list}, wrk {w_list})",
+                        flush=True,
+                    )
+
+            r, _ = loadgen(
+                # -r 0.0005 puts bucket edges at 5.0 and 5.5 ms: the target band is one bucket,
+                # so the interpolated p50 is inside it exactly when the true median is.
+                ["-qps", "1000", "-c", "16", "-t", f"{d}s", "-uniform", "-r", "0.0005",
+                 "-p", "50,90,99", f"{base}/echo?delay=5ms"],
+                d,
+            )  # fmt: skip
+            h = r["DurationHistogram"]
+            res["delay5ms"] = {"p50": pct(h, 50), "p90": pct(h, 90), "p99": pct(h, 99)}
+            print(
+                f"delay=5ms at 1000 qps, 16 conn: p50 {pct(h, 50) * 1e3:.3f} ms "
+                f"(target 5.0-5.5), p90 {pct(h, 90) * 1e3:.3f} ms, p99 {pct(h, 99) * 1e3:.3f} ms",
+                flush=True,
+            )
+
+            r, cpu = loadgen(
+                ["-qps", "1000", "-c", "16", "-t", f"{d}s", "-uniform", "-r", "0.00001",
+                 "-p", "50,90,99,99.9", url],
+                d,
+            )  # fmt: skip
+            lag = r["SendLagHistogram"]
+            secs = r["ActualDuration"] / 1e9
+            achieved = float(r["ActualQPS"])
+            res["pacing"] = {
+                "actual_qps": achieved,
+                "error_pct": abs(achieved - 1000) / 10,
+                "lag_p50": pct(lag, 50),
+                "lag_p99": pct(lag, 99),
+                "lag_p999": pct(lag, 99.9),
+                "cpu_core_share": cpu / secs,
+                "latency_p50": pct(r["DurationHistogram"], 50),
+                "latency_p99": pct(r["DurationHistogram"], 99),
+            }
+            print(
+                f"1000 qps, 16 conn, -uniform: achieved {achieved:.2f} qps "
+                f"({abs(achieved - 1000) / 10:.3f}% off), send lag p50 {pct(lag, 50) * 1e3:.3f} "
+                f"p99 {pct(lag, 99) * 1e3:.3f} p99.9 {pct(lag, 99.9) * 1e3:.3f} ms, "
+                f"CPU {100 * cpu / secs:.1f}% of a core; latency p50 "
+                f"{pct(r['DurationHistogram'], 50) * 1e6:.0f} us",
+                flush=True,
+            )
+
+            for workers in sorted({1, a.server_workers}):
+                s2, p2 = start_echo(workers)
+                try:
+                    rate = wrk(f"http://127.0.0.1:{p2}/echo?size=1024", d)
+                finally:
+                    stop(s2)
+                res[f"echo_server_{workers}w"] = rate
+                print(f"echo server, {workers} worker(s), wrk -c 16 -t 2: {rate:.0f} req/s")
+    finally:
+        for p in procs:
+            stop(p)
+    res["load_avg_end"] = os.getloadavg()
+    print(f"load average start {res['load_avg_start']}, end {res['load_avg_end']}")
+    if a.json:
+        Path(a.json).write_text(json.dumps(res, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
