@@ -305,7 +305,8 @@ def _make_handler(fk: FakeKube) -> type[BaseHTTPRequestHandler]:
             self.wfile.write(body)
 
         def _authorized(self) -> bool:
-            if self.headers.get("Authorization") == f"Bearer {fk.token}":
+            scheme, _, token = self.headers.get("Authorization", "").partition(" ")
+            if scheme.lower() == "bearer" and token == fk.token:  # the scheme is case-blind
                 return True
             self._send(
                 401,

@@ -681,3 +681,49 @@ def test_perf_without_image_is_an_error_not_a_crash(fk: FakeKube, kubeconfig: Pa
         p.close()
     assert "--perf-image" in r[RESULT_KEY]["perf"]["error"]
     assert fk.patches == []
+
+
+def test_in_cluster_service_account(
+    fk: FakeKube, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from kubernetes.config import incluster_config
+
+    token = tmp_path / "token"
+    token.write_text(fk.token)
+    ca = tmp_path / "ca.crt"
+    ca.write_bytes(fk.ca_pem)
+    monkeypatch.setattr(incluster_config, "SERVICE_TOKEN_FILENAME", str(token))
+    monkeypatch.setattr(incluster_config, "SERVICE_CERT_FILENAME", str(ca))
+    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "127.0.0.1")
+    monkeypatch.setenv("KUBERNETES_SERVICE_PORT", str(fk.port))
+    monkeypatch.delenv("KUBECONFIG", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    opts = RunOptions(platform="kubernetes", run_id="5e1f00d2")
+    ok, why = kube_usable(opts)
+    assert ok and "in-cluster" in why, why
+    p = started(opts, ("baseline",))
+    try:
+        assert p.run_test(spec("baseline"))[RESULT_KEY]["target"].endswith(":8077/echo?size=1024")
+    finally:
+        p.close()
+
+
+def test_perf_gives_up_promptly_when_the_test_fails(
+    fk: FakeKube, kubeconfig: Path, tmp_path: Path
+) -> None:
+    def handler(call: ExecCall) -> ExecReply:
+        if call.argv[:2] == ["fortio", "load"]:
+            return ExecReply(stderr=b"Aborting because of dial tcp: i/o timeout\n", exit_code=1)
+        return fk.default_exec(call)
+
+    fk.exec_handler = handler
+    opts = opts_for(kubeconfig, perf=True, perf_image="example/perf:1", output_dir=tmp_path)
+    p = started(opts, ("both",))
+    try:
+        t, out = _run_in_thread(p, spec("both", duration=100))  # perf would wait 30 s first
+        t.join(timeout=20)
+        assert not t.is_alive()
+    finally:
+        p.close()
+    assert "i/o timeout" in out["error"]
+    assert not any(c.argv[:2] == ["perf", "record"] for c in fk.exec_calls)

@@ -177,21 +177,26 @@ class PerfJob:
         self.recorder = recorder
         self.spec = spec
         self.info: dict[str, Any] = {}
+        self.cancel = threading.Event()
         self._thread = threading.Thread(target=self._run, name="meshperf-perf", daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
         try:
-            self.info = {"flamegraph": str(self.recorder.profile(self.spec))}
+            self.info = {"flamegraph": str(self.recorder.profile(self.spec, self.cancel))}
         except ClusterError as e:
             self.info = {"error": str(e)}
         except Exception as e:  # a profiling bug must not cost the measurement
             self.info = {"error": f"{type(e).__name__}: {e}"}
 
-    def finish(self, timeout: float = 120.0) -> dict[str, Any]:
+    def finish(self, cancel: bool = False, timeout: float = 120.0) -> dict[str, Any]:
+        """Wait for the recording; ``cancel`` (the test failed or was stopped) gives up on it."""
+        if cancel:
+            self.cancel.set()
+            timeout = min(timeout, 2.0)
         self._thread.join(timeout)
         if self._thread.is_alive():
-            return {"error": "perf did not finish in time"}
+            return {"error": "perf " + ("cancelled" if cancel else "did not finish in time")}
         return self.info
 
 
@@ -207,9 +212,13 @@ class PerfRecorder:
         self._lock = threading.Lock()
         self._setup_error = ""
         self._closed = threading.Event()
+        self._jobs: list[PerfJob] = []
 
     def start(self, spec: TestSpec) -> PerfJob:
-        return PerfJob(self, spec)
+        job = PerfJob(self, spec)
+        self._jobs.append(job)
+        self._jobs = [j for j in self._jobs if j._thread.is_alive()]
+        return job
 
     def _proxy(self) -> tuple[str, str]:
         mesh = self.opts.mesh
@@ -293,12 +302,12 @@ class PerfRecorder:
             raise ClusterError("--perf: " + res.describe_failure())
         return res.stdout.decode("utf-8", "replace")
 
-    def profile(self, spec: TestSpec) -> Path:
+    def profile(self, spec: TestSpec, cancel: threading.Event) -> Path:
         _, process = self._proxy()
         self.ensure_debug_container()
         delay, seconds = record_window(spec.duration)
-        if self._closed.wait(delay):
-            raise ClusterError("--perf: stopped")
+        if cancel.wait(delay) or self._closed.is_set():
+            raise ClusterError("--perf: cancelled")
         pids = self._exec(["pgrep", "-o", "-x", process]).split()
         if not pids:
             raise ClusterError(f"--perf: no {process} process in the proxy container")
@@ -320,3 +329,5 @@ class PerfRecorder:
 
     def close(self) -> None:
         self._closed.set()
+        for job in self._jobs:
+            job.cancel.set()

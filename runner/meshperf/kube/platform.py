@@ -202,27 +202,34 @@ class KubernetesPlatform:
         url = self.target(spec.mode, spec.size)
         argv = fortio_argv(spec, url)
         perf_job = None
+        res: ExecResult | None = None
         if self.perf is not None and spec.mode != "baseline":
             perf_job = self.perf.start(spec)
         try:
             with self._lock:
-                self._current = ExecSession(
+                session = ExecSession(
                     self.cluster.core,
                     self.client.name,
                     self.client.namespace,
                     self.load_container,
                     argv,
                 )
+                self._current = session
                 self._current_label = argv[argv.index("-labels") + 1]
-            res = self._current.wait(spec.duration + EXEC_SLACK_SECONDS)
+                if self._stopping.is_set():  # stop_current ran while the exec was connecting
+                    self._interrupt(session, self._current_label)
+            res = session.wait(spec.duration + EXEC_SLACK_SECONDS)
         finally:
             with self._lock:
                 self._current = None
-            perf_info = perf_job.finish() if perf_job is not None else None
+            perf_info = None
+            if perf_job is not None:
+                failed = res is None or not res.ok or self._stopping.is_set()
+                perf_info = perf_job.finish(cancel=failed)
         if self._stopping.is_set():
             raise ClusterError(f"test {argv[argv.index('-labels') + 1]} was stopped")
-        if not res.ok:
-            raise ClusterError(res.describe_failure())
+        if res is None or not res.ok:
+            raise ClusterError(res.describe_failure() if res else "fortio load did not run")
         result = parse_fortio_output(res)
         block: dict[str, Any] = {
             "format": RESULT_FORMAT,
@@ -309,7 +316,11 @@ class KubernetesPlatform:
         self._stopping.set()
         with self._lock:
             current, label = self._current, self._current_label
-        if current is None or self.client is None:
+        if current is not None:
+            self._interrupt(current, label)
+
+    def _interrupt(self, session: ExecSession, label: str) -> None:
+        if self.client is None:
             return
         try:
             run_exec(
@@ -324,7 +335,7 @@ class KubernetesPlatform:
             # Without pkill in the image the remote fortio ends by itself after -t.
             pass
         finally:
-            current.abort()
+            session.abort()
 
     def close(self) -> None:
         if self._closed:
