@@ -38,6 +38,7 @@ import signal
 import socket
 import sys
 import time
+from bisect import bisect_right
 from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any, TextIO
@@ -47,7 +48,7 @@ from meshperf import __version__, fortiojson
 from meshperf.echo import SpinTimer, TimerFd, libc, new_event_loop
 from meshperf.errors import ConfigError, MeshperfError
 from meshperf.goduration import SECOND, format_duration
-from meshperf.histogram import DEFAULT_PERCENTILES, Histogram
+from meshperf.histogram import BUCKETS, DEFAULT_PERCENTILES, NUM_VALUES, Histogram
 
 VERSION = f"meshperf-{__version__}"
 USER_AGENT = f"fortio.org/fortio-{VERSION}"
@@ -55,6 +56,7 @@ MAX_PAYLOAD = 256 * 1024  # fortio's -maxpayloadsizekb default
 # Auto worker rule: one event loop holds this rate with sub-0.3 ms send lag on a slow core.
 ONE_LOOP_MAX_QPS = 4000.0
 _now = time.perf_counter_ns
+_LAST_EDGE = BUCKETS[-1]
 
 
 class InterruptedRun(MeshperfError):
@@ -235,20 +237,27 @@ class Stats:
         self.errors = Histogram(off, o.resolution)
         self.send_lag = Histogram(0.0, o.resolution)
         self.connect = Histogram(off, o.resolution)
-        self.sizes: Counter[int] = Counter()
-        self.header_sizes: Counter[int] = Counter()
-        self.codes: Counter[int] = Counter()
+        # (code, bytes read, header bytes) -> calls: one dict update per call instead of three
+        # histogram records; Sizes/HeaderSizes are built from it at the end (integers, exact).
+        self.outcomes: dict[tuple[int, int, int], int] = {}
         self.samples: list[float] | None = [] if o.keep_samples else None
 
     def state(self) -> dict[str, Any]:
+        sizes: Counter[int] = Counter()
+        header_sizes: Counter[int] = Counter()
+        codes: Counter[int] = Counter()
+        for (code, size, head), n in self.outcomes.items():
+            codes[code] += n
+            sizes[size] += n
+            header_sizes[head] += n
         return {
             "durations": self.durations.to_state(),
             "errors": self.errors.to_state(),
             "send_lag": self.send_lag.to_state(),
             "connect": self.connect.to_state(),
-            "sizes": dict(self.sizes),
-            "header_sizes": dict(self.header_sizes),
-            "codes": dict(self.codes),
+            "sizes": dict(sizes),
+            "header_sizes": dict(header_sizes),
+            "codes": dict(codes),
             "samples": self.samples,
         }
 
@@ -295,6 +304,34 @@ class Conn(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         now = _now()
+        if self.head_len < 0 and self.warmup is None and self.t0 and not self.buf:
+            # Fast path (nearly every response): one chunk holding a complete keep-alive
+            # HTTP/1.1 answer with Content-Length. Anything else takes the general path.
+            end = data.find(b"\r\n\r\n")
+            if end > 12:
+                lower = data[:end].lower()
+                i = lower.find(b"\r\ncontent-length:")
+                if (
+                    i > 0
+                    and lower.startswith(b"http/1.1 ")
+                    and b"\r\nconnection: close" not in lower
+                    and b"\r\ntransfer-encoding:" not in lower
+                ):
+                    j = lower.find(b"\r\n", i + 17)
+                    try:
+                        body = int(lower[i + 17 : j] if j > 0 else lower[i + 17 :])
+                        code = int(data[9:12])
+                    except ValueError:
+                        body = code = -1
+                    if len(data) == end + 4 + body and code >= 200 and code not in (204, 304):
+                        t0 = self.t0
+                        self.t0 = 0
+                        self.w.record(now - t0, code, len(data), end + 4)
+                        self.next_call(now)
+                        return
+        self._data_slow(data, now)
+
+    def _data_slow(self, data: bytes, now: int) -> None:
         if not self.t0:
             return  # nothing asked: stray bytes from a misbehaving server
         buf = self.buf
@@ -376,7 +413,7 @@ class Conn(asyncio.Protocol):
             ok = 200 <= code < 300 or code == 418
             self.warmup.set_result((code, "" if ok else f"HTTP status {code}"))
             return
-        self.w.record(now - t0, code, size, head_len if 200 <= code < 300 else 0)
+        self.w.record(now - t0, code, size, head_len)
         self.next_call(now)
 
     def _failed(self, now: int, why: str) -> None:
@@ -542,13 +579,38 @@ class Worker:
 
     # -- bookkeeping
     def record(self, ns: int, code: int, size: int, head_len: int) -> None:
+        """Count one call. The duration histogram update is ``Histogram.record`` inlined
+        (same arithmetic, same bucket rule) because it runs once per call at up to ~100k/s;
+        the multi-worker merge test checks it against ``Histogram.record``."""
         s = self.stats
         sec = ns / SECOND
-        s.durations.record(sec)
-        s.codes[code] += 1
-        s.sizes[size] += 1
-        s.header_sizes[head_len] += 1
-        if not (200 <= code < 300 or code == 418):
+        h = s.durations
+        if h.count == 0:
+            h.min = sec
+            h.max = sec
+        elif sec < h.min:
+            h.min = sec
+        elif sec > h.max:
+            h.max = sec
+        h.count += 1
+        h.sum += sec
+        h.sum_sq += sec * sec
+        scaled = (sec - h.offset) / h.divider
+        if scaled <= 0:
+            idx = 0
+        elif scaled > _LAST_EDGE:
+            idx = NUM_VALUES
+        else:
+            k = int(scaled)
+            if scaled - k < 1e-12:
+                k -= 1
+            idx = bisect_right(BUCKETS, k)
+        h.counts[idx] += 1
+        ok = 200 <= code < 300
+        key = (code, size, head_len if ok else 0)  # fortio: header bytes only for 2xx
+        out = s.outcomes
+        out[key] = out.get(key, 0) + 1
+        if not ok and code != 418:
             s.errors.record(sec)
         if s.samples is not None:
             s.samples.append(sec)
