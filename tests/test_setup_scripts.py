@@ -11,16 +11,25 @@ resources against the fields Istio's CRDs require.
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 import io
+import ipaddress
 import json
 import os
 import platform
 import shlex
 import shutil
+import socket
+import ssl
 import subprocess
 import sys
 import tarfile
+import threading
+import time
+import urllib.parse
+import urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +37,10 @@ import jsonschema
 import kubernetes_validate
 import pytest
 import yaml
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 REPO = Path(__file__).resolve().parents[1]
 STUB = REPO / "tests" / "stubs" / "stub.py"
@@ -1292,3 +1305,179 @@ def test_setup_linkerd_usage_errors(stubs: Stubs) -> None:
     proc = stubs.run("linkerd/setup_linkerd.sh", "edge-25.4.4", "extra")
     assert "too many arguments" in one_line_error(proc, "setup_linkerd.sh", 2)
     assert stubs.calls() == []
+
+
+# --------------------------------------------------------------------------------------------
+# Prometheus for real: the shipped scrape config, pointed at a fake API server on 127.0.0.1
+
+
+_POD = 'namespace="twopods",pod="fortioserver-6f7d"'
+CADVISOR_TEXT = "\n".join(
+    [
+        "# TYPE container_cpu_usage_seconds_total counter",
+        f'container_cpu_usage_seconds_total{{container="istio-proxy",cpu="total",{_POD}}} 12.5',
+        f'container_cpu_usage_seconds_total{{container="captured",cpu="total",{_POD}}} 3.25',
+        "# TYPE container_memory_working_set_bytes gauge",
+        f'container_memory_working_set_bytes{{container="istio-proxy",{_POD}}} 52428800',
+        "# TYPE container_fs_reads_total counter",
+        f'container_fs_reads_total{{container="istio-proxy",{_POD}}} 7',
+        "",
+    ]
+)
+
+
+def _tls_files(d: Path) -> tuple[Path, Path, Path]:
+    """A CA and a server certificate for 127.0.0.1 signed by it (cert, key, ca)."""
+    now = datetime.datetime.now(datetime.UTC)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "test cluster CA")])
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(hours=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "kube-apiserver")]))
+        .issuer_name(ca_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(hours=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    paths = (d / "server.crt", d / "server.key", d / "ca.crt")
+    paths[0].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    paths[1].write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    paths[1].chmod(0o600)
+    paths[2].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    return paths
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@pytest.mark.prometheus
+@pytest.mark.slow
+def test_prometheus_scrapes_cadvisor_via_the_api_server_proxy(tmp_path: Path) -> None:
+    """The shipped scrape job, run by a real Prometheus: the relabelled URL reaches the API
+    server's node proxy with the service-account token over TLS, and only the kept series land."""
+    prometheus = shutil.which("prometheus")
+    if prometheus is None:
+        pytest.skip("prometheus not installed (Debian prometheus)")
+    cert, key, ca = _tls_files(tmp_path)
+    token = "sa-token-123"
+    (tmp_path / "token").write_text(token)
+    seen: list[tuple[str, str]] = []
+
+    class FakeAPIServer(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+            seen.append((self.path, self.headers.get("Authorization", "")))
+            ok = self.headers.get("Authorization") == f"Bearer {token}"
+            if not ok or self.path != "/api/v1/nodes/node-a/proxy/metrics/cadvisor":
+                self.send_error(403 if not ok else 404)
+                return
+            body = CADVISOR_TEXT.encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "text/plain; version=0.0.4")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+            pass
+
+    api = ThreadingHTTPServer(("127.0.0.1", 0), FakeAPIServer)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(cert, key)
+    api.socket = ctx.wrap_socket(api.socket, server_side=True)
+    threading.Thread(target=api.serve_forever, daemon=True).start()
+
+    # The shipped config with only what cannot exist here replaced: node discovery (file
+    # discovery with the same __meta label), the API server's address, the pod's credential
+    # files, the interval (1 s, to keep the test short) and the self-scrape job.
+    cfg = prometheus_config()
+    cfg["global"]["scrape_interval"] = "1s"
+    cfg["global"]["scrape_timeout"] = "1s"
+    (job,) = [j for j in cfg["scrape_configs"] if j["job_name"] == "kubernetes-cadvisor"]
+    cfg["scrape_configs"] = [job]
+    del job["kubernetes_sd_configs"]
+    targets = [{"targets": ["node-a:10250"], "labels": {"__meta_kubernetes_node_name": "node-a"}}]
+    (tmp_path / "targets.json").write_text(json.dumps(targets))
+    job["file_sd_configs"] = [{"files": [str(tmp_path / "targets.json")]}]
+    (addr,) = [r for r in job["relabel_configs"] if r["target_label"] == "__address__"]
+    addr["replacement"] = f"127.0.0.1:{api.server_address[1]}"
+    job["tls_config"]["ca_file"] = str(ca)
+    job["authorization"]["credentials_file"] = str(tmp_path / "token")
+    (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(cfg))
+
+    port = _free_port()
+    base = f"http://127.0.0.1:{port}"
+    proc = subprocess.Popen(
+        [
+            prometheus,
+            f"--config.file={tmp_path / 'prometheus.yml'}",
+            f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=(tmp_path / "prometheus.log").open("w"),
+    )
+
+    def query(q: str) -> list[dict[str, Any]]:
+        url = f"{base}/api/v1/query?" + urllib.parse.urlencode({"query": q})
+        with urllib.request.urlopen(url, timeout=5) as resp:  # noqa: S310 (loopback only)
+            result: list[dict[str, Any]] = json.load(resp)["data"]["result"]
+            return result
+
+    try:
+        deadline = time.monotonic() + 40
+        cpu: list[dict[str, Any]] = []
+        while time.monotonic() < deadline and not cpu:
+            time.sleep(0.5)
+            assert proc.poll() is None, (tmp_path / "prometheus.log").read_text()[-2000:]
+            try:
+                cpu = query('container_cpu_usage_seconds_total{container="istio-proxy"}')
+            except OSError:
+                continue
+        assert cpu, (seen, (tmp_path / "prometheus.log").read_text()[-2000:])
+        (series,) = cpu
+        assert float(series["value"][1]) == 12.5
+        assert series["metric"]["node"] == "node-a"
+        assert series["metric"]["job"] == "kubernetes-cadvisor"
+        assert series["metric"]["pod"] == "fortioserver-6f7d"
+        mem = query("container_memory_working_set_bytes")
+        assert [float(s["value"][1]) for s in mem] == [52428800.0]
+        assert query("container_fs_reads_total") == []  # dropped by metric_relabel_configs
+        assert [float(s["value"][1]) for s in query('up{job="kubernetes-cadvisor"}')] == [1.0]
+        assert ("/api/v1/nodes/node-a/proxy/metrics/cadvisor", f"Bearer {token}") in seen
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+        api.shutdown()
+        api.server_close()
