@@ -23,6 +23,16 @@ from typing import Any
 LISTINGS = ("tsv", "html", "browse")
 
 
+class _QuietServer(ThreadingHTTPServer):
+    """Clients that hang up early (a size check, a timeout) are normal here, not errors."""
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        import sys
+
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
+
+
 class FakeFortio:
     """Serve ``files`` (name -> bytes) like ``fortio server`` (``ui_path="/fortio/"``) or
     ``fortio report`` (``ui_path="/"``).
@@ -51,7 +61,7 @@ class FakeFortio:
         self.truncate = set(truncate)
         self.requests: list[str] = []
         self._lock = threading.Lock()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
+        self._server = _QuietServer(("127.0.0.1", 0), self._handler_class())
         self._server.daemon_threads = True
         self._thread = threading.Thread(
             target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True

@@ -137,6 +137,22 @@ def test_server_faults_keep_good_tests(tmp_path: Path, capsys: Any) -> None:
     assert out.splitlines()[-1] == "2 tests read, 2 written, 3 skipped"
 
 
+def test_oversized_file_is_skipped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: Any
+) -> None:
+    from meshperf import results
+
+    monkeypatch.setattr(results, "MAX_FILE_BYTES", 5000)  # the 1.28.0 fixture: 5536 bytes
+    with FakeFortio.from_dir(FIXTURES) as server:
+        code, _, err = run([server.url, "-o", str(tmp_path / "r")], capsys)
+    assert code == ExitCode.TESTS_FAILED
+    assert err == (
+        f"fortio.py: skipped {server.data_url}http-with-errors-1.28.0.json: "
+        "5536 bytes, more than a result can be\n"
+    )
+    assert len(read_csv(tmp_path / "r.csv")) == 3
+
+
 def test_unreachable_source(tmp_path: Path, capsys: Any) -> None:
     url = free_port_url()
     code, out, err = run([url, "-o", str(tmp_path / "r")], capsys)

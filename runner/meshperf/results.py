@@ -38,6 +38,8 @@ from meshperf.platform import LABEL_MODE, MODES, RESULT_KEY
 
 DEFAULT_TIMEOUT = 10.0
 FETCH_WORKERS = 8
+# Far above any fortio result (a 256 KiB payload makes ~350 KB); guards against serving junk.
+MAX_FILE_BYTES = 64 * 1024 * 1024
 
 # The seed runner's label: <runid>_qps_<qps>_c_<conn>_<size>[_<extra labels>]_<mode suffix>.
 SEED_LABEL = re.compile(
@@ -574,7 +576,13 @@ def _get(session: requests.Session, url: str, timeout: float) -> requests.Respon
     try:
         # No redirects: fortio report sends every /fortio... path to its front page, which
         # must read as "not here" rather than as an (empty) listing.
-        return session.get(url, timeout=timeout, allow_redirects=False)
+        resp = session.get(url, timeout=timeout, allow_redirects=False, stream=True)
+        with resp:
+            length = resp.headers.get("Content-Length", "")
+            if length.isdigit() and int(length) > MAX_FILE_BYTES:
+                raise ResultsError(f"{url}: {int(length)} bytes, more than a result can be")
+            _ = resp.content  # read it all now, inside the timeout handling
+        return resp
     except requests.Timeout:
         raise ResultsError(f"{url}: no answer within {timeout:g} s") from None
     except requests.ConnectionError as e:
