@@ -381,6 +381,15 @@ def test_count_zero_loads() -> None:
     ("mutate", "match"),
     [
         (lambda d: d.update(NumThreads="four"), "NumThreads"),
+        (
+            lambda d: d["DurationHistogram"]["Data"][3].update(End=float("nan")),
+            r"Data\[3\].*finite",
+        ),
+        (
+            lambda d: d["DurationHistogram"]["Data"][0].pop("Percent"),
+            "needs Start, End and Percent",
+        ),
+        (lambda d: d["DurationHistogram"]["Data"][0].update(Start=True), "finite numbers"),
         (lambda d: d["DurationHistogram"].update(Data="x"), "Data"),
         (lambda d: d["DurationHistogram"].update(Count=-1), "Count"),
         (lambda d: d["DurationHistogram"].update(Data=None), "no Data"),

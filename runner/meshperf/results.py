@@ -105,10 +105,13 @@ def _check_histogram(hist: Any, name: str) -> None:
     _num(hist.get("Min"), f"{name}.Min")
     _num(hist.get("Max"), f"{name}.Max")
     for i, b in enumerate(data):
-        if not isinstance(b, Mapping):
-            raise ValueError(f"{name}.Data[{i}] must be an object")
-        for key in ("Start", "End", "Percent"):
-            _num(b.get(key), f"{name}.Data[{i}].{key}")
+        try:
+            edges = (b["Start"], b["End"], b["Percent"])
+        except (TypeError, KeyError):
+            raise ValueError(f"{name}.Data[{i}] needs Start, End and Percent") from None
+        # Exact types: bool is an int subclass; json.loads accepts NaN and Infinity.
+        if not all(type(v) in (int, float) and math.isfinite(v) for v in edges):
+            raise ValueError(f"{name}.Data[{i}]: Start, End and Percent must be finite numbers")
 
 
 def parse_requested_qps(value: Any) -> float | None:
