@@ -112,6 +112,7 @@ class ExecSession:
         self.namespace = namespace
         self.container = container
         self._aborted = threading.Event()
+        self.interrupt_sent = False  # set by the owner once it asked the remote command to stop
         # kubernetes.stream swaps call_api on the ApiClient while it connects: a client of its
         # own keeps concurrent REST calls and other execs (perf, stop) off the websocket path.
         self._api = kclient.ApiClient(configuration=core.api_client.configuration)

@@ -320,8 +320,10 @@ class KubernetesPlatform:
             self._interrupt(current, label)
 
     def _interrupt(self, session: ExecSession, label: str) -> None:
-        if self.client is None:
-            return
+        with self._lock:  # stop_current and run_test may both get here: interrupt once
+            if session.interrupt_sent or self.client is None:
+                return
+            session.interrupt_sent = True
         try:
             run_exec(
                 self.cluster.core,
