@@ -30,10 +30,11 @@ RUN_ID_RE = re.compile(r"[0-9a-f]{8}")
 _HOST_RE = re.compile(r"[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?")
 
 # Seconds a test costs beyond its duration (warm-up, settling, collecting the result), and
-# once per run (bringing the pods or processes up). Measured by bench/bench_local_matrix.py
-# on a 2-core machine for local; kubernetes adds exec round trips and copying the JSON back.
-PER_TEST_OVERHEAD: dict[str, float] = {"local": 1.5, "kubernetes": 8.0}
-START_OVERHEAD: dict[str, float] = {"local": 3.0, "kubernetes": 10.0}
+# once per run (bringing the pods or processes up). Local: bench/bench_local_matrix.py on a
+# loaded 2-core machine measured 0.47 s per test and 1.4 s once (docs/runner.md), rounded up.
+# Kubernetes: estimates (exec round trips, copying the JSON back, pod lookups).
+PER_TEST_OVERHEAD: dict[str, float] = {"local": 0.5, "kubernetes": 8.0}
+START_OVERHEAD: dict[str, float] = {"local": 2.0, "kubernetes": 10.0}
 
 # Prometheus defaults behind the seed's 92 s minimum: a 1 m rate window over 15 s scrapes.
 DEFAULT_SCRAPE_INTERVAL = 15.0

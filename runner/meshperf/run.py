@@ -491,12 +491,12 @@ def run_matrix(
         finally:
             guard.restore()
             report.wall_seconds = time.monotonic() - started
-            if report.run_file is not None or (report.interrupted and todo):
+            if report.interrupted:
                 for o in outcomes:
-                    if o.status == NOT_RUN and report.interrupted:
+                    if o.status == NOT_RUN:
                         o.reason = f"run interrupted ({report.signal_name})"
-                if report.run_file is not None:
-                    save_run("interrupted" if report.interrupted else "finished")
+            if report.run_file is not None:  # written once the platform had started
+                save_run("interrupted" if report.interrupted else "finished")
     return report
 
 
@@ -591,7 +591,8 @@ def summary_table(report: RunReport) -> str:
 
 def next_steps(output_dir: Path) -> str:
     """The commands that turn the result files into a table and a graph."""
-    summary = output_dir / "summary"
+    # Beside the directory, not in it: the directory is the input of the next fortio.py run.
+    summary = output_dir.parent / f"{output_dir.name}-summary"
     return (
         "next:\n"
         f"  python runner/fortio.py {output_dir} --output {summary}\n"
