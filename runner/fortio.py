@@ -12,6 +12,7 @@ import argparse
 import os
 import re
 import sys
+import textwrap
 from typing import Any
 
 from meshperf import collect as col
@@ -29,6 +30,14 @@ except ImportError as e:  # pragma: no cover - depends on the installed packages
 PROG = "fortio.py"
 DEFAULT_PREFIX = "meshperf-results"
 
+_DEFAULTS_TEXT = textwrap.fill(
+    f"Default columns: {', '.join(col.DEFAULT_COLUMNS)}, then sendlag_p99 and every cpu/mem "
+    f"column that has data (with --aggregate also {', '.join(col.AGGREGATE_COLUMNS)}).",
+    width=88,
+    break_on_hyphens=False,
+    break_long_words=False,
+)
+
 EPILOG = f"""\
 examples:
   # the seed's command: a fortio server, CPU/memory from Prometheus, chosen columns
@@ -43,8 +52,7 @@ columns (units): latencies min, avg, max, p50, p75, p90, p99, p999 (any p<digits
 sendlag_p99 in microseconds; ActualDuration in seconds; errorPercent in percent;
 RequestedQPS 0 = max; cpu_mili_{{min,avg,max}}_<workload> in millicores;
 mem_MB_{{min,avg,max}}_<workload> (RSS / working set) and mem_uss_MB_... in MB.
-Default columns: {",".join(col.DEFAULT_COLUMNS)}, sendlag_p99 and every cpu/mem
-column with data (with --aggregate also {",".join(col.AGGREGATE_COLUMNS)}).
+{_DEFAULTS_TEXT}
 
 exit status: 0 all tests written; {int(ExitCode.TESTS_FAILED)} some tests, or their CPU/memory,
 skipped (reasons printed); {int(ExitCode.ERROR)} nothing could be read, or bad input.
