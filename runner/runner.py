@@ -374,7 +374,9 @@ def main(argv: list[str] | None = None) -> int:
 
     from meshperf.choose import choose_platform
 
-    env = os.environ
+    env = dict(os.environ)
+    if args.kubeconfig:
+        env["KUBECONFIG"] = args.kubeconfig
     choice = choose_platform(args.platform, env, args.context)
     if args.platform == "auto":
         _note(args, f"platform: {choice.platform} ({choice.reason})")
@@ -446,7 +448,7 @@ def main(argv: list[str] | None = None) -> int:
         server=args.server,
         namespace=args.namespace or env.get("NAMESPACE") or "twopods",
         context=args.context or choice.context,
-        kubeconfig=choice.kubeconfig,
+        kubeconfig=args.kubeconfig or choice.kubeconfig,
         perf_image=args.perf_image,
         verbose=-1 if args.quiet else args.verbose,
     )

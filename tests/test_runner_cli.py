@@ -335,6 +335,11 @@ def test_auto_picks_kubernetes_when_the_context_answers(
     assert err.splitlines()[0] == f"platform: kubernetes (context 'perf' at {url} answers)"
     assert out.startswith("plan: 1 tests on kubernetes")
     assert handler.seen == [("/version", "Bearer sekret")]
+    # --kubeconfig names the file instead of $KUBECONFIG.
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "elsewhere"))
+    kc = str(tmp_path / "kc")
+    code, out, err = run(capsys, "1", "10", "100", "--kubeconfig", kc, "--dry-run")
+    assert code == 0 and out.startswith("plan: 1 tests on kubernetes")
 
 
 def test_auto_falls_back_to_local_and_says_why(
