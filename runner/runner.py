@@ -231,6 +231,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="kubernetes namespace of the fortio pods (env NAMESPACE; default twopods)",
     )
     w.add_argument(
+        "--kubeconfig",
+        default=None,
+        metavar="PATH",
+        help="kubeconfig file (env KUBECONFIG; default ~/.kube/config)",
+    )
+    w.add_argument(
         "--context", default=None, metavar="NAME", help="kubeconfig context (default: current)"
     )
     w.add_argument(
