@@ -27,17 +27,23 @@ WHEEL: Path = _wheel  # type: ignore[assignment]
 def ident(tmp_path_factory: pytest.TempPathFactory) -> dict[str, certs.CertFiles | Path]:
     d = tmp_path_factory.mktemp("certs")
     ca = certs.CertAuthority(d)
-    return {"ca": ca.cert_path, "server": ca.issue(certs.SERVER_SA),
-            "client": ca.issue(certs.CLIENT_SA), "gateway": ca.issue(certs.INGRESS_SA)}
+    return {
+        "ca": ca.cert_path,
+        "server": ca.issue(certs.SERVER_SA),
+        "client": ca.issue(certs.CLIENT_SA),
+        "gateway": ca.issue(certs.INGRESS_SA),
+    }
 
 
 def _configs(ident: dict, telemetry: bool, log_dir: Path) -> dict[str, dict]:
     ca, srv, cli, gw = ident["ca"], ident["server"], ident["client"], ident["gateway"]
     return {
-        "server": envoy.server_sidecar_config(12345, srv, ca, [cli.spiffe, gw.spiffe], telemetry,
-                                              log_dir / "server.log"),
-        "client": envoy.client_sidecar_config(12346, cli, ca, srv.spiffe, telemetry,
-                                              log_dir / "client.log"),
+        "server": envoy.server_sidecar_config(
+            12345, srv, ca, [cli.spiffe, gw.spiffe], telemetry, log_dir / "server.log"
+        ),
+        "client": envoy.client_sidecar_config(
+            12346, cli, ca, srv.spiffe, telemetry, log_dir / "client.log"
+        ),
         "gateway": envoy.gateway_config(12346, gw, ca, srv.spiffe, telemetry, None),
     }
 
@@ -79,8 +85,10 @@ def test_search_order_env_then_path_then_wheel(tmp_path: Path) -> None:
 
 def test_wheel_console_script_on_path_resolves_to_the_binary(tmp_path: Path) -> None:
     script = tmp_path / "envoy"
-    script.write_text(f"#!{sys.executable}\nimport sys\nfrom envoy._main import main\n"
-                      "if __name__ == '__main__':\n    sys.exit(main())\n")
+    script.write_text(
+        f"#!{sys.executable}\nimport sys\nfrom envoy._main import main\n"
+        "if __name__ == '__main__':\n    sys.exit(main())\n"
+    )
     script.chmod(0o755)
     found = envoy.find_envoy(None, env={"PATH": str(tmp_path)})
     assert found.source == "PATH"
@@ -114,13 +122,14 @@ def test_every_config_validates(ident: dict, tmp_path: Path, telemetry: bool) ->
         envoy.validate_config(WHEEL, path)
 
 
-def test_upstream_tls_is_pinned_to_tls13_and_server_identity(ident: dict, tmp_path: Path
-                                                             ) -> None:
+def test_upstream_tls_is_pinned_to_tls13_and_server_identity(ident: dict, tmp_path: Path) -> None:
     for name in ("client", "gateway"):
         cluster = _configs(ident, True, tmp_path)[name]["static_resources"]["clusters"][0]
         ctx = cluster["transport_socket"]["typed_config"]["common_tls_context"]
-        assert ctx["tls_params"] == {"tls_minimum_protocol_version": "TLSv1_3",
-                                     "tls_maximum_protocol_version": "TLSv1_3"}
+        assert ctx["tls_params"] == {
+            "tls_minimum_protocol_version": "TLSv1_3",
+            "tls_maximum_protocol_version": "TLSv1_3",
+        }
         sans = ctx["validation_context"]["match_typed_subject_alt_names"]
         assert sans == [{"san_type": "URI", "matcher": {"exact": ident["server"].spiffe}}]
 
@@ -139,13 +148,13 @@ def test_start_failure_names_the_problem(ident: dict, tmp_path: Path) -> None:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        config["static_resources"]["listeners"][0]["address"]["socket_address"][
-            "port_value"] = port
+        config["static_resources"]["listeners"][0]["address"]["socket_address"]["port_value"] = port
         group = ProcessGroup(tmp_path)
         try:
             with pytest.raises(PlatformError, match=r"server exited before it was .*(bind|in use)"):
-                envoy.EnvoyProcess.start(group, WHEEL, "server", config, tmp_path, 1,
-                                         ready_timeout=20)
+                envoy.EnvoyProcess.start(
+                    group, WHEEL, "server", config, tmp_path, 1, ready_timeout=20
+                )
         finally:
             group.stop_all()
 
@@ -180,14 +189,16 @@ class _App:
 
 
 @pytest.mark.parametrize("telemetry", [True, False], ids=["telemetry", "notelemetry"])
-def test_telemetry_switch_controls_access_log_and_stats(ident: dict, tmp_path: Path,
-                                                        telemetry: bool) -> None:
+def test_telemetry_switch_controls_access_log_and_stats(
+    ident: dict, tmp_path: Path, telemetry: bool
+) -> None:
     app = _App()
     group = ProcessGroup(tmp_path)
     log = tmp_path / "access.log"
     try:
-        config = envoy.server_sidecar_config(app.port, ident["server"], ident["ca"],
-                                             [ident["client"].spiffe], telemetry, log)
+        config = envoy.server_sidecar_config(
+            app.port, ident["server"], ident["ca"], [ident["client"].spiffe], telemetry, log
+        )
         proxy = envoy.EnvoyProcess.start(group, WHEEL, "server", config, tmp_path, 1)
         port = proxy.ports[envoy.INBOUND_PLAINTEXT]
         for i in range(3):
@@ -199,8 +210,7 @@ def test_telemetry_switch_controls_access_log_and_stats(ident: dict, tmp_path: P
         app.close()
     if telemetry:
         lines = log.read_text().splitlines()
-        assert [ln.split('"')[1] for ln in lines] == [f"GET /echo?i={i} HTTP/1.1"
-                                                      for i in range(3)]
+        assert [ln.split('"')[1] for ln in lines] == [f"GET /echo?i={i} HTTP/1.1" for i in range(3)]
         assert http_stats.get("http.inbound_0.0.0.0_8080.downstream_rq_completed") == 3
     else:
         assert not log.exists()
@@ -224,8 +234,7 @@ def test_workload_certificates(tmp_path: Path) -> None:
     assert sans.get_values_for_type(x509.UniformResourceIdentifier) == [files.spiffe]
     other = certs.CertAuthority(tmp_path, name="other")
     with pytest.raises(Exception):  # noqa: B017 (cryptography raises several types)
-        cert.verify_directly_issued_by(x509.load_pem_x509_certificate(
-            other.cert_path.read_bytes()))
+        cert.verify_directly_issued_by(x509.load_pem_x509_certificate(other.cert_path.read_bytes()))
 
 
 def test_wheel_lookup_does_not_import_envoy_package() -> None:

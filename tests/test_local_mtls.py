@@ -63,16 +63,31 @@ class Mesh:
         self.app.shutdown()
         self.app.server_close()
 
-
     def start_sidecars(self) -> None:
         """The pair under test: server sidecar (accepts client and gateway), client sidecar."""
-        self.srv = self.start("server", envoy.server_sidecar_config(
-            self.app_port, self.server, self.ca.cert_path,
-            [self.client.spiffe, self.gateway.spiffe], True, self.tmp / "server.access.log"))
+        self.srv = self.start(
+            "server",
+            envoy.server_sidecar_config(
+                self.app_port,
+                self.server,
+                self.ca.cert_path,
+                [self.client.spiffe, self.gateway.spiffe],
+                True,
+                self.tmp / "server.access.log",
+            ),
+        )
         self.mtls_port = self.srv.ports[envoy.INBOUND_MTLS]
-        self.cli = self.start("client", envoy.client_sidecar_config(
-            self.mtls_port, self.client, self.ca.cert_path, self.server.spiffe, True,
-            self.tmp / "client.access.log"))
+        self.cli = self.start(
+            "client",
+            envoy.client_sidecar_config(
+                self.mtls_port,
+                self.client,
+                self.ca.cert_path,
+                self.server.spiffe,
+                True,
+                self.tmp / "client.access.log",
+            ),
+        )
 
 
 @pytest.fixture(scope="module")
@@ -96,8 +111,9 @@ def _tls_request(port: int, ca: Path, cert: certs.CertFiles | None) -> bytes:
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=5) as raw:
             with ctx.wrap_socket(raw) as tls:
-                tls.sendall(b"GET /echo HTTP/1.1\r\nHost: fortioserver\r\n"
-                            b"Connection: close\r\n\r\n")
+                tls.sendall(
+                    b"GET /echo HTTP/1.1\r\nHost: fortioserver\r\nConnection: close\r\n\r\n"
+                )
                 chunks = []
                 while True:
                     data = tls.recv(65536)
@@ -173,15 +189,35 @@ def test_gateway_identity_is_accepted(mesh: Mesh) -> None:
 def test_client_sidecar_refuses_server_with_unpinned_identity(mesh: Mesh) -> None:
     # A server sidecar of the same CA but another identity: valid chain, wrong SAN.
     rogue_cert = mesh.ca.issue("rogue-server")
-    rogue = mesh.start("rogue", envoy.server_sidecar_config(
-        mesh.app_port, rogue_cert, mesh.ca.cert_path, [mesh.client.spiffe], False, None))
-    pinned = mesh.start("pinned-client", envoy.client_sidecar_config(
-        rogue.ports[envoy.INBOUND_MTLS], mesh.client, mesh.ca.cert_path, mesh.server.spiffe,
-        True, None))
+    rogue = mesh.start(
+        "rogue",
+        envoy.server_sidecar_config(
+            mesh.app_port, rogue_cert, mesh.ca.cert_path, [mesh.client.spiffe], False, None
+        ),
+    )
+    pinned = mesh.start(
+        "pinned-client",
+        envoy.client_sidecar_config(
+            rogue.ports[envoy.INBOUND_MTLS],
+            mesh.client,
+            mesh.ca.cert_path,
+            mesh.server.spiffe,
+            True,
+            None,
+        ),
+    )
     # Control: the same client config pinned to the rogue's identity does get through.
-    trusting = mesh.start("trusting-client", envoy.client_sidecar_config(
-        rogue.ports[envoy.INBOUND_MTLS], mesh.client, mesh.ca.cert_path, rogue_cert.spiffe,
-        True, None))
+    trusting = mesh.start(
+        "trusting-client",
+        envoy.client_sidecar_config(
+            rogue.ports[envoy.INBOUND_MTLS],
+            mesh.client,
+            mesh.ca.cert_path,
+            rogue_cert.spiffe,
+            True,
+            None,
+        ),
+    )
     before = _Echo.hits
     status, _ = http_get(f"http://127.0.0.1:{trusting.ports[envoy.OUTBOUND]}/echo")
     assert status == 200

@@ -69,8 +69,9 @@ def test_cluster_only_meshes_are_refused(mesh: str) -> None:
         LocalPlatform.from_options(RunOptions(mesh=mesh))
 
 
-def test_fortio_load_generator_must_be_on_path(monkeypatch: pytest.MonkeyPatch,
-                                               tmp_path: Path) -> None:
+def test_fortio_load_generator_must_be_on_path(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     monkeypatch.setenv("PATH", str(tmp_path))
     with pytest.raises(ConfigError, match="no fortio binary on PATH"):
         LocalPlatform.from_options(RunOptions(load_generator="fortio"))
@@ -83,21 +84,49 @@ def test_missing_envoy_is_a_config_error(tmp_path: Path) -> None:
 
 @pytest.mark.envoy
 def test_waypoint_mode_needs_a_cluster() -> None:
-    with LocalPlatform.from_options(RunOptions()) as p, pytest.raises(ConfigError,
-                                                                     match="needs a cluster"):
+    with (
+        LocalPlatform.from_options(RunOptions()) as p,
+        pytest.raises(ConfigError, match="needs a cluster"),
+    ):
         p.start(("baseline", "waypoint"))
 
 
 @pytest.mark.envoy
 def test_load_generator_argv_carries_fortio_flags() -> None:
     p = LocalPlatform.from_options(RunOptions())
-    spec = Spec(mode="both", conn=16, qps=1000, duration=2.5, labels="ab_qps_1000_c_16_both",
-                    uniform=True, nocatchup=True, resolution=0.00005)
+    spec = Spec(
+        mode="both",
+        conn=16,
+        qps=1000,
+        duration=2.5,
+        labels="ab_qps_1000_c_16_both",
+        uniform=True,
+        nocatchup=True,
+        resolution=0.00005,
+    )
     argv = p.loadgen_argv(spec, "http://127.0.0.1:1/echo?size=1024", Path("/x/r.json"))
-    assert argv == [sys.executable, str(LOADGEN), "load", "-c", "16", "-qps", "1000",
-                    "-t", "2.5s", "-r", "5e-05", "-p", "50,75,90,99,99.9", "-uniform",
-                    "-nocatchup", "-labels", "ab_qps_1000_c_16_both", "-json", "/x/r.json",
-                    "http://127.0.0.1:1/echo?size=1024"]
+    assert argv == [
+        sys.executable,
+        str(LOADGEN),
+        "load",
+        "-c",
+        "16",
+        "-qps",
+        "1000",
+        "-t",
+        "2.5s",
+        "-r",
+        "5e-05",
+        "-p",
+        "50,75,90,99,99.9",
+        "-uniform",
+        "-nocatchup",
+        "-labels",
+        "ab_qps_1000_c_16_both",
+        "-json",
+        "/x/r.json",
+        "http://127.0.0.1:1/echo?size=1024",
+    ]
     p.close()
 
 
@@ -106,12 +135,19 @@ def test_load_generator_argv_carries_fortio_flags() -> None:
 
 def test_stop_reaches_grandchildren(tmp_path: Path) -> None:
     group = ProcessGroup(tmp_path)
-    proc = group.start("tree", [sys.executable, "-c", textwrap.dedent("""
+    proc = group.start(
+        "tree",
+        [
+            sys.executable,
+            "-c",
+            textwrap.dedent("""
         import subprocess, sys, time
         child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
         print(child.pid, flush=True)
         time.sleep(60)
-    """)])
+    """),
+        ],
+    )
     deadline = time.monotonic() + 10
     while not proc.stdout_path.read_text().strip() and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -123,12 +159,19 @@ def test_stop_reaches_grandchildren(tmp_path: Path) -> None:
 
 def test_sigterm_ignoring_child_is_killed(tmp_path: Path) -> None:
     group = ProcessGroup(tmp_path)
-    proc = group.start("stubborn", [sys.executable, "-c", textwrap.dedent("""
+    proc = group.start(
+        "stubborn",
+        [
+            sys.executable,
+            "-c",
+            textwrap.dedent("""
         import signal, time
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         print("ready", flush=True)
         time.sleep(60)
-    """)])
+    """),
+        ],
+    )
     deadline = time.monotonic() + 10
     while "ready" not in proc.stdout_path.read_text() and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -228,8 +271,19 @@ def test_flame_graph_svg_has_a_box_per_frame() -> None:
     ns = {"s": "http://www.w3.org/2000/svg"}
     titles = [t.text or "" for t in root.iterfind(".//s:g/s:title", ns)]
     names = sorted(t.split(" (")[0] for t in titles)
-    assert names == sorted(["all", "envoy", "main", "[envoy]", "ssl_read", "wrk:worker_0",
-                            "main", "[envoy]", "ssl_read"])
+    assert names == sorted(
+        [
+            "all",
+            "envoy",
+            "main",
+            "[envoy]",
+            "ssl_read",
+            "wrk:worker_0",
+            "main",
+            "[envoy]",
+            "ssl_read",
+        ]
+    )
     assert "all (3 samples, 100.00%)" in titles
     assert "server &lt;sidecar&gt;" in svg
 
@@ -271,8 +325,16 @@ def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalPlatform
 def results(platform: LocalPlatform) -> dict[str, dict]:
     out = {}
     for mode in LOCAL_MODES:
-        spec = Spec(mode=mode, conn=2, qps=200, duration=2, size=1024, uniform=True,
-                        labels=f"t1_qps_200_c_2_1024_{mode}", run_id="t1")
+        spec = Spec(
+            mode=mode,
+            conn=2,
+            qps=200,
+            duration=2,
+            size=1024,
+            uniform=True,
+            labels=f"t1_qps_200_c_2_1024_{mode}",
+            run_id="t1",
+        )
         out[mode] = platform.run_test(spec)
     return out
 
@@ -280,10 +342,13 @@ def results(platform: LocalPlatform) -> dict[str, dict]:
 EXPECTED_RESOURCES = {
     "baseline": {RESOURCE_SERVER_APP, RESOURCE_LOADGEN},
     "serversidecar": {RESOURCE_SERVER_APP, RESOURCE_LOADGEN, RESOURCE_SERVER_PROXY},
-    "both": {RESOURCE_SERVER_APP, RESOURCE_LOADGEN, RESOURCE_SERVER_PROXY,
-             RESOURCE_CLIENT_PROXY},
-    "ingress": {RESOURCE_SERVER_APP, RESOURCE_LOADGEN, RESOURCE_SERVER_PROXY,
-                RESOURCE_INGRESS_PROXY},
+    "both": {RESOURCE_SERVER_APP, RESOURCE_LOADGEN, RESOURCE_SERVER_PROXY, RESOURCE_CLIENT_PROXY},
+    "ingress": {
+        RESOURCE_SERVER_APP,
+        RESOURCE_LOADGEN,
+        RESOURCE_SERVER_PROXY,
+        RESOURCE_INGRESS_PROXY,
+    },
 }
 
 

@@ -444,10 +444,10 @@ def validate_config(binary: Path, config: Path, concurrency: int = 1) -> None:
     """``envoy --mode validate``; ConfigError with the tail of Envoy's output if it fails."""
     argv = envoy_argv(binary, config, concurrency, "--mode", "validate")
     try:
-        out = subprocess.run(
+        out = subprocess.run(  # noqa: S603 (argv list, no shell)
             argv,
             capture_output=True,
-            text=True,  # noqa: S603 (argv list)
+            text=True,
             timeout=VALIDATE_TIMEOUT,
             check=False,
         )

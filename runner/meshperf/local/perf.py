@@ -212,8 +212,8 @@ class PerfRecording:
         if code != 0 or not self.data.exists():
             return {"error": f"perf record failed (exit {code}): {self.proc.stderr_tail(2)}"}
         try:
-            run = subprocess.run(
-                [self.perf, "script", "-i", str(self.data)],  # noqa: S603
+            run = subprocess.run(  # noqa: S603 (argv list, no shell)
+                [self.perf, "script", "-i", str(self.data)],
                 capture_output=True,
                 text=True,
                 errors="replace",

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import functools
 import json
 import os
 import platform as pyplatform
@@ -172,8 +173,8 @@ class LocalPlatform:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _say(self, message: str) -> None:
-        if self.opts.verbose >= 0:
+    def _say(self, message: str, level: int = 0) -> None:
+        if self.opts.verbose >= level:
             print(f"meshperf: {message}", file=sys.stderr, flush=True)
 
     # ------------------------------------------------------------------ start
@@ -221,6 +222,19 @@ class LocalPlatform:
             self._targets["ingress"] = self.proxies["gateway"].ports[envoy_mod.GATEWAY_HTTP]
         for mode in modes:
             self._check_path(mode)
+        self._say(
+            f"local platform up in {self.work_dir}: app pid {self.app.pid if self.app else '-'}"
+            f" on {LOOPBACK}:{self.app_port}",
+            1,
+        )
+        for name, proxy in self.proxies.items():
+            self._say(
+                f"  {name} envoy pid {proxy.pid}, admin {LOOPBACK}:{proxy.admin_port}, "
+                + ", ".join(f"{k} :{v}" for k, v in proxy.ports.items()),
+                1,
+            )
+        if self.envoy is not None:
+            self._say(f"  envoy {self.envoy.version} ({self.envoy.source}: {self.envoy.path})", 1)
         if self.opts.perf:
             self._perf_error = perf_mod.probe(self.work_dir)
             self._perf_probed = True
@@ -243,9 +257,9 @@ class LocalPlatform:
             )
             try:
                 wait_until(
-                    lambda p=port: port_open(p),
+                    functools.partial(port_open, port),
                     APP_READY_TIMEOUT,
-                    proc,  # type: ignore[misc]
+                    proc,
                     f"listening on {LOOPBACK}:{port}",
                 )
             except PlatformError as e:

@@ -28,7 +28,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import IO, Any
 
-from meshperf.errors import ConfigError, PlatformError
+from meshperf.errors import PlatformError
 
 LOOPBACK = "127.0.0.1"
 STOP_TIMEOUT = 5.0  # seconds between SIGTERM and SIGKILL
@@ -250,12 +250,3 @@ def wait_until(
                 f"{name} not {what} after {timeout:g} s" + (f": {tail}" if tail else "")
             )
         time.sleep(interval)
-
-
-def check_port_free(port: int, what: str) -> None:
-    """ConfigError naming ``what`` when ``port`` is taken on loopback."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        try:
-            s.bind((LOOPBACK, port))
-        except OSError as e:
-            raise ConfigError(f"port {LOOPBACK}:{port} for {what} is in use: {e.strerror}") from e
