@@ -192,6 +192,7 @@ class FakeKube:
         self.requests: list[tuple[str, str]] = []
         self.patches: list[tuple[str, str, Any]] = []
         self.exec_handler: Callable[[ExecCall], ExecReply] = self.default_exec
+        self.exec_refusal: tuple[int, str] | None = None  # (HTTP code, message) before upgrade
         self.hold_fortio = 0.0  # seconds each ``fortio load`` stays open (ended by pkill)
         self.release = threading.Event()
         self.ephemeral_state: dict[str, Any] = {"running": {"startedAt": "2026-11-26T10:00:00Z"}}
@@ -420,6 +421,21 @@ def _make_handler(fk: FakeKube) -> type[BaseHTTPRequestHandler]:
             pod = fk.pods.get(pod_name)
             if pod is None:
                 self._send(404, _not_found("pods", pod_name))
+                return
+            if fk.exec_refusal is not None:
+                code, message = fk.exec_refusal
+                self._send(
+                    code,
+                    {
+                        "kind": "Status",
+                        "apiVersion": "v1",
+                        "metadata": {},
+                        "status": "Failure",
+                        "message": message,
+                        "reason": "Forbidden",
+                        "code": code,
+                    },
+                )
                 return
             offered = [p.strip() for p in self.headers.get("Sec-WebSocket-Protocol", "").split(",")]
             if V4 not in offered:

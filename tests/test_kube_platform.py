@@ -354,14 +354,44 @@ def test_json_that_is_not_a_fortio_result(fk: FakeKube, kubeconfig: Path) -> Non
     assert "not a fortio result" in msg
 
 
-def test_pod_gone_between_start_and_test(fk: FakeKube, kubeconfig: Path) -> None:
+def test_pod_gone_between_tests_fails_that_test(fk: FakeKube, kubeconfig: Path) -> None:
     p = started(opts_for(kubeconfig), ("baseline",))
     del fk.pods[CLIENT_POD]
     try:
-        with pytest.raises(ClusterError, match=f"cannot exec 'fortio' in pod twopods/{CLIENT_POD}"):
+        with pytest.raises(ClusterError, match="no fortioclient pod .*setup_test.sh"):
             p.run_test(spec("baseline"))
     finally:
         p.close()
+    assert fk.calls("fortio") == []
+
+
+def test_replaced_server_pod_is_found_again(fk: FakeKube, kubeconfig: Path) -> None:
+    p = started(opts_for(kubeconfig), ("baseline",))
+    new = fk.pods.pop(SERVER_POD)
+    new["metadata"]["name"] = "fortioserver-7c9d5f6b88-zz9k2"
+    new["status"]["podIP"] = "10.52.3.9"
+    fk.pods[new["metadata"]["name"]] = new
+    try:
+        p.run_test(spec("baseline"))
+    finally:
+        p.close()
+    assert fk.calls("fortio")[0].argv[-1] == "http://10.52.3.9:8077/echo?size=1024"
+
+
+def test_exec_refused_by_rbac(fk: FakeKube, kubeconfig: Path) -> None:
+    fk.exec_refusal = (
+        403,
+        f'pods "{CLIENT_POD}" is forbidden: User "perf" cannot create resource "pods/exec" '
+        'in API group "" in the namespace "twopods"',
+    )
+    p = started(opts_for(kubeconfig), ("baseline",))
+    try:
+        with pytest.raises(ClusterError) as err:
+            p.run_test(spec("baseline"))
+    finally:
+        p.close()
+    msg = str(err.value)
+    assert f"cannot exec 'fortio' in pod twopods/{CLIENT_POD}" in msg and "403" in msg
 
 
 def test_large_output_in_many_frames(fk: FakeKube, kubeconfig: Path) -> None:
@@ -727,3 +757,29 @@ def test_perf_gives_up_promptly_when_the_test_fails(
         p.close()
     assert "i/o timeout" in out["error"]
     assert not any(c.argv[:2] == ["perf", "record"] for c in fk.exec_calls)
+
+
+def test_stop_from_a_signal_handler_on_the_running_thread(fk: FakeKube, kubeconfig: Path) -> None:
+    # The runner's Ctrl-C handler runs on the main thread, inside run_test's wait.
+    import signal
+
+    fk.hold_fortio = 120.0
+    p = started(opts_for(kubeconfig), ("both",))
+    main = threading.get_ident()
+
+    def interrupt_when_running() -> None:
+        _wait_for(lambda: len(fk.calls("fortio")) == 1)
+        time.sleep(0.1)
+        signal.pthread_kill(main, signal.SIGINT)
+
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: p.stop_current())
+    killer = threading.Thread(target=interrupt_when_running)
+    killer.start()
+    try:
+        with pytest.raises(ClusterError, match="was stopped"):
+            p.run_test(spec("both", duration=100))
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        killer.join(timeout=10)
+        p.close()
+    assert len(fk.calls("pkill")) == 1

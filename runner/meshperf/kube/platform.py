@@ -143,10 +143,8 @@ class KubernetesPlatform:
             raise ConfigError("mode waypoint needs --mesh istio-ambient")
         if "ingress" in modes:
             self._ingress_hostport()  # validate early
-        self.client = self.cluster.find_pod(self.opts.client, kc.CLIENT_LABEL, "fortioclient")
-        self.server = self.cluster.find_pod(self.opts.server, kc.SERVER_LABEL, "fortioserver")
-        self.load_container = self.client.load_container()
-        self.service_host = self.server.labels.get("app", SERVICE_NAME)
+        server = self._find_pods()
+        self.service_host = server.labels.get("app", SERVICE_NAME)
         if {"both", "waypoint"} & set(modes):
             svc = self.cluster.service(self.service_host)
             if svc is None:
@@ -165,7 +163,18 @@ class KubernetesPlatform:
                 f"istioctl waypoint apply -n {self.opts.namespace} --enroll-namespace"
             )
         if self.opts.perf:
-            self.perf = PerfRecorder(self.cluster, self.server, self.opts)
+            self.perf = PerfRecorder(self.cluster, server, self.opts)
+
+    def _find_pods(self) -> kc.PodInfo:
+        """(Re)find both pods: a pod replaced during a long matrix gets a new name and IP."""
+        client = self.cluster.find_pod(self.opts.client, kc.CLIENT_LABEL, "fortioclient")
+        server = self.cluster.find_pod(self.opts.server, kc.SERVER_LABEL, "fortioserver")
+        self.load_container = client.load_container()
+        if self.perf is not None and self.server is not None and server.name != self.server.name:
+            self.perf.close()
+            self.perf = PerfRecorder(self.cluster, server, self.opts)
+        self.client, self.server = client, server
+        return server
 
     def target(self, mode: str, size: int) -> str:
         if self.server is None:
@@ -199,6 +208,7 @@ class KubernetesPlatform:
             raise ClusterError("the kubernetes platform was not started")
         if self._stopping.is_set():
             raise ClusterError("stopped before the test began")
+        self._find_pods()  # a pod that restarted or went away fails this test, clearly
         url = self.target(spec.mode, spec.size)
         argv = fortio_argv(spec, url)
         perf_job = None
