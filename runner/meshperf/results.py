@@ -164,6 +164,9 @@ class FortioResult:
     raw: Mapping[str, Any]
     source: str = ""
     run_metadata: Mapping[str, Any] | None = None
+    # Derived once, in __post_init__.
+    _start: dt.datetime = dataclasses.field(init=False, repr=False, compare=False)
+    _seed: SeedLabel | None = dataclasses.field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         raw = self.raw
@@ -208,7 +211,7 @@ class FortioResult:
 
     @property
     def start_time(self) -> dt.datetime:
-        return self._start  # type: ignore[attr-defined, no-any-return]
+        return self._start
 
     @property
     def start_time_text(self) -> str:
@@ -302,7 +305,7 @@ class FortioResult:
 
     @property
     def seed_label(self) -> SeedLabel | None:
-        return self._seed  # type: ignore[attr-defined, no-any-return]
+        return self._seed
 
     def _from_block_or_seed(self, key: str, seed_attr: str) -> Any:
         value = self.meshperf.get(key)
