@@ -391,7 +391,9 @@ def test_exec_refused_by_rbac(fk: FakeKube, kubeconfig: Path) -> None:
     finally:
         p.close()
     msg = str(err.value)
-    assert f"cannot exec 'fortio' in pod twopods/{CLIENT_POD}" in msg and "403" in msg
+    assert f"cannot exec 'fortio' in pod twopods/{CLIENT_POD}" in msg
+    assert 'Handshake status 403 Forbidden: pods "' in msg
+    assert 'cannot create resource "pods/exec"' in msg and "\n" not in msg
 
 
 def test_large_output_in_many_frames(fk: FakeKube, kubeconfig: Path) -> None:

@@ -226,5 +226,19 @@ def pkill_argv(label: str) -> list[str]:
 
 
 def _api_reason(e: ApiException) -> str:
-    reason = str(e.reason or e).strip().splitlines()
-    return (reason[0] if reason else "unknown error")[:300]
+    """One line from a failed exec handshake; websocket-client's text is
+    ``Handshake status 403 Forbidden -+-+- {headers} -+-+- {body}``: keep the status and
+    the ``metav1.Status`` message of the body."""
+    text = str(e.reason or e).strip()
+    parts = text.split(" -+-+- ")
+    if len(parts) == 3:
+        head, body = parts[0], parts[2]
+        try:
+            status = json.loads(body)
+        except ValueError:
+            status = None
+        if isinstance(status, dict) and status.get("message"):
+            return f"{head}: {status['message']}"[:300]
+        return head[:300]
+    lines = text.splitlines()
+    return (lines[0] if lines else "unknown error")[:300]
