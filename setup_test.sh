@@ -139,10 +139,11 @@ if [[ "${MESH}" == "istio-ambient" ]]; then
   fi
 fi
 
+# rollout status returns once the new pods are Ready (readiness probes on both fortio ports)
+# and the old ones are gone from the Deployment's count.
 for app in fortioserver fortioclient; do
   run kubectl -n "${NAMESPACE}" rollout status "deployment/${app}" "--timeout=${WAIT_TIMEOUT}"
 done
-run kubectl -n "${NAMESPACE}" wait --for=condition=Ready pod -l 'app in (fortioclient,fortioserver)' "--timeout=${WAIT_TIMEOUT}"
 
 # A "both" run without sidecars would silently measure the baseline: check the proxies.
 proxy=""
@@ -152,12 +153,21 @@ case "${MESH}" in
 esac
 if [[ -n "${proxy}" ]]; then
   for app in fortioserver fortioclient; do
-    # Native sidecars (Kubernetes 1.29+) are listed among the init containers.
-    names="$(query kubectl -n "${NAMESPACE}" get pod -l "app=${app}" \
-      -o 'jsonpath={.items[0].spec.containers[*].name} {.items[0].spec.initContainers[*].name}')"
-    if ! is_dry_run && [[ " ${names} " != *" ${proxy} "* ]]; then
-      die "pod app=${app} has no ${proxy} container (containers: ${names:-none}); is ${MESH} installed and injecting in namespace ${NAMESPACE}?"
-    fi
+    # One line per pod: "<deletionTimestamp>|<containers> <init containers>"; pods of the
+    # previous rollout may still be terminating and are skipped. Native sidecars (Kubernetes
+    # 1.29+) are listed among the init containers.
+    pods="$(query kubectl -n "${NAMESPACE}" get pod -l "app=${app}" -o \
+      'jsonpath={range .items[*]}{.metadata.deletionTimestamp}|{.spec.containers[*].name} {.spec.initContainers[*].name}{"\n"}{end}')"
+    is_dry_run && continue
+    live=0
+    while IFS='|' read -r deleted names; do
+      [[ -z "${deleted}" && -n "${names}" ]] || continue
+      live=$((live + 1))
+      if [[ " ${names} " != *" ${proxy} "* ]]; then
+        die "pod app=${app} has no ${proxy} container (containers: ${names}); is ${MESH} installed and injecting in namespace ${NAMESPACE}?"
+      fi
+    done <<<"${pods}"
+    ((live > 0)) || die "no running pod with label app=${app} in namespace ${NAMESPACE}"
   done
 fi
 
