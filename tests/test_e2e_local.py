@@ -147,13 +147,16 @@ def _p(result: dict[str, Any], pct: float) -> float:
 
 @pytest.mark.envoy
 @pytest.mark.slow
-def test_local_ctrl_c_keeps_finished_results(tmp_path: Path) -> None:
+@pytest.mark.parametrize("to_group", [False, True], ids=["runner-only", "terminal-group"])
+def test_local_ctrl_c_keeps_finished_results(tmp_path: Path, to_group: bool) -> None:
+    """SIGINT to the runner alone (it must stop its children), or to the whole process group
+    as a terminal's Ctrl-C does (children die at once; the runner must still wind down)."""
     out = tmp_path / "results"
     env, mark = _env(tmp_path)
     cmd = [sys.executable, str(RUNNER), "1", "200", "3", "--baseline", "--serversidecar",
            "--output-dir", str(out), "--quiet"]  # fmt: skip
     proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)  # fmt: skip
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)  # fmt: skip
     try:
         deadline = time.monotonic() + 120
         while not (out.is_dir() and _results(out)):
@@ -161,7 +164,10 @@ def test_local_ctrl_c_keeps_finished_results(tmp_path: Path) -> None:
             assert time.monotonic() < deadline, "test 1 never finished"
             time.sleep(0.05)
         time.sleep(1.0)  # well inside test 2 (3 s long)
-        proc.send_signal(signal.SIGINT)
+        if to_group:
+            os.killpg(proc.pid, signal.SIGINT)
+        else:
+            proc.send_signal(signal.SIGINT)
         stdout, stderr = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:
