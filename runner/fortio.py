@@ -223,6 +223,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     if collected.selected_out:
         summary += f", {collected.selected_out} not selected"
+    if collected.duplicates:
+        summary += f", {len(collected.duplicates)} duplicates ignored"
     if collected.partial:
         summary += f", {len(collected.partial)} without CPU/memory"
     print(summary)

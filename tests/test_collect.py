@@ -322,3 +322,18 @@ def test_write_outputs_refuses_overwrite(tmp_path: Path) -> None:
     col.write_outputs(prefix, rows, ["Labels"], overwrite=True)
     assert c.read_text().splitlines()[0] == "Labels"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["res.csv", "res.json"]
+
+
+def test_duplicates_count_once_but_other_repeats_do_not() -> None:
+    raw = json.loads(ISTIO.read_text())
+    again = json.loads(ISTIO.read_text())
+    later = json.loads(ISTIO.read_text())
+    later["StartTime"] = "2019-07-10T17:06:00Z"  # a repeat: same labels, another time
+    report = LoadReport(
+        results=[FortioResult(raw, "a.json"), FortioResult(again, "b.json"),
+                 FortioResult(later, "c.json")]
+    )  # fmt: skip
+    got = col.collect(report)
+    assert [r["source"] for r in got.rows] == ["a.json", "c.json"]
+    assert [(d.source, d.reason) for d in got.duplicates] == [("b.json", "same test as a.json")]
+    assert got.skipped == []

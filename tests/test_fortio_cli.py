@@ -476,3 +476,16 @@ def test_prometheus_unreachable_keeps_latency(tmp_path: Path, capsys: Any) -> No
     # After three failures in a row the rest are not tried (each would wait for a timeout).
     assert all("Prometheus not queried after 3 failures" in x for x in lines[4:])
     assert out.splitlines()[-1] == "6 tests read, 6 written, 0 skipped, 6 without CPU/memory"
+
+
+def test_same_tests_from_server_and_directory_count_once(
+    fixture_dir: Path, tmp_path: Path, capsys: Any
+) -> None:
+    with FakeFortio.from_dir(FIXTURES) as server:
+        code, out, err = run([server.url, str(fixture_dir), "-o", str(tmp_path / "r")], capsys)
+    assert code == ExitCode.OK, err
+    rows = read_csv(tmp_path / "r.csv")
+    assert len(rows) == 4
+    assert out.splitlines()[-1] == "8 tests read, 4 written, 0 skipped, 4 duplicates ignored"
+    full = json.loads((tmp_path / "r.json").read_text())
+    assert all(row["source"].startswith(server.data_url) for row in full)  # first source wins

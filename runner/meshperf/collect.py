@@ -185,6 +185,7 @@ class Collected:
     skipped: list[Skipped]  # no row: unreadable, failed run, no calls
     partial: list[Skipped]  # a row, but without the CPU/memory that was asked for
     selected_out: int = 0
+    duplicates: list[Skipped] = dataclasses.field(default_factory=list)  # same test twice
 
 
 # After this many Prometheus failures in a row the rest are not tried: the server is gone,
@@ -208,10 +209,19 @@ def collect(
     partial: list[Skipped] = []
     chosen = [r for r in report.results if matches(r, selector)]
     selected_out = len(report.results) - len(chosen)
-    chosen.sort(key=lambda r: (r.start_time, r.source))
+    chosen.sort(key=lambda r: r.start_time)  # stable: ties keep the order sources were given
     rows: list[dict[str, Any]] = []
     prom_failures = 0
+    seen: dict[tuple[Any, ...], str] = {}
+    duplicates: list[Skipped] = []
     for r in chosen:
+        # The same test read twice (from the fortio server and from the copy the runner
+        # kept) would count double in medians and graphs.
+        ident = result_identity(r)
+        if ident in seen:
+            duplicates.append(Skipped(r.source, f"same test as {seen[ident]}"))
+            continue
+        seen[ident] = r.source
         if r.problem is not None:
             skipped.append(Skipped(r.source, r.problem))
             continue
@@ -238,7 +248,13 @@ def collect(
                 notify(f"{name}: kept with latency only ({reason})")
                 partial.append(Skipped(r.source, reason))
         rows.append(row)
-    return Collected(rows, len(report.results), skipped, partial, selected_out)
+    return Collected(rows, len(report.results), skipped, partial, selected_out, duplicates)
+
+
+def result_identity(r: FortioResult) -> tuple[Any, ...]:
+    """What makes two result files the same test: when it ran, its labels, what it measured."""
+    h = r.duration_histogram
+    return (r.start_time, r.labels, r.count, h.get("Sum"), h.get("Max"))
 
 
 def _is_number(v: Any) -> bool:
