@@ -106,10 +106,13 @@ def test_server_gives_same_csv_as_directory(
             assert code == ExitCode.OK, err
             assert (tmp_path / f"srv{i}.csv").read_text() == (tmp_path / "dir.csv").read_text()
             assert out.splitlines()[-1] == "4 tests read, 4 written, 0 skipped"
-        data = ui_path + "data/"
-        if listing == "tsv":
-            assert data + "index.tsv" in server.requests
-            assert data not in server.requests  # index.tsv sufficed: no fallback listing
+        # Each listing format was actually the one used: fallbacks only when needed.
+        data, browse = ui_path + "data/", ui_path + "browse"
+        asked = set(server.requests)
+        assert data + "index.tsv" in asked
+        assert (data in asked) == (listing != "tsv")
+        # Even the browse URL given as a source is read through the data listings first.
+        assert server.requests.count(browse) == (3 if listing == "browse" else 0)
 
 
 def test_server_faults_keep_good_tests(tmp_path: Path, capsys: Any) -> None:
