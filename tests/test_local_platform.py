@@ -295,7 +295,8 @@ def test_perf_record_of_a_busy_process(tmp_path: Path) -> None:
     group = ProcessGroup(tmp_path)
     busy = group.start("busy", [sys.executable, "-c", "while True: sum(range(1000))"])
     try:
-        rec = perf.PerfRecording(group, busy.pid, 1.0, tmp_path, "busy")
+        rec = perf.PerfRecording(group, busy.pid, 30.0, tmp_path, "busy")
+        time.sleep(1.0)
         info = rec.finish(tmp_path / "out" / "busy.flamegraph.svg", "busy", timeout=30)
     finally:
         group.stop_all()
@@ -313,7 +314,9 @@ def test_perf_record_of_a_busy_process(tmp_path: Path) -> None:
 @pytest.fixture(scope="module")
 def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalPlatform]:
     out = tmp_path_factory.mktemp("results")
-    p = LocalPlatform.from_options(RunOptions(output_dir=out, run_id="t1", proxy_concurrency=1))
+    p = LocalPlatform.from_options(
+        RunOptions(output_dir=out, run_id="t1", proxy_concurrency=1, perf=True)
+    )
     try:
         p.start(LOCAL_MODES)
         yield p
@@ -372,6 +375,20 @@ def test_each_mode_runs(results: dict[str, dict], platform: LocalPlatform, mode:
     for res in block["resources"].values():
         assert res["samples"] and res["mem_MB"]["avg"] > 0
         assert res["cpu_mili"]["min"] <= res["cpu_mili"]["avg"] <= res["cpu_mili"]["max"]
+    # --perf: a flame graph of the server sidecar where perf works, the reason where not
+    perf_block = block["perf"]
+    cannot = perf.probe(Path(platform.opts.output_dir))
+    if mode == "baseline":
+        assert perf_block == {"error": "no server sidecar in baseline mode"}
+    elif cannot is not None:
+        assert perf_block == {"error": cannot}
+    else:
+        svg = Path(perf_block["flamegraph"])
+        assert svg == Path(platform.opts.output_dir) / f"{r['Labels']}.flamegraph.svg"
+        assert "server sidecar" in ET.parse(svg).getroot().findtext(
+            "{http://www.w3.org/2000/svg}text", ""
+        )
+        assert perf_block["samples"] > 0
 
 
 @pytest.mark.envoy

@@ -17,9 +17,12 @@ CAP_PERFMON) the test still runs and the result records ``{"error": "..."}``.
 from __future__ import annotations
 
 import collections
+import contextlib
 import html
+import os
 import re
 import shutil
+import signal
 import subprocess
 import tempfile
 import zlib
@@ -172,10 +175,10 @@ def render_svg(folded: Mapping[str, int], title: str, width: int = 1200) -> str:
 
 
 class PerfRecording:
-    """One ``perf record -p PID`` running beside a test."""
+    """One ``perf record -p PID`` running beside a test, for at most ``max_seconds``."""
 
     def __init__(
-        self, group: ProcessGroup, pid: int, duration: float, work_dir: Path, name: str
+        self, group: ProcessGroup, pid: int, max_seconds: float, work_dir: Path, name: str
     ) -> None:
         perf = shutil.which("perf") or "perf"
         self._dir = Path(tempfile.mkdtemp(prefix="perf-", dir=work_dir))
@@ -196,20 +199,30 @@ class PerfRecording:
                 str(self.data),
                 "--",
                 "sleep",
-                f"{duration:g}",
+                f"{max_seconds:g}",
             ],
         )
         self.perf = perf
 
     def finish(self, svg: Path, title: str, timeout: float) -> dict[str, Any]:
-        """Wait for perf, fold its samples and write the SVG; {"flamegraph"} or {"error"}."""
+        """End the recording, fold its samples and write the SVG; {"flamegraph"} or {"error"}.
+
+        Called when the test ends: SIGINT is perf's "stop and write what you have", so the
+        recording covers the test however long its warm-up took (``sleep`` is only a cap).
+        """
+        ok_codes = {0}
+        if self.proc.alive():
+            # perf writes its data, then re-raises the SIGINT to report how it ended.
+            ok_codes.add(-signal.SIGINT)
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.proc.pid, signal.SIGINT)
         code = self.proc.wait(timeout)
         if code is None:
             self.proc.stop()
             return {"error": "perf record did not finish in time"}
         self.group.remove(self.proc)
         self.proc.stop()
-        if code != 0 or not self.data.exists():
+        if code not in ok_codes or not self.data.exists():
             return {"error": f"perf record failed (exit {code}): {self.proc.stderr_tail(2)}"}
         try:
             run = subprocess.run(  # noqa: S603 (argv list, no shell)

@@ -415,9 +415,7 @@ class LocalPlatform:
             sampler.stop()  # before perf script, whose CPU is not the test's
             if recording is not None:
                 svg = _unused(Path(self.opts.output_dir) / f"{_safe(label)}.flamegraph.svg")
-                perf_info = recording.finish(
-                    svg, f"server sidecar, {label}", timeout=spec.duration + LOADGEN_GRACE
-                )
+                perf_info = recording.finish(svg, f"server sidecar, {label}", timeout=30.0)
                 recording = None
                 if "error" in perf_info:
                     self._say(f"--perf: {perf_info['error']}")
@@ -474,7 +472,11 @@ class LocalPlatform:
         if "server" not in self.proxies or spec.mode == "baseline":
             return None, {"error": "no server sidecar in baseline mode"}
         return perf_mod.PerfRecording(
-            self.group, self.proxies["server"].pid, spec.duration, self.work_dir, _safe(label)
+            self.group,
+            self.proxies["server"].pid,
+            spec.duration + LOADGEN_GRACE,
+            self.work_dir,
+            _safe(label),
         ), None
 
     def _wait_loadgen(self, proc: Proc, timeout: float) -> int | None:
