@@ -78,8 +78,8 @@ def pod_annotations(args: argparse.Namespace, app: str) -> dict[str, str]:
     of setup_test.sh with another MESH rolls the pods and they get (or lose) their proxies.
     """
     ann: dict[str, str] = {"meshperf/mesh": args.mesh}
+    # Injection itself is switched per namespace by setup_test.sh (label or annotation).
     if args.mesh == "istio":
-        ann["sidecar.istio.io/inject"] = "true"
         ann["traffic.sidecar.istio.io/excludeInboundPorts"] = UNCAPTURED_PORTS
         ann["sidecar.istio.io/proxyCPU"] = args.proxy_cpu
         ann["sidecar.istio.io/proxyMemory"] = args.proxy_memory
@@ -94,7 +94,6 @@ def pod_annotations(args: argparse.Namespace, app: str) -> dict[str, str]:
             ann["traffic.sidecar.istio.io/excludeOutboundPorts"] = UNCAPTURED_PORTS
             ann["traffic.sidecar.istio.io/excludeOutboundIPRanges"] = args.pod_cidrs
     elif args.mesh == "linkerd":
-        ann["linkerd.io/inject"] = "enabled"
         ann["config.linkerd.io/skip-inbound-ports"] = UNCAPTURED_PORTS
         ann["config.linkerd.io/skip-outbound-ports"] = UNCAPTURED_PORTS
         ann["config.linkerd.io/proxy-cpu-request"] = args.proxy_cpu
@@ -104,12 +103,7 @@ def pod_annotations(args: argparse.Namespace, app: str) -> dict[str, str]:
             ann["config.linkerd.io/proxy-cpu-limit"] = args.proxy_cpu_limit
         if args.proxy_memory_limit:
             ann["config.linkerd.io/proxy-memory-limit"] = args.proxy_memory_limit
-    elif args.mesh == "istio-ambient":
-        # Ambient: no sidecar; ztunnel on the node carries the traffic.
-        ann["sidecar.istio.io/inject"] = "false"
-    else:
-        ann["sidecar.istio.io/inject"] = "false"
-        ann["linkerd.io/inject"] = "disabled"
+    # istio-ambient: nothing per pod (ztunnel on the node carries the traffic); none: nothing.
     return ann
 
 

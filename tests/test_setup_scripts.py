@@ -694,6 +694,8 @@ def test_workloads_match_what_the_kubernetes_platform_looks_for(stubs: Stubs, me
         assert term["labelSelector"] == {"matchLabels": {"app": other}}
         assert term["topologyKey"] == "kubernetes.io/hostname"
         assert tmpl["metadata"]["annotations"]["meshperf/mesh"] == mesh
+        if mesh in ("istio-ambient", "none"):  # no per-pod proxy settings at all
+            assert tmpl["metadata"]["annotations"] == {"meshperf/mesh": mesh}
 
 
 def test_istio_annotations(stubs: Stubs) -> None:
@@ -727,7 +729,6 @@ def test_linkerd_annotations(stubs: Stubs) -> None:
     docs = load_docs(out / "fortio.yaml")
     for app in ("fortioclient", "fortioserver"):
         ann = pod_template(docs, app)["metadata"]["annotations"]
-        assert ann["linkerd.io/inject"] == "enabled"
         assert "8077" in ann["config.linkerd.io/skip-inbound-ports"].split(",")
         assert "8077" in ann["config.linkerd.io/skip-outbound-ports"].split(",")
         assert ann["config.linkerd.io/proxy-cpu-request"] == "500m"
