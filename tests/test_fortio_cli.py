@@ -456,6 +456,43 @@ def test_prometheus_url_from_environment(
     assert float(row["cpu_mili_avg_fortioserver_deployment_proxy"]) == 1.0
 
 
+@pytest.mark.prometheus
+def test_prom_selector(prom_url: str, tmp_path: Path, capsys: Any) -> None:
+    d = prom_results_dir(tmp_path)
+    (d / "short.json").unlink()
+    base = [
+        str(d),
+        "--prometheus",
+        prom_url,
+        "--csv",
+        "Labels,cpu_mili_avg_fortio_deployment_proxy",
+    ]
+    code, _, err = run([*base, "--prom-selector", 'namespace="twopods"', "-o", str(tmp_path / "a")],
+                       capsys)  # fmt: skip
+    assert code == ExitCode.OK, err
+    assert float(read_csv(tmp_path / "a.csv")[0]["cpu_mili_avg_fortio_deployment_proxy"]) == (
+        pytest.approx(500)
+    )
+    elsewhere = ["--prom-selector", 'namespace="elsewhere"']
+    code, _, err = run([*base, *elsewhere, "-o", str(tmp_path / "b")], capsys)
+    assert code == ExitCode.TESTS_FAILED
+    assert err == (
+        "fortio.py: ab12_qps_1000_c_1_1024_long_both: kept with latency only "
+        "(Prometheus has no proxy CPU/memory series in the window)\n"
+    )
+    assert read_csv(tmp_path / "b.csv")[0]["cpu_mili_avg_fortio_deployment_proxy"] == ""
+
+
+def test_bad_prom_selector(tmp_path: Path, capsys: Any) -> None:
+    pytest.importorskip("meshperf.prom")
+    code, _, err = run([str(FIXTURES), "--prometheus", "http://127.0.0.1:9", "--prom-selector",
+                        "namespace=", "-o", str(tmp_path / "r")], capsys)  # fmt: skip
+    assert code == ExitCode.ERROR
+    assert err.startswith("fortio.py: error: Prometheus: bad selector 'namespace='")
+    assert err.count("\n") == 1
+    assert not (tmp_path / "r.csv").exists()
+
+
 def test_prometheus_unreachable_keeps_latency(tmp_path: Path, capsys: Any) -> None:
     pytest.importorskip("meshperf.prom")
     d = tmp_path / "many"

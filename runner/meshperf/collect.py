@@ -239,8 +239,12 @@ def collect(
                     if isinstance(window, str):
                         reason = window
                     else:
-                        row.update(resource_cells(prometheus.resources(*window)))
+                        cells = resource_cells(prometheus.resources(*window))
                         prom_failures = 0
+                        if cells:
+                            row.update(cells)
+                        else:  # never silently missing (the seed's complaint)
+                            reason = "Prometheus has no proxy CPU/memory series in the window"
                 except PrometheusError as e:
                     prom_failures += 1
                     reason = f"Prometheus: {e}"
