@@ -785,3 +785,19 @@ def test_stop_from_a_signal_handler_on_the_running_thread(fk: FakeKube, kubeconf
         killer.join(timeout=10)
         p.close()
     assert len(fk.calls("pkill")) == 1
+
+
+def test_exec_that_outlives_its_deadline_is_interrupted(
+    fk: FakeKube, kubeconfig: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from meshperf.kube import platform as kp
+
+    monkeypatch.setattr(kp, "EXEC_SLACK_SECONDS", 0.5)
+    fk.hold_fortio = 120.0
+    p = started(opts_for(kubeconfig), ("both",))
+    try:
+        with pytest.raises(ClusterError, match=r"did not finish within 2 s"):
+            p.run_test(spec("both", duration=1.5))
+    finally:
+        p.close()
+    assert len(fk.calls("pkill")) == 1

@@ -17,7 +17,6 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-import websocket
 from kubernetes import client as kclient
 from kubernetes.client.rest import ApiException
 from kubernetes.stream import stream
@@ -33,8 +32,7 @@ STATUS_CHANNEL = 3
 POLL_SECONDS = 0.2
 # Short commands (pgrep, pkill, perf script) get this long unless told otherwise.
 SHORT_EXEC_TIMEOUT = 30.0
-# The exec websocket's connect and per-read socket timeout. kubernetes.stream passes none,
-# so it comes from websocket-client's process default (None = wait forever) unless set.
+# Longest a read or write on the exec websocket may block once connected.
 SOCKET_TIMEOUT = 30.0
 
 
@@ -116,8 +114,6 @@ class ExecSession:
         # kubernetes.stream swaps call_api on the ApiClient while it connects: a client of its
         # own keeps concurrent REST calls and other execs (perf, stop) off the websocket path.
         self._api = kclient.ApiClient(configuration=core.api_client.configuration)
-        if websocket.getdefaulttimeout() is None:
-            websocket.setdefaulttimeout(SOCKET_TIMEOUT)
         try:
             self._ws: Any = stream(
                 kclient.CoreV1Api(self._api).connect_get_namespaced_pod_exec,
@@ -138,6 +134,9 @@ class ExecSession:
                 f"cannot exec {self.argv[0]!r} in pod {namespace}/{pod} container {container}: "
                 f"{_api_reason(e)}"
             ) from e
+        # kubernetes.stream connects without a timeout (the API server answered REST calls
+        # just before); from here on no socket read or write may block for ever.
+        self._ws.sock.settimeout(SOCKET_TIMEOUT)
 
     def wait(self, timeout: float) -> ExecResult:
         """Read stdout/stderr until the command ends, ``timeout`` passes or ``abort`` is called."""

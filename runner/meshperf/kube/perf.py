@@ -18,6 +18,7 @@ import html
 import re
 import threading
 import time
+import zlib
 from collections import defaultdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -142,7 +143,7 @@ def render_flamegraph(folded: dict[str, int], title: str) -> str:
         if w < 0.3:
             return
         y = height - pad - row * (level + 1)
-        hue = (hash(name) % 40) + 10
+        hue = (zlib.crc32(name.encode()) % 40) + 10  # stable colours across runs
         label = html.escape(name)
         pct = 100.0 * node["n"] / total
         text = html.escape(name[: int(w / 7)]) if w > 21 else ""

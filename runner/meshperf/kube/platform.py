@@ -228,7 +228,12 @@ class KubernetesPlatform:
                 self._current_label = argv[argv.index("-labels") + 1]
                 if self._stopping.is_set():  # stop_current ran while the exec was connecting
                     self._interrupt(session, self._current_label)
-            res = session.wait(spec.duration + EXEC_SLACK_SECONDS)
+            try:
+                res = session.wait(spec.duration + EXEC_SLACK_SECONDS)
+            except ClusterError:
+                # Timed out or lost the stream: fortio may still be running in the pod.
+                self._interrupt(session, self._current_label)
+                raise
         finally:
             with self._lock:
                 self._current = None
