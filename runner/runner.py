@@ -26,6 +26,7 @@ from meshperf.plan import (
     csv_floats,
     csv_ints,
     format_plan,
+    format_seconds,
     ingress_address,
     label_text,
     load_config,
@@ -467,6 +468,13 @@ def main(argv: list[str] | None = None) -> int:
     options: dict[str, Any] = {
         k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(opts).items()
     }
+    if args.verbose:
+        print(format_plan(plan, args.ingress), file=sys.stderr)
+    _note(
+        args,
+        f"run {run_id}: {len(plan.tests)} tests on {plan.platform}, estimated"
+        f" {format_seconds(plan.estimated_seconds())}; results in {args.output_dir}",
+    )
     try:
         report = run_matrix(
             platform,
