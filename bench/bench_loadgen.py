@@ -166,6 +166,34 @@ def loadgen(args: list[str], duration: int) -> tuple[dict[str, Any], float]:
         return json.loads(out.read_text()), sum(seen.values())
 
 
+PROBE = """
+import ctypes, time
+ctypes.CDLL(None).prctl(29, 1)  # same 1 ns timer slack as the load generator
+lags = []
+t = time.perf_counter_ns()
+for _ in range(%(n)d):
+    t += 1_000_000
+    d = t - time.perf_counter_ns()
+    if d > 0:
+        time.sleep(d / 1e9)
+    lags.append(time.perf_counter_ns() - t)
+lags.sort()
+print(*(lags[int(len(lags) * q)] / 1e6 for q in (0.5, 0.99, 0.999)))
+"""
+
+
+def wakeup_floor(seconds: int) -> tuple[float, float, float]:
+    """How late a plain ``time.sleep`` wakes up here, 1000 times a second (ms p50/p99/p99.9):
+    the machine's own floor under whatever else it is running, for the send-lag numbers."""
+    out = subprocess.run(
+        [PY, "-c", PROBE % {"n": seconds * 1000}],
+        capture_output=True,
+        text=True,
+        timeout=seconds + 30,
+    ).stdout.split()
+    return float(out[0]), float(out[1]), float(out[2])
+
+
 def pct(h: dict[str, Any], p: float) -> float:
     for e in h.get("Percentiles") or []:
         if e["Percentile"] == p:
@@ -180,6 +208,7 @@ def main() -> int:
     ap.add_argument("--server-workers", type=int, default=2, help="echo server processes")
     ap.add_argument("--envoy", action="store_true", help="also use an Envoy direct response")
     ap.add_argument("--skip-throughput", action="store_true")
+    ap.add_argument("--skip-echo", action="store_true", help="skip the echo server ceiling")
     ap.add_argument("--json", help="write the numbers here too")
     a = ap.parse_args()
     d = a.duration
@@ -256,7 +285,15 @@ def main() -> int:
                 flush=True,
             )
 
-            for workers in sorted({1, a.server_workers}):
+            floor = wakeup_floor(min(d, 5))
+            res["sleep_wakeup_floor_ms"] = floor
+            print(
+                f"machine floor: time.sleep wakeups at 1 kHz late by p50 {floor[0]:.3f} "
+                f"p99 {floor[1]:.3f} p99.9 {floor[2]:.3f} ms",
+                flush=True,
+            )
+
+            for workers in sorted({1, a.server_workers}) if not a.skip_echo else []:
                 s2, p2 = start_echo(workers)
                 try:
                     rate = wrk(f"http://127.0.0.1:{p2}/echo?size=1024", d)

@@ -228,6 +228,14 @@ def test_nocatchup_skips_missed_slots(server: EchoServer) -> None:
     assert 10 <= res["DurationHistogram"]["Count"] <= 50
 
 
+def test_timeout_counts_as_socket_error(server: EchoServer) -> None:
+    res, _ = load("-c", "1", "-n", "3", "-timeout", "50ms", f"{server.base}/?delay=1s")
+    assert res["RetCodes"] == {"-1": 3}
+    assert res["HTTPReqTimeOut"] == 50_000_000
+    assert res["DurationHistogram"]["Min"] >= 0.05
+    assert res["SocketCount"] == 3  # each timed-out socket is dropped and replaced
+
+
 def test_json_to_file_and_autosave(server: EchoServer, tmp_path: Path) -> None:
     out = tmp_path / "r.json"
     p = subprocess.run(

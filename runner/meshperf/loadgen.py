@@ -448,8 +448,10 @@ class Conn(asyncio.Protocol):
         self.t0 = _now()
         t = self.transport
         if t is not None:
-            t.write(self.w.request)
-            return
+            if not t.is_closing():
+                t.write(self.w.request)
+                return
+            self._drop()  # the server closed it while idle: reconnect, as fortio does
         self.connecting = asyncio.ensure_future(self._connect(self.t0))
 
     async def _connect(self, t0: int) -> None:
