@@ -79,9 +79,9 @@ SYSTEM_TOOLS = (
     "head",
 )
 K8S_VERSION = kubernetes_validate.latest_version()
-ARCH = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64"}[
-    platform.machine().lower()
-]
+# Release asset names use Go's architecture names (as the scripts map them).
+_MACHINE = platform.machine().lower()
+ARCH = {"x86_64": "amd64", "aarch64": "arm64"}.get(_MACHINE, _MACHINE)
 
 
 # --------------------------------------------------------------------------------------------
