@@ -512,7 +512,7 @@ def test_unreachable_api_server_names_the_context(fk: FakeKube, tmp_path: Path) 
     p.close()
     msg = str(err.value)
     assert "context perf-gke" in msg and f"127.0.0.1:{port}" in msg
-    assert "Connection refused" in msg
+    assert "Connection refused;" in msg and '"' not in msg
     assert "--context" in msg and "KUBECONFIG" in msg
     ok, why = kube_usable(opts_for(kc))
     assert not ok and "perf-gke" in why and "Connection refused" in why

@@ -182,8 +182,8 @@ def _short(e: BaseException) -> str:
         text = str(e)
     # urllib3's messages nest the real cause at the end: keep the last useful clause.
     m = re.search(
-        r"(\[Errno [^\]]+\][^')]*|Connection refused|timed out|Name or service "
-        r"not known|certificate verify failed[^')]*)",
+        r"(\[Errno [^\]]+\][^'\")]*|Connection refused|timed out|Name or service "
+        r"not known|certificate verify failed[^'\")]*)",
         text,
     )
     if m:
@@ -221,8 +221,7 @@ class Cluster:
             return ClusterError(f"{action} failed (context {self.conn.context}): {why}")
         return ClusterError(
             f"cannot reach the Kubernetes API server {self.conn.server} (context "
-            f"{self.conn.context}) while {action}: {_short(e)}; {pick}",
-            hint=pick,
+            f"{self.conn.context}) while {action}: {_short(e)}; {pick}"
         )
 
     def version(self) -> str:
@@ -236,7 +235,7 @@ class Cluster:
         """The Running and Ready pod named or selected by ``ref`` (default: ``default_label``)."""
         ref = validate_pod_ref(ref, role) if ref else default_label
         pods: list[Any]  # V1Pod; typed as Any since every field of the models is Optional
-        setup = f"deploy them with NAMESPACE={self.namespace} ./setup_test.sh"
+        setup = f"NAMESPACE={self.namespace} ./setup_test.sh"
         try:
             if "=" in ref:
                 pods = _items(
@@ -262,9 +261,8 @@ class Cluster:
         how = f"with label {ref}" if "=" in ref else f"named {ref}"
         if not pods:
             raise ClusterError(
-                f"no {role} pod {how} in namespace {self.namespace}; {setup}",
-                hint=f"NAMESPACE={self.namespace} ./setup_test.sh deploys fortioclient and "
-                "fortioserver",
+                f"no {role} pod {how} in namespace {self.namespace}; deploy the fortio client "
+                f"and server with {setup}"
             )
         live = [p for p in pods if p.metadata.deletion_timestamp is None]
         ready = [p for p in live if _is_ready(p)]
@@ -272,7 +270,7 @@ class Cluster:
             bad = (live or pods)[0]
             raise ClusterError(
                 f"{role} pod {self.namespace}/{bad.metadata.name} is not ready "
-                f"({_why_not_ready(bad)}); wait for it, or redeploy: {setup}"
+                f"({_why_not_ready(bad)}); wait for it, or redeploy with {setup}"
             )
         p = sorted(ready, key=lambda x: str(x.metadata.name))[0]
         if not p.status.pod_ip:
