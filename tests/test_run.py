@@ -321,3 +321,19 @@ def test_progress_lines_quiet_mode(tmp_path: Path) -> None:
     lines = stream.getvalue().splitlines()
     assert len(lines) == 2
     assert lines[1] == "[2/2] both c=1 qps=200 0.2s: failed: PlatformError: sidecar for both died"
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_progress_bar_on_a_terminal(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    stream = _Terminal()
+    run_matrix(EchoPlatform(out, fail_modes=("both",)), _plan(conns=(1,)), out, stream=stream)
+    text = stream.getvalue()
+    assert "2/2" in text and "ETA 0:00:0" in text and "baseline c=1 qps=200" in text
+    # Only problems get their own line above the bar.
+    assert "[2/2] both c=1 qps=200 0.2s: failed: PlatformError: sidecar for both died" in text
+    assert "[1/2]" not in text
