@@ -801,3 +801,19 @@ def test_exec_that_outlives_its_deadline_is_interrupted(
     finally:
         p.close()
     assert len(fk.calls("pkill")) == 1
+
+
+def test_kube_usable_gives_up_on_a_silent_server(fk: FakeKube, tmp_path: Path) -> None:
+    import socket
+
+    # Accepts TCP (kernel backlog) but never speaks: only the probe's timeout ends the wait.
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(4)
+    try:
+        port = silent.getsockname()[1]
+        kc = fk.kubeconfig(tmp_path / "kc", context="silent", server=f"https://127.0.0.1:{port}")
+        ok, why = kube_usable(opts_for(kc))
+    finally:
+        silent.close()
+    assert not ok and "context silent" in why and "timed out" in why
