@@ -7,7 +7,8 @@
 #   ISTIOCTL         use this istioctl instead of downloading one (must be version RELEASE)
 #   ISTIO_CACHE      where downloaded istioctl binaries are kept
 #                    (default ${XDG_CACHE_HOME:-~/.cache}/meshperf/istio)
-#   ISTIO_PLATFORM   passed as values.global.platform (gke, k3d, ...; ambient on GKE needs gke)
+#   ISTIO_PLATFORM   passed as values.global.platform (gke, k3d, ...; ambient on GKE needs gke,
+#                    which also adds the ResourceQuota GKE wants for node-critical pods)
 #   GATEWAY_API_VERSION  Gateway API CRDs installed for ambient waypoints (default v1.2.1)
 #   SKIP_PROMETHEUS=1    do not install Prometheus (istio-install/prometheus.yaml)
 #   WAIT_TIMEOUT     how long to wait for the control plane, default 300s
@@ -86,6 +87,11 @@ resolve_istioctl() {
 
 ISTIOCTL_BIN=""
 resolve_istioctl
+
+if [[ "${PROFILE}" == "ambient" && "${ISTIO_PLATFORM:-}" == "gke" ]]; then
+  run_pipe kubectl create namespace istio-system --dry-run=client -o yaml '|' kubectl apply -f -
+  run kubectl apply -f "${WD}/gke-ambient-quota.yaml"
+fi
 
 install_args=(install --skip-confirmation --set "profile=${PROFILE}" -f "${overlay}")
 if [[ -n "${ISTIO_PLATFORM:-}" ]]; then

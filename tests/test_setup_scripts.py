@@ -510,6 +510,7 @@ def test_scripts_follow_the_shell_style(script: str) -> None:
 def test_static_manifests_validate() -> None:
     kinds = []
     for name in (
+        "gke-ambient-quota.yaml",
         "prometheus.yaml",
         "perf-overlay.yaml",
         "perf-overlay-ambient.yaml",
@@ -520,6 +521,7 @@ def test_static_manifests_validate() -> None:
             kinds.append(doc["kind"])
     assert kinds.count("IstioOperator") == 2
     assert {
+        "ResourceQuota",
         "Namespace",
         "ClusterRole",
         "ClusterRoleBinding",
@@ -1120,6 +1122,21 @@ def test_setup_istio_with_given_istioctl_and_platform(stubs: Stubs) -> None:
     assert stubs.calls("curl") == []
     install = stubs.argvs("istioctl")[0]
     assert install[install.index("--set", 3) + 1] == "values.global.platform=gke"
+    # GKE admits ztunnel and istio-cni in istio-system only with this quota, applied first
+    quota = ["apply", "-f", str(REPO / "istio-install" / "gke-ambient-quota.yaml")]
+    assert stubs.argvs("kubectl")[:3] == [
+        ["create", "namespace", "istio-system", "--dry-run=client", "-o", "yaml"],
+        ["apply", "-f", "-"],
+        quota,
+    ]
+    stubs.log.write_text("")
+    proc = stubs.run(
+        "istio-install/setup_istio.sh",
+        "1.25.0",
+        env={"ISTIOCTL": str(stubs.bin / "istioctl"), "PROFILE": "ambient", "SKIP_PROMETHEUS": "1"},
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert quota not in stubs.argvs("kubectl")
 
 
 @pytest.mark.parametrize(
