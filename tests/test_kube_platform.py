@@ -817,3 +817,41 @@ def test_kube_usable_gives_up_on_a_silent_server(fk: FakeKube, tmp_path: Path) -
     finally:
         silent.close()
     assert not ok and "context silent" in why and "timed out" in why
+
+
+def _real_perf_script(tmp_path: Path) -> str:
+    """Record a busy Python loop with the host's perf; skip where perf cannot run."""
+    import shutil
+    import subprocess
+    import sys
+
+    perf = shutil.which("perf")
+    if perf is None:
+        pytest.skip("perf is not installed (Debian linux-perf)")
+    data = tmp_path / "perf.data"
+    loop = "s = 0\nfor i in range(2_000_000):\n    s += i * i\n"
+    rec = subprocess.run(
+        [perf, "record", "-F", "499", "-g", "-o", str(data), "--", sys.executable, "-c", loop],
+        capture_output=True,
+        timeout=60,
+    )
+    if rec.returncode != 0:
+        pytest.skip(f"perf record not permitted here: {rec.stderr.decode()[-200:]}")
+    out = subprocess.run(
+        [perf, "script", "-i", str(data), "--demangle"], capture_output=True, timeout=60
+    )
+    assert out.returncode == 0, out.stderr
+    return out.stdout.decode("utf-8", "replace")
+
+
+def test_fold_real_perf_script_output(tmp_path: Path) -> None:
+    text = _real_perf_script(tmp_path)
+    samples = sum(1 for line in text.splitlines() if line and not line[0].isspace())
+    folded = fold_perf_script(text)
+    assert sum(folded.values()) == samples > 0
+    comms = {stack.split(";", 1)[0] for stack in folded}
+    assert any(c.startswith("python") for c in comms), comms
+    # Whole call chains were kept, not only the sampled leaf.
+    assert max(len(stack.split(";")) for stack in folded) > 2
+    svg = render_flamegraph(folded, "python loop")
+    assert f"({samples} samples)" in svg

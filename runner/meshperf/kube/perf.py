@@ -79,6 +79,8 @@ def record_window(duration: float) -> tuple[float, float]:
 # -- folding and drawing -------------------------------------------------------------------
 
 _FRAME_RE = re.compile(r"^\s*[0-9a-fA-F]+\s+(?P<sym>.+?)(?:\s+\((?P<dso>[^)]*)\))?\s*$")
+# "comm pid[/tid] [cpu] time: period event:" -- comm may hold spaces (thread names).
+_HEADER_RE = re.compile(r"^(?P<comm>\S.*?)\s+\d+(?:/\d+)?\s+(?:\[\d+\]\s+)?\d+\.\d+:")
 
 
 def fold_perf_script(text: str) -> dict[str, int]:
@@ -107,14 +109,16 @@ def fold_perf_script(text: str) -> dict[str, int]:
             continue
         if not in_sample:
             in_sample = True
-            comm = line.split()[0]
+            header = _HEADER_RE.match(line)
+            comm = (header.group("comm") if header else line.split()[0]).replace(" ", "_")
             frames = []
             continue
         m = _FRAME_RE.match(line)
         if m:
             sym = m.group("sym")
-            if sym == "[unknown]" and m.group("dso"):
-                sym = f"[{Path(m.group('dso')).name}]"
+            dso = m.group("dso") or ""
+            if sym == "[unknown]" and dso and dso != "[unknown]":
+                sym = f"[{Path(dso).name}]"
             frames.append(sym.replace(";", ":"))
     if in_sample:
         flush()
