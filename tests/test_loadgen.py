@@ -274,6 +274,31 @@ def test_uniform_staggers_connections() -> None:
     assert max(together) < 10, together
 
 
+CHUNKED = (
+    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+    b"5\r\nhello\r\n7;ext=1\r\n, world\r\n0\r\n\r\n"
+)
+UNTIL_CLOSE = b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nbody until close"
+
+
+@pytest.mark.parametrize("response", [CHUNKED, UNTIL_CLOSE], ids=["chunked", "until-close"])
+def test_other_response_framings(response: bytes) -> None:
+    with ArrivalServer(response) as srv:
+        res, _ = load("-c", "2", "-n", "6", srv.url)
+    assert res["RetCodes"] == {"200": 6}
+    assert res["Sizes"]["Min"] == res["Sizes"]["Max"] == len(response)
+    head = response.index(b"\r\n\r\n") + 4
+    assert res["HeaderSizes"]["Max"] == head
+    # Connection: close costs a socket per call; chunked keeps the connection.
+    assert res["SocketCount"] == (6 if response is UNTIL_CLOSE else 2)
+
+
+def test_jitter_keeps_the_planned_count(server: EchoServer) -> None:
+    res, _ = load("-c", "2", "-qps", "40", "-t", "500ms", "-jitter", f"{server.base}/")
+    assert res["Jitter"] is True
+    assert res["DurationHistogram"]["Count"] == 20
+
+
 def test_server_killed_mid_run_counts_socket_errors(tmp_path: Path) -> None:
     srv = EchoServer()
     out = tmp_path / "r.json"
@@ -311,11 +336,15 @@ def test_unreachable_with_allow_initial_errors() -> None:
     assert res["SocketCount"] == 0
 
 
-@pytest.mark.parametrize("workers", ["1", "2"])
-def test_sigint_writes_what_ran(server: EchoServer, tmp_path: Path, workers: str) -> None:
+@pytest.mark.parametrize(
+    ("workers", "duration", "requested"), [("1", "60s", "1m0s"), ("2", "0", "until stop")]
+)
+def test_sigint_writes_what_ran(
+    server: EchoServer, tmp_path: Path, workers: str, duration: str, requested: str
+) -> None:
     out = tmp_path / "r.json"
     proc = subprocess.Popen(
-        [sys.executable, str(LOADGEN), "load", "-c", "4", "-qps", "100", "-t", "60s",
+        [sys.executable, str(LOADGEN), "load", "-c", "4", "-qps", "100", "-t", duration,
          "-workers", workers, "-json", str(out), f"{server.base}/"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -335,7 +364,7 @@ def test_sigint_writes_what_ran(server: EchoServer, tmp_path: Path, workers: str
     res = json.loads(out.read_text())
     assert res["DurationHistogram"]["Count"] > 0
     assert res["ActualDuration"] < 30 * SECOND
-    assert res["RequestedDuration"] == "1m0s"
+    assert res["RequestedDuration"] == requested
 
 
 def test_multi_worker_merge_is_exact(server: EchoServer) -> None:
@@ -492,7 +521,8 @@ def free_port() -> int:
 class ArrivalServer:
     """A tiny threaded HTTP server recording when each request arrives, per connection."""
 
-    def __init__(self) -> None:
+    def __init__(self, response: bytes = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n") -> None:
+        self.response = response
         self.sock = socket.socket()
         self.sock.bind(("127.0.0.1", 0))
         self.sock.listen(64)
@@ -536,7 +566,9 @@ class ArrivalServer:
                     _, buf = buf.split(b"\r\n\r\n", 1)
                     with self.lock:
                         self.arrivals[n].append(now)
-                    c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+                    c.sendall(self.response)
+                    if b"Connection: close" in self.response:
+                        return
 
     def phases_ms(self) -> list[float]:
         """Median offset (ms) of each connection's timed calls against the earliest one."""
