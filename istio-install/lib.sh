@@ -95,7 +95,12 @@ query() {
 fetch_verified() {
   local url="$1" file="$2"
   need curl "https://curl.se/download.html"
-  need sha256sum "GNU coreutils"
+  local -a sha256=(sha256sum)
+  # macOS has shasum instead of coreutils' sha256sum.
+  if ! command -v sha256sum >/dev/null 2>&1 && command -v shasum >/dev/null 2>&1; then
+    sha256=(shasum -a 256)
+  fi
+  need "${sha256[0]}" "GNU coreutils, or shasum from Perl"
   run curl -fsSL --retry 3 --max-time 300 -o "${file}" "${url}"
   run curl -fsSL --retry 3 --max-time 60 -o "${file}.sha256" "${url}.sha256"
   if is_dry_run; then
@@ -108,7 +113,7 @@ fetch_verified() {
     rm -f "${file}"
     die "${url}.sha256 does not hold a sha256 digest"
   fi
-  got="$(sha256sum "${file}" | awk '{print $1}')"
+  got="$("${sha256[@]}" "${file}" | awk '{print $1}')"
   if [[ "${got}" != "${want}" ]]; then
     rm -f "${file}"
     die "checksum mismatch for ${url##*/}: expected ${want}, got ${got}; not installing it"

@@ -1559,3 +1559,42 @@ def test_documented_commands_run(
     proc = stubs.run(script, *args, env={**env, "DRY_RUN": "1"})
     assert proc.returncode == 0, (doc, proc.stderr)
     assert stubs.calls() == []
+
+
+@pytest.mark.skipif(
+    platform.system() != "Linux" or shutil.which("shasum") is None,
+    reason="needs Linux asset names and Perl's shasum",
+)
+@pytest.mark.parametrize("good", [True, False])
+def test_checksum_with_shasum_when_sha256sum_is_missing(
+    tmp_path: Path, sysbin: Path, good: bool
+) -> None:
+    """macOS has no sha256sum: the download check falls back to ``shasum -a 256``."""
+    macbin = tmp_path / "macbin"
+    macbin.mkdir()
+    for tool in sysbin.iterdir():
+        if tool.name != "sha256sum":
+            (macbin / tool.name).symlink_to(os.readlink(tool))
+    (macbin / "shasum").symlink_to(shutil.which("shasum") or "")
+    root = tmp_path / "s"
+    root.mkdir()
+    stubs = Stubs(root, macbin, ("kubectl", "curl"))
+    fake_release(
+        stubs,
+        ISTIO_URL,
+        "istioctl",
+        stub_script(stubs, "istioctl-1.24.2"),
+        tarball=True,
+        digest=None if good else "1" * 64,
+    )
+    proc = stubs.run(
+        "istio-install/setup_istio.sh",
+        "1.24.2",
+        env={"ISTIO_CACHE": str(root / "cache"), "SKIP_PROMETHEUS": "1"},
+    )
+    if good:
+        assert proc.returncode == 0, proc.stderr
+        assert stubs.argvs("istioctl-1.24.2")[0][0] == "install"
+    else:
+        assert "checksum mismatch" in one_line_error(proc, "setup_istio.sh", 1)
+        assert stubs.calls("istioctl-1.24.2") == []
