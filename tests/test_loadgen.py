@@ -367,6 +367,31 @@ def test_sigint_writes_what_ran(
     assert res["RequestedDuration"] == requested
 
 
+def test_sigterm_to_process_group_writes_what_ran(server: EchoServer, tmp_path: Path) -> None:
+    """How the local platform stops a test: SIGTERM to the group, workers included."""
+    out = tmp_path / "r.json"
+    proc = subprocess.Popen(
+        [sys.executable, str(LOADGEN), "load", "-c", "4", "-qps", "0", "-t", "60s",
+         "-workers", "2", "-json", str(out), f"{server.base}/"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )  # fmt: skip
+    try:
+        assert proc.stderr is not None
+        assert "running at max queries per second" in proc.stderr.readline()
+        time.sleep(0.3)
+        os.killpg(proc.pid, signal.SIGTERM)
+        _, err = proc.communicate(timeout=20)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 130, err
+    res = json.loads(out.read_text())
+    assert res["DurationHistogram"]["Count"] > 0 and res["NumThreads"] == 4
+
+
 def test_multi_worker_merge_is_exact(server: EchoServer) -> None:
     o = LoadOptions(
         url=f"{server.base}/?size=100",

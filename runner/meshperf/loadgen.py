@@ -800,10 +800,11 @@ def _child_main(
 ) -> None:
     """A worker process: warm up, report ready, wait for the common start, run, send results."""
     with contextlib.suppress(Exception):
-        libc().prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG: never outlive the parent
-    # Ctrl-C hits the whole process group; the parent decides and sends "stop".
+        libc().prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG: never outlive the parent
+    # Ctrl-C, and a SIGTERM sent to the whole process group, reach the workers too; only the
+    # parent decides: it sends "stop", and the workers hand back what they measured.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     loop = new_event_loop()
     asyncio.set_event_loop(loop)
     state: dict[str, Any] = {"worker": None, "go": None, "stopped": False}
@@ -1010,8 +1011,13 @@ def _run_processes(
                     k = pipes.index(r)  # type: ignore[arg-type]
                     try:
                         msg = pipes[k].recv()
-                    except EOFError:
-                        raise ConfigError(f"load generator worker {k} died") from None
+                    except (EOFError, OSError):
+                        if kind != "result":
+                            raise ConfigError(f"load generator worker {k} died") from None
+                        # Mid-run: keep what the other workers measured.
+                        print(f"load generator worker {k} died; its calls are lost", file=log)
+                        waiting.discard(k)
+                        continue
                     if msg[0] == "error":
                         raise ConfigError(msg[1])
                     if msg[0] == kind:
@@ -1038,7 +1044,9 @@ def _run_processes(
         intr.callbacks.append(stop_all)
         if intr.hit:
             stop_all()
-        results = collect("result", None)
+        results = [r for r in collect("result", None) if r is not None]
+        if not results:
+            raise ConfigError("every load generator worker died during the run")
         return results, start_ns, wall
     finally:
         for pipe in pipes:
