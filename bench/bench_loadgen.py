@@ -228,18 +228,26 @@ def main() -> int:
 
             if not a.skip_throughput:
                 for name, turl in targets.items():
-                    w_list, l_list = [], []
+                    w_list, l_list, l1_list = [], [], []
                     for _ in range(a.rounds):
                         w_list.append(wrk(turl, d))
                         r, _ = loadgen(["-qps", "0", "-c", "16", "-t", f"{d}s", turl], d)
-                        l_list.append(float(r["ActualQPS"]))
-                    wm, lm = statistics.median(w_list), statistics.median(l_list)
+                        l_list.append(round(float(r["ActualQPS"])))
+                        r, _ = loadgen(
+                            ["-qps", "0", "-c", "16", "-t", f"{d}s", "-workers", "1", turl], d
+                        )
+                        l1_list.append(round(float(r["ActualQPS"])))
+                    wm = statistics.median(w_list)
+                    lm, l1m = statistics.median(l_list), statistics.median(l1_list)
                     res[f"throughput_{name}"] = {
-                        "wrk": w_list, "loadgen": l_list, "ratio": lm / wm,
+                        "wrk": w_list, "loadgen": l_list, "loadgen_1worker": l1_list,
+                        "ratio": lm / wm, "ratio_1worker": l1m / wm,
                     }  # fmt: skip
                     print(
-                        f"max throughput vs {name}: loadgen {lm:.0f} req/s, wrk -t 2 {wm:.0f} "
-                        f"req/s, ratio {lm / wm:.2f} (rounds: loadgen {l_list}, wrk {w_list})",
+                        f"max throughput vs {name}: wrk -t 2 {wm:.0f} req/s; loadgen (auto "
+                        f"workers) {lm:.0f} req/s, ratio {lm / wm:.2f}; loadgen -workers 1 "
+                        f"{l1m:.0f} req/s, ratio {l1m / wm:.2f} (rounds: wrk {w_list}, "
+                        f"loadgen {l_list}, -workers 1 {l1_list})",
                         flush=True,
                     )
 

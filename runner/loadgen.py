@@ -27,6 +27,7 @@ from meshperf.errors import ConfigError, ExitCode, MeshperfError
 from meshperf.goduration import parse_duration
 from meshperf.histogram import parse_percentiles
 from meshperf.loadgen import (
+    VERSION,
     InterruptedRun,
     LoadOptions,
     WarmupError,
@@ -237,6 +238,7 @@ def build_parser() -> argparse.ArgumentParser:
     _flag(g, "runid", type=non_negative_int, default=0, metavar="N", help="RunID in the result")
     load.add_argument("url", metavar="URL", help="http://host:port/path?query")
 
+    sub.add_parser("version", help="print the version (fortio version)")
     server = sub.add_parser(
         "server",
         help="run the echo server (fortio server)",
@@ -359,6 +361,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "load":
             return do_load(args)
+        if args.command == "version":
+            print(VERSION)
+            return ExitCode.OK
         return do_server(args)
     except InterruptedRun as e:
         print(f"{PROG}: {e}", file=sys.stderr)

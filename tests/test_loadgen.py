@@ -604,3 +604,8 @@ class ArrivalServer:
         return sorted(
             statistics.median((a - b) * 1000 for a, b in zip(r, ref, strict=True)) for r in runs
         )
+
+
+def test_version_subcommand(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["version"]) == 0
+    assert capsys.readouterr().out.strip().startswith("meshperf-")
