@@ -30,7 +30,6 @@ from meshperf.plan import (
     ingress_address,
     label_text,
     load_config,
-    min_resource_duration,
     new_run_id,
     non_negative_int,
     positive_float,
@@ -407,13 +406,18 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(e)
 
     if choice.platform == "kubernetes":
-        need = min_resource_duration(args.scrape_interval)
-        if args.duration < need:
+        # The same rule fortio.py applies when it reads CPU/memory (meshperf.prom.Timing).
+        from meshperf.prom import Timing
+
+        timing = Timing(args.scrape_interval)
+        if args.duration < timing.min_duration:
             _note(
                 args,
                 f"{PROG}: warning: {args.duration:g} s tests are too short for Prometheus"
-                f" CPU/memory (needs >= {need:g} s: a 60 s rate window + 2 x"
-                f" {args.scrape_interval:g} s scrapes + 2 s); latency is still measured",
+                f" CPU/memory (needs >= {timing.min_duration:g} s: with"
+                f" {args.scrape_interval:g} s scrapes, a {timing.rate_window:g} s rate window"
+                f" + slack = {timing.start_skip:g} s skipped at the start and"
+                f" {timing.end_skip:g} s at the end); latency is still measured",
             )
 
     run_id = args.run_id or new_run_id()

@@ -153,12 +153,6 @@ def test_estimate_counts_overhead() -> None:
     assert plan.estimated_seconds([]) == 0
 
 
-def test_min_resource_duration_is_derived() -> None:
-    assert P.min_resource_duration() == 92  # the seed's minimum, from 15 s scrapes, 1 m window
-    assert P.min_resource_duration(scrape_interval=5, rate_window=20) == 32
-    assert P.min_resource_duration(30) > P.min_resource_duration(15)
-
-
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser()
     p.add_argument("conn", nargs="?", type=P.csv_ints)

@@ -36,10 +36,6 @@ _HOST_RE = re.compile(r"[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?")
 PER_TEST_OVERHEAD: dict[str, float] = {"local": 0.5, "kubernetes": 8.0}
 START_OVERHEAD: dict[str, float] = {"local": 2.0, "kubernetes": 10.0}
 
-# Prometheus defaults behind the seed's 92 s minimum: a 1 m rate window over 15 s scrapes.
-DEFAULT_SCRAPE_INTERVAL = 15.0
-DEFAULT_RATE_WINDOW = 60.0
-
 
 # ---- argparse value types -------------------------------------------------------------------
 
@@ -376,19 +372,6 @@ def build_plan(
         per_test_overhead=PER_TEST_OVERHEAD.get(platform, 5.0),
         start_overhead=START_OVERHEAD.get(platform, 5.0),
     )
-
-
-def min_resource_duration(
-    scrape_interval: float = DEFAULT_SCRAPE_INTERVAL, rate_window: float = DEFAULT_RATE_WINDOW
-) -> float:
-    """Shortest test whose CPU/memory Prometheus can report.
-
-    A ``rate(...[window])`` needs a full window of samples inside the test, and the first and
-    last scrapes may straddle its edges, so the window plus two scrape intervals (and 2 s of
-    slack for the scrape itself) must fit. With 15 s scrapes and a 1 m window that is the
-    seed's 92 s.
-    """
-    return rate_window + 2 * scrape_interval + 2.0
 
 
 def describe_target(platform: str, mode: str, ingress: str | None = None) -> str:
