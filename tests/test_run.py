@@ -240,6 +240,7 @@ def test_resume_skips_what_exists(tmp_path: Path) -> None:
     assert plat.ran == [] and plat.started is None and plat.closed == 1
     assert [o.status for o in again.outcomes] == ["skipped-resume"] * 4
     assert sorted(o.file for o in again.outcomes) == files
+    assert all(o.stats["requests"] > 10 for o in again.outcomes)  # earlier numbers shown
 
     # Lose one result: only that test runs again; a different duration is a different test.
     victim = next(r for r in _results(out) if r[RESULT_KEY]["conn"] == 2

@@ -9,6 +9,7 @@ test in flight and keeps everything that finished.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import json
@@ -424,6 +425,9 @@ def run_matrix(
             found = have.get(spec_key(o.spec, plan))
             if found is not None:
                 o.status, o.file, o.reason = SKIPPED, found.name, "result already in output dir"
+                with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+                    # The earlier numbers, so the summary table stays complete.
+                    o.stats = result_stats(json.loads(found.read_text(encoding="utf-8")))
     todo = [o for o in outcomes if o.status == NOT_RUN]
     report = RunReport(plan.run_id, output_dir, outcomes)
     run_file = output_dir / f"run-{plan.run_id}.json"
