@@ -182,14 +182,18 @@ def main(argv: list[str] | None = None) -> int:
             _make_prometheus(prom_url, args.timeout, args.prom_selector) if prom_url else None
         )
 
-        report = load_sources(args.sources, timeout=args.timeout)
-        collected = col.collect(
-            report,
-            selector=args.selector,
-            prometheus=prometheus,
-            extra_percentiles=col.extra_percentiles(columns or ()),
-            notify=lambda msg: print(f"{PROG}: {msg}", file=sys.stderr),
-        )
+        try:
+            report = load_sources(args.sources, timeout=args.timeout)
+            collected = col.collect(
+                report,
+                selector=args.selector,
+                prometheus=prometheus,
+                extra_percentiles=col.extra_percentiles(columns or ()),
+                notify=lambda msg: print(f"{PROG}: {msg}", file=sys.stderr),
+            )
+        finally:
+            if prometheus is not None:
+                prometheus.close()
         for s in collected.skipped:
             print(f"{PROG}: skipped {s.source}: {s.reason}", file=sys.stderr)
         rows = col.aggregate(collected.rows) if args.aggregate else collected.rows

@@ -230,6 +230,18 @@ def test_empty_directory(tmp_path: Path, capsys: Any) -> None:
     assert not (tmp_path / "r.csv").exists()
 
 
+def test_output_that_cannot_be_written(fixture_dir: Path, tmp_path: Path, capsys: Any) -> None:
+    (tmp_path / "r.json").mkdir()  # a directory where the JSON file should go
+    code, _, err = run([str(fixture_dir), "-o", str(tmp_path / "r"), "--overwrite"], capsys)
+    assert code == ExitCode.ERROR
+    assert err.startswith(f"fortio.py: error: {tmp_path / 'r.json'}: cannot write (")
+    assert err.count("\n") == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r.json", "results"]  # no temp left
+    code, _, err = run([str(fixture_dir), "-o", str(tmp_path / "no" / "r")], capsys)
+    assert code == ExitCode.ERROR
+    assert err == f"fortio.py: error: {tmp_path / 'no'}: output directory does not exist\n"
+
+
 def test_unknown_column_before_any_work(tmp_path: Path, capsys: Any) -> None:
     with SilentServer() as silent:  # would hang if the list were checked after fetching
         code, _, err = run([silent.url, "--csv", "p50,p99,latency", "-o", str(tmp_path / "r")],

@@ -769,14 +769,20 @@ def atomic_write_text(path: str | os.PathLike[str], text: str, *, overwrite: boo
     target = Path(path)
     if not overwrite and target.exists():
         raise ResultsError(f"{target}: already exists", hint="use --overwrite to replace it")
-    fd, tmp = tempfile.mkstemp(prefix=".meshperf-", suffix=".tmp", dir=target.parent or ".")
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".meshperf-", suffix=".tmp", dir=target.parent or ".")
+    except OSError as e:
+        raise ResultsError(f"{target}: cannot write ({e.strerror or e})") from None
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
         if overwrite:
-            os.replace(tmp, target)
+            try:
+                os.replace(tmp, target)
+            except OSError as e:
+                raise ResultsError(f"{target}: cannot write ({e.strerror or e})") from None
         else:
             try:
                 # link() fails if the target appeared meanwhile: no race between check and rename.
