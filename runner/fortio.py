@@ -221,7 +221,8 @@ def main(argv: list[str] | None = None) -> int:
     print(json_path)
     print(csv_path)
     summary = (
-        f"{collected.read} tests read, {len(collected.rows)} written"
+        f"{collected.read} test{'' if collected.read == 1 else 's'} read, "
+        f"{len(collected.rows)} written"
         + (f" as {len(rows)} aggregated rows" if args.aggregate else "")
         + f", {len(collected.skipped)} skipped"
     )

@@ -39,7 +39,8 @@ class FakeFortio:
 
     ``listing``: the best listing the server offers: "tsv" (all three), "html" (no index.tsv)
     or "browse" (browse page only). ``fail``: name -> HTTP status served instead of the file.
-    ``truncate``: names whose body is served cut in half (listing unchanged).
+    ``truncate``: names whose body is served cut in half (listing unchanged). ``tamper``: names
+    served with one digit changed (same size, other MD5).
     """
 
     def __init__(
@@ -50,6 +51,7 @@ class FakeFortio:
         listing: str = "tsv",
         fail: Mapping[str, int] | None = None,
         truncate: Iterable[str] = (),
+        tamper: Iterable[str] = (),
     ) -> None:
         if listing not in LISTINGS:
             raise ValueError(f"listing must be one of {LISTINGS}")
@@ -59,6 +61,7 @@ class FakeFortio:
         self.listing = listing
         self.fail = dict(fail or {})
         self.truncate = set(truncate)
+        self.tamper = set(tamper)
         self.requests: list[str] = []
         self._lock = threading.Lock()
         self._server = _QuietServer(("127.0.0.1", 0), self._handler_class())
@@ -193,6 +196,11 @@ class FakeFortio:
                     body = fake.files[name]
                     if name in fake.truncate:
                         body = body[: len(body) // 2]
+                    if name in fake.tamper:  # same length, one digit changed: only MD5 tells
+                        i = next(i for i, c in enumerate(body) if chr(c).isdigit())
+                        body = (
+                            body[:i] + (b"1" if body[i : i + 1] != b"1" else b"2") + body[i + 1 :]
+                        )
                     self._send(
                         200, body, "application/json", **{"Access-Control-Allow-Origin": "*"}
                     )

@@ -122,22 +122,21 @@ def test_server_faults_keep_good_tests(tmp_path: Path, capsys: Any) -> None:
         files,
         fail={"grpc-ping-0.9.0.json": 500},
         truncate={"http-defaults-1.11.5.json"},
+        tamper={"http-with-errors-1.28.0.json"},
     ) as server:
         code, out, err = run([server.url, "-o", str(tmp_path / "r")], capsys)
     assert code == ExitCode.TESTS_FAILED
     rows = read_csv(tmp_path / "r.csv")
-    assert sorted(r["Labels"] for r in rows) == [
-        "193ff770_qps_1000_c_1_1024_both",
-        "Sample with errors",
-    ]
+    assert [r["Labels"] for r in rows] == ["193ff770_qps_1000_c_1_1024_both"]
     lines = err.splitlines()
-    assert len(lines) == 3, err
+    assert len(lines) == 4, err
     assert all(line.startswith("fortio.py: skipped ") for line in lines)
     joined = "\n".join(lines)
     assert "grpc-ping-0.9.0.json: HTTP 500" in joined
     assert "http-defaults-1.11.5.json: got 1471 bytes, the listing says 2943" in joined
+    assert "http-with-errors-1.28.0.json: MD5 differs from the listing's" in joined
     assert "corrupt.json: not valid JSON" in joined
-    assert out.splitlines()[-1] == "2 tests read, 2 written, 3 skipped"
+    assert out.splitlines()[-1] == "1 test read, 1 written, 4 skipped"
 
 
 def test_oversized_file_is_skipped(
