@@ -466,6 +466,11 @@ def main(argv: list[str] | None = None) -> int:
     from meshperf.run import Progress, next_steps, run_matrix, summary_table
 
     try:
+        # Before anything starts: a run whose results cannot be written is not worth starting.
+        args.output_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        return _fail(f"cannot create output dir {args.output_dir}: {e.strerror or e}")
+    try:
         platform = make_platform(opts)
     except MeshperfError as e:
         return _fail(e)
@@ -491,6 +496,8 @@ def main(argv: list[str] | None = None) -> int:
         )
     except MeshperfError as e:
         return _fail(e)
+    except OSError as e:  # e.g. the disk filled up: what was written before stays
+        return _fail(f"cannot write results to {args.output_dir}: {e}")
     print(summary_table(report))
     if report.interrupted:
         print(f"interrupted by {report.signal_name}: finished results kept in {args.output_dir}")

@@ -398,6 +398,18 @@ def test_auto_local_with_cluster_only_mesh_is_an_error(capsys: pytest.CaptureFix
     assert "runner.py: hint: use --platform kubernetes" in err
 
 
+def test_unwritable_output_dir_fails_before_starting(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    code, out, err = run(capsys, "1", "10", "1", "--platform", "local", "--output-dir",
+                         str(blocker / "results"), "-q")  # fmt: skip
+    assert code == ExitCode.ERROR and out == ""
+    target = blocker / "results"
+    assert err == f"runner.py: error: cannot create output dir {target}: Not a directory\n"
+
+
 # ---- a real platform refusing to start --------------------------------------------------------
 
 
