@@ -13,6 +13,7 @@ import atexit
 import contextlib
 import ctypes
 import ctypes.util
+import functools
 import os
 import re
 import signal
@@ -51,17 +52,28 @@ def port_open(port: int, host: str = LOOPBACK, timeout: float = 0.2) -> bool:
         return False
 
 
+# No proxy handler: an http_proxy in the environment must never see loopback traffic.
+_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
 def http_get(url: str, timeout: float = 2.0) -> tuple[int, bytes]:
     """GET a loopback URL; (status, body); status 0 when nothing answered."""
     if not url.startswith(f"http://{LOOPBACK}:"):
         raise ValueError(f"refusing a non-loopback URL: {url}")
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 (loopback only)
+        with _OPENER.open(url, timeout=timeout) as resp:
             return int(resp.status), resp.read()
     except urllib.error.HTTPError as e:
         return int(e.code), e.read()
     except (OSError, urllib.error.URLError):
         return 0, b""
+
+
+@functools.cache
+def _prctl() -> Any:
+    """libc's prctl, looked up once (find_library runs a subprocess)."""
+    name = ctypes.util.find_library("c")
+    return None if name is None else ctypes.CDLL(name, use_errno=True).prctl
 
 
 def _pdeathsig_preexec() -> Callable[[], None] | None:
@@ -75,10 +87,9 @@ def _pdeathsig_preexec() -> Callable[[], None] | None:
         return None
     if threading.current_thread() is not threading.main_thread():
         return None
-    name = ctypes.util.find_library("c")
-    if name is None:
+    prctl = _prctl()
+    if prctl is None:
         return None
-    prctl = ctypes.CDLL(name, use_errno=True).prctl
 
     def preexec() -> None:
         prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
