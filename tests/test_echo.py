@@ -240,3 +240,29 @@ def test_generators_unit() -> None:
     assert echo.generate_delay("1ms") == 1_000_000
     assert echo.generate_delay("10s") == echo.DEFAULT_MAX_DELAY_NS
     assert echo.generate_delay("2ms:100", max_ns=1_000_000) == 1_000_000
+
+
+def test_head_gets_length_but_no_body(server: Server) -> None:
+    c = server.conn()
+    c.request("HEAD", "/?size=100")
+    r = c.getresponse()
+    assert r.status == 200 and r.getheader("Content-Length") == "100"
+    assert r.read() == b""
+    c.request("GET", "/?size=4")  # the connection is still in sync
+    assert len(c.getresponse().read()) == 4
+    c.close()
+
+
+def test_expect_100_continue(server: Server) -> None:
+    with socket.create_connection((server.host, server.port), timeout=5) as s:
+        s.sendall(
+            b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n"
+        )
+        assert s.recv(4096) == b"HTTP/1.1 100 Continue\r\n\r\n"
+        s.sendall(b"hello")
+        data = b""
+        while not data.endswith(b"hello"):
+            chunk = s.recv(4096)
+            assert chunk
+            data += chunk
+    assert data.startswith(b"HTTP/1.1 200 OK\r\n")

@@ -161,19 +161,45 @@ def _query(target: bytes) -> dict[str, str]:
 
 
 class EchoConfig:
-    __slots__ = ("max_delay_ns", "max_payload")
+    __slots__ = ("max_delay_ns", "max_payload", "plans")
 
     def __init__(
         self, max_delay_ns: int = DEFAULT_MAX_DELAY_NS, max_payload: int = DEFAULT_MAX_PAYLOAD
     ) -> None:
         self.max_delay_ns = max_delay_ns
         self.max_payload = max_payload
+        self.plans: dict[bytes, _Plan] = {}
+
+
+class _Plan:
+    """The echo parameters of one request target, parsed once.
+
+    ``fixed`` holds (delay ns, status, size) when no value is a weighted list; otherwise
+    ``draw`` picks them anew for every request, as fortio does.
+    """
+
+    __slots__ = ("q", "cfg", "fixed")
+
+    def __init__(self, q: dict[str, str], cfg: EchoConfig) -> None:
+        self.q = q
+        self.cfg = cfg
+        weighted = any(
+            "," in q.get(k, "") or ":" in q.get(k, "") for k in ("delay", "status", "size")
+        )
+        self.fixed: tuple[int, int, int] | None = None if weighted else self.draw()
+
+    def draw(self) -> tuple[int, int, int]:
+        q = self.q
+        delay = generate_delay(q["delay"], self.cfg.max_delay_ns) if "delay" in q else 0
+        status = generate_status(q["status"]) if "status" in q else 200
+        size = generate_size(q["size"], self.cfg.max_payload) if "size" in q else -1
+        return delay, status, size
 
 
 class EchoProtocol(asyncio.Protocol):
     """One keep-alive connection; requests are answered strictly in order (pipelining safe)."""
 
-    __slots__ = ("cfg", "sched", "transport", "buf", "busy", "closing", "arrived")
+    __slots__ = ("cfg", "sched", "transport", "buf", "busy", "closing", "arrived", "continued")
 
     def __init__(self, cfg: EchoConfig, sched: Scheduler) -> None:
         self.cfg = cfg
@@ -183,6 +209,7 @@ class EchoProtocol(asyncio.Protocol):
         self.buf = bytearray()
         self.busy = False  # a delayed reply is pending: later requests wait in buf
         self.closing = False
+        self.continued = False  # "100 Continue" sent for the request being read
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -230,7 +257,13 @@ class EchoProtocol(asyncio.Protocol):
                 return
             total = end + 4 + body_len
             if len(buf) < total:
+                if not self.continued and b"\r\nexpect: 100-continue" in lower:
+                    # Like Go's server: clients such as curl otherwise wait a second.
+                    self.continued = True
+                    if self.transport is not None:
+                        self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
                 return
+            self.continued = False
             body = bytes(buf[end + 4 : total])
             del buf[:total]
             keep_alive = b"\r\nconnection: close" not in lower and (
@@ -242,22 +275,24 @@ class EchoProtocol(asyncio.Protocol):
                 if i >= 0:
                     j = head.find(b"\r\n", i + 15)
                     content_type = head[i + 15 : j if j >= 0 else None].strip()
-            if not self._answer(parts[1], body, content_type, keep_alive):
+            if not self._answer(parts[1], body, content_type, keep_alive, parts[0] == b"HEAD"):
                 return
 
-    def _answer(self, target: bytes, body: bytes, content_type: bytes, keep_alive: bool) -> bool:
+    def _answer(
+        self, target: bytes, body: bytes, content_type: bytes, keep_alive: bool, head_only: bool
+    ) -> bool:
         """Reply now, or later if a delay was asked; False when processing must pause."""
         status = 200
         size = -1
         delay = 0
         if b"?" in target:
-            q = _query(target)
-            if "delay" in q:
-                delay = generate_delay(q["delay"], self.cfg.max_delay_ns)
-            if "status" in q:
-                status = generate_status(q["status"])
-            if "size" in q:
-                size = generate_size(q["size"], self.cfg.max_payload)
+            cfg = self.cfg
+            plan = cfg.plans.get(target)
+            if plan is None:
+                plan = _Plan(_query(target), cfg)
+                if len(cfg.plans) < 1024:  # a benchmark asks the same few URLs over and over
+                    cfg.plans[target] = plan
+            delay, status, size = plan.fixed or plan.draw()
         if size >= 0:
             payload = _PAYLOAD[:size]
             content_type = b"application/octet-stream"
@@ -265,10 +300,13 @@ class EchoProtocol(asyncio.Protocol):
             payload = body
         if status < 200 or status in (204, 304):
             payload = b""
+        length = len(payload)
+        if head_only:
+            payload = b""
         head = [_status_line(status), _DATE.get()]
         if content_type:
             head.append(b"Content-Type: " + content_type + b"\r\n")
-        head.append(b"Content-Length: %d\r\n" % len(payload))
+        head.append(b"Content-Length: %d\r\n" % length)
         if not keep_alive:
             head.append(b"Connection: close\r\n")
         head.append(b"\r\n")
