@@ -316,8 +316,9 @@ class Conn(asyncio.Protocol):
             if len(data) == self.last_total and lh and data.startswith(lh):
                 t0 = self.t0
                 self.t0 = 0
-                self.w.record(now - t0, self.last_code, self.last_total, len(lh))
+                # Next request first: the server works on it while this one is recorded.
                 self.next_call(now)
+                self.w.record(now - t0, self.last_code, self.last_total, len(lh))
                 return
             end = data.find(b"\r\n\r\n")
             if end > 12:
@@ -341,8 +342,8 @@ class Conn(asyncio.Protocol):
                         self.last_code = code
                         t0 = self.t0
                         self.t0 = 0
-                        self.w.record(now - t0, code, len(data), end + 4)
                         self.next_call(now)
+                        self.w.record(now - t0, code, len(data), end + 4)
                         return
         self._data_slow(data, now)
 
