@@ -21,8 +21,15 @@ def test_fixture_round_trips_byte_for_byte(path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("value", "text"),
-    [(413.0, "413"), (0.00005, "0.00005"), (5e-07, "5e-7"), (1e21, "1e+21"),
-     (0.0009000000000000001, "0.0009000000000000001"), (-2.5, "-2.5"), (0.0, "0")],
+    [
+        (413.0, "413"),
+        (0.00005, "0.00005"),
+        (5e-07, "5e-7"),
+        (1e21, "1e+21"),
+        (0.0009000000000000001, "0.0009000000000000001"),
+        (-2.5, "-2.5"),
+        (0.0, "0"),
+    ],
 )
 def test_go_float(value: float, text: str) -> None:
     assert go_float(value) == text
@@ -38,13 +45,15 @@ def test_go_escapes_html_characters() -> None:
 def test_gen_id_rules() -> None:
     t = dt.datetime(2022, 5, 8, 0, 12, 28)
     assert gen_id(t, "Sample with errors", 1) == "2022-05-08-001228_1_Sample_with_errors"
-    assert gen_id(t, "localhost:8080/echo , myhost") == "2022-05-08-001228_localhost_8080_echo_myhost"
+    assert (
+        gen_id(t, "localhost:8080/echo , myhost") == "2022-05-08-001228_localhost_8080_echo_myhost"
+    )
     assert gen_id(t) == "2022-05-08-001228"
     assert len(gen_id(t, "x" * 200)) == 96
 
 
 def test_go_time_keeps_zone() -> None:
-    utc = dt.datetime(2019, 7, 10, 17, 1, 28, 933303, tzinfo=dt.timezone.utc)
+    utc = dt.datetime(2019, 7, 10, 17, 1, 28, 933303, tzinfo=dt.UTC)
     assert go_time(utc) == "2019-07-10T17:01:28.933303Z"
     east = dt.datetime(2021, 5, 30, 18, 3, 29, 389507, tzinfo=dt.timezone(dt.timedelta(hours=-4)))
     assert go_time(east) == "2021-05-30T18:03:29.389507-04:00"

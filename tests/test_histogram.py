@@ -52,8 +52,15 @@ def test_export_follows_fortio_data_rule() -> None:
 
 def test_empty_histogram_exports_like_fortio() -> None:
     out = Histogram().export()
-    assert out == {"Count": 0, "Min": 0.0, "Max": 0.0, "Sum": 0.0, "Avg": 0.0, "StdDev": 0.0,
-                   "Data": None}
+    assert out == {
+        "Count": 0,
+        "Min": 0.0,
+        "Max": 0.0,
+        "Sum": 0.0,
+        "Avg": 0.0,
+        "StdDev": 0.0,
+        "Data": None,
+    }
     assert calc_percentile(out, 50) == 0.0
 
 

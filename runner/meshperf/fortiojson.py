@@ -105,7 +105,7 @@ def go_time(t: dt.datetime) -> str:
     if frac:
         base += "." + frac
     off = t.utcoffset() or dt.timedelta(0)
-    if off == dt.timedelta(0) and t.tzinfo is dt.timezone.utc:
+    if off == dt.timedelta(0) and t.tzinfo is dt.UTC:
         return base + "Z"
     total = int(off.total_seconds())
     sign = "+" if total >= 0 else "-"
@@ -114,7 +114,7 @@ def go_time(t: dt.datetime) -> str:
 
 
 def gen_id(when: dt.datetime, labels: str = "", run_id: int = 0) -> str:
-    """Fortio >= 1.35 result ID: ``YYYY-MM-DD-HHMMSS[_<runid>][_<labels made safe>]``, <= 96 bytes."""
+    """Fortio >= 1.35 result ID: ``YYYY-MM-DD-HHMMSS[_<runid>][_<safe labels>]``, <= 96 bytes."""
     rid = when.strftime("%Y-%m-%d-%H%M%S")
     if run_id:
         rid += f"_{run_id}"

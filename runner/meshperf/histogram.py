@@ -129,7 +129,8 @@ class Histogram:
                 prev = BUCKETS[i]
             else:
                 end = self.max
-            out.append({"Start": start, "End": end, "Percent": 100.0 * total / self.count, "Count": c})
+            pct = 100.0 * total / self.count
+            out.append({"Start": start, "End": end, "Percent": pct, "Count": c})
         out[-1]["End"] = self.max
         return out
 

@@ -133,7 +133,7 @@ class Platform(Protocol):
     name: str
 
     def start(self, modes: tuple[str, ...]) -> None:
-        """Bring up everything the given modes need; raise ConfigError/PlatformError/ClusterError."""
+        """Bring up what the given modes need; raise ConfigError/PlatformError/ClusterError."""
 
     def run_test(self, spec: TestSpec) -> dict[str, Any]:
         """Run one test; return the fortio result with the ``meshperf`` block filled in."""
