@@ -407,6 +407,7 @@ def test_two_sidecars_cost_latency(results: dict[str, dict]) -> None:
 @pytest.mark.slow
 @needs_loadgen
 def test_close_leaves_nothing_behind(tmp_path: Path) -> None:
+    handler_before = signal.getsignal(signal.SIGTERM)
     p = LocalPlatform.from_options(RunOptions(output_dir=tmp_path))
     p.start(("baseline", "both"))
     pids = p.child_pids()
@@ -418,6 +419,7 @@ def test_close_leaves_nothing_behind(tmp_path: Path) -> None:
     p.close()  # idempotent
     assert _gone(pids, timeout=0) == []
     assert not work.exists()
+    assert signal.getsignal(signal.SIGTERM) is handler_before
 
 
 @pytest.mark.envoy

@@ -136,6 +136,7 @@ class LocalPlatform:
         self._tests = 0
         self._lock = threading.Lock()
         self._loadgen_version: str | None = None
+        self._sigterm_installed = False
 
     # ------------------------------------------------------------------ construction
 
@@ -194,7 +195,7 @@ class LocalPlatform:
         if not LOADGEN.is_file():
             # The echo app is always the built-in server, whichever load generator runs.
             raise ConfigError(f"built-in echo server/load generator {LOADGEN} not found")
-        _install_sigterm_exit()
+        self._sigterm_installed = _install_sigterm_exit()
         try:
             self._start(tuple(dict.fromkeys(modes)))
         except BaseException:
@@ -596,22 +597,33 @@ class LocalPlatform:
             self.group.stop_all()
         if self.work_dir is not None:
             shutil.rmtree(self.work_dir, ignore_errors=True)
+        if self._sigterm_installed:
+            _restore_sigterm()
         self.proxies = {}
         self.app = None
 
 
-def _install_sigterm_exit() -> None:
+def _sigterm_exit(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(128 + signum)
+
+
+def _install_sigterm_exit() -> bool:
     """Turn SIGTERM into SystemExit so ``finally`` blocks and atexit stop our children.
 
-    Only when nobody else handles SIGTERM (the runner may install its own) and only from the
-    main thread, where Python allows installing handlers.
+    Only when nobody else handles SIGTERM (the runner installs its own) and only from the
+    main thread, where Python allows installing handlers. True if installed.
     """
     if threading.current_thread() is not threading.main_thread():
-        return
+        return False
     if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        return False
+    signal.signal(signal.SIGTERM, _sigterm_exit)
+    return True
+
+
+def _restore_sigterm() -> None:
+    """Undo ``_install_sigterm_exit`` once the platform has nothing left to clean up."""
+    if threading.current_thread() is not threading.main_thread():
         return
-
-    def handler(signum: int, frame: FrameType | None) -> None:
-        raise SystemExit(128 + signum)
-
-    signal.signal(signal.SIGTERM, handler)
+    if signal.getsignal(signal.SIGTERM) is _sigterm_exit:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
