@@ -310,7 +310,9 @@ def test_server_killed_mid_run_counts_socket_errors(tmp_path: Path) -> None:
         text=True,
     )  # fmt: skip
     try:
-        time.sleep(1.0)
+        assert proc.stderr is not None
+        assert "running at 100 queries" in proc.stderr.readline()  # warmup done, run on
+        time.sleep(0.8)
         srv.proc.kill()
         srv.proc.wait(5)
         _, err = proc.communicate(timeout=30)
