@@ -36,7 +36,7 @@ from meshperf.loadgen import (
 
 PROG = "loadgen"
 
-LOAD_BOOL_FLAGS = ("uniform", "jitter", "nocatchup", "a", "allow-initial-errors")
+LOAD_BOOL_FLAGS = ("uniform", "jitter", "nocatchup", "a", "allow-initial-errors", "quiet")
 SERVER_BOOL_FLAGS: tuple[str, ...] = ()
 
 
@@ -236,6 +236,16 @@ def build_parser() -> argparse.ArgumentParser:
     _flag(g, "a", action="store_true", help="auto-save to <data-dir>/<ID>.json")
     _flag(g, "data-dir", default=".", metavar="DIR", help="directory for -a (default .)")
     _flag(g, "runid", type=non_negative_int, default=0, metavar="N", help="RunID in the result")
+    _flag(g, "quiet", action="store_true", help="no human output on stderr except errors")
+    g = load.add_argument_group("accepted for fortio compatibility")
+    _flag(
+        g,
+        "httpbufferkb",
+        type=non_negative_int,
+        default=128,
+        metavar="KB",
+        help="ignored: responses of any size are read whole (Istio's runner passes it)",
+    )
     load.add_argument("url", metavar="URL", help="http://host:port/path?query")
 
     sub.add_parser("version", help="print the version (fortio version)")
@@ -297,7 +307,7 @@ def normalize_bools(argv: Sequence[str]) -> list[str]:
     return out
 
 
-def _write_json(text: str, dest: str) -> None:
+def _write_json(text: str, dest: str, quiet: bool = False) -> None:
     if dest == "-":
         sys.stdout.write(text)
         sys.stdout.flush()
@@ -306,7 +316,8 @@ def _write_json(text: str, dest: str) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(text)
     os.replace(tmp, path)
-    print(f"Successfully wrote {len(text)} bytes of Json data to {dest}", file=sys.stderr)
+    if not quiet:
+        print(f"Successfully wrote {len(text)} bytes of Json data to {dest}", file=sys.stderr)
 
 
 def do_load(args: argparse.Namespace) -> int:
@@ -339,12 +350,16 @@ def do_load(args: argparse.Namespace) -> int:
             raise ConfigError(f"cannot write -json {dest}: directory {parent} does not exist")
     if args.a and not Path(args.data_dir).is_dir():
         raise ConfigError(f"-data-dir {args.data_dir} is not a directory")
-    outcome = run_load(opts)
+    if args.quiet:
+        with open(os.devnull, "w") as sink:
+            outcome = run_load(opts, log=sink)
+    else:
+        outcome = run_load(opts)
     text = fortiojson.dumps(outcome.result)
     if dest == "":
         dest = str(Path(args.data_dir) / f"{outcome.result['ID']}.json")
     if dest is not None:
-        _write_json(text, dest)
+        _write_json(text, dest, args.quiet)
     return ExitCode.INTERRUPTED if outcome.interrupted else ExitCode.OK
 
 

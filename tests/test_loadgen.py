@@ -608,6 +608,15 @@ class ArrivalServer:
         )
 
 
+def test_istio_runner_style_flags(server: EchoServer) -> None:
+    """Flags as istio/tools' runner writes them: Go-style booleans, -httpbufferkb, -quiet."""
+    res, p = load("-jitter=True", "-uniform=true", "-nocatchup=false", "-httpbufferkb=128",
+                  "-quiet", "-c", "2", "-qps", "20", "-t", "200ms", f"{server.base}/")  # fmt: skip
+    assert res["Jitter"] is True and res["Uniform"] is True and res["NoCatchUp"] is False
+    assert res["DurationHistogram"]["Count"] == 4
+    assert p.stderr == ""
+
+
 def test_version_subcommand(capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["version"]) == 0
     assert capsys.readouterr().out.strip().startswith("meshperf-")
