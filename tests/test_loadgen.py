@@ -482,10 +482,17 @@ def test_plan_matches_fortio() -> None:
     assert p.threads == 1 and p.calls == (2,)  # fewer than 2 planned -> 2 calls on 1 thread
     p = Plan.make(LoadOptions("http://h/", connections=3, exactly=10))
     assert p.calls == (4, 3, 3)
+    assert p.spread and not p.deadline  # -n keeps the -t spread but has no deadline
     p = Plan.make(LoadOptions("http://h/", connections=8, exactly=3))
-    assert p.threads == 3
+    assert p.threads == 1 and p.calls == (3,)  # paced: at least 2 calls per thread
+    p = Plan.make(LoadOptions("http://h/", connections=4, exactly=1))
+    assert p.calls == (2,)  # fortio's minimum of 2 paced calls
+    p = Plan.make(LoadOptions("http://h/", connections=8, qps=0, exactly=3))
+    assert p.calls == (1, 1, 1)  # max speed: no more threads than calls
     p = Plan.make(LoadOptions("http://h/", connections=2, qps=0, duration_ns=SECOND))
-    assert p.calls == (0, 0) and p.per_thread_qps == 0
+    assert p.calls == (0, 0) and p.per_thread_qps == 0 and p.deadline and not p.spread
+    p = Plan.make(LoadOptions("http://h/", connections=2, qps=10, duration_ns=0))
+    assert p.calls == (0, 0) and not p.deadline and not p.spread
 
 
 @pytest.mark.parametrize(

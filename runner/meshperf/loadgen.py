@@ -164,7 +164,8 @@ class Plan:
     threads: int
     calls: tuple[int, ...]
     per_thread_qps: float  # 0 = max speed
-    has_duration: bool
+    deadline: bool  # threads stop at start + duration (not with -n)
+    spread: bool  # paced with a duration: call i due at (i + i/(calls-1)) / perThreadQPS
     duration_ns: int
     interval_ns: int  # per-thread interval (qps mode), for -uniform
 
@@ -172,24 +173,30 @@ class Plan:
     def make(cls, o: LoadOptions) -> Plan:
         threads = o.connections
         use_qps = o.qps > 0
-        if o.exactly > 0:
+        has_duration = o.duration_ns > 0
+        if use_qps and (o.exactly > 0 or has_duration):
+            # fortio's runQPSSetup: at least 2 calls, at least 2 calls per thread; with -n the
+            # remainder goes to thread 0, with a duration it is dropped.
+            planned = o.exactly or int(o.qps * o.duration_ns / SECOND)
+            if planned < 2:
+                planned, threads = 2, 1
+            if 2 * threads > planned:
+                threads = planned // 2
+            per = planned // threads
+            extra = max(0, o.exactly - per * threads) if o.exactly else 0
+            calls = tuple(per + (extra if k == 0 else 0) for k in range(threads))
+        elif o.exactly > 0:
+            # Max speed: N/c each, remainder to thread 0; never more threads than calls
+            # (fortio would let a thread with no share make one call anyway).
             threads = min(threads, o.exactly)
             per, rem = divmod(o.exactly, threads)
             calls = tuple(per + (rem if k == 0 else 0) for k in range(threads))
-            has_duration = False
-        elif use_qps and o.duration_ns > 0:
-            planned = int(o.qps * o.duration_ns / SECOND)
-            planned = max(planned, 2)
-            if 2 * threads > planned:
-                threads = planned // 2
-            calls = (planned // threads,) * threads
-            has_duration = True
         else:
             calls = (0,) * threads
-            has_duration = o.duration_ns > 0
         ptq = o.qps / threads if use_qps else 0.0
         interval = int(SECOND / ptq) if ptq > 0 else 0
-        return cls(threads, calls, ptq, has_duration, o.duration_ns, interval)
+        deadline = has_duration and not o.exactly
+        return cls(threads, calls, ptq, deadline, use_qps and has_duration, o.duration_ns, interval)
 
 
 def auto_workers(o: LoadOptions, threads: int) -> int:
@@ -289,6 +296,8 @@ class Conn(asyncio.Protocol):
         self.sockets = 0
         self.done = False
         self.warmup: asyncio.Future[tuple[int, str]] | None = None
+        # Paced with a duration (even with -n): spread so the thread's last call lands at t.
+        self.den = float(calls - 1) if w.plan.spread and calls > 1 else 0.0
         self.last_head = b""  # header block (with CRLFCRLF) of the last fast-path response
         self.last_total = -1
         self.last_code = 0
@@ -459,6 +468,14 @@ class Conn(asyncio.Protocol):
             self.connecting = None
 
     # -- calls
+    def target_ns(self, i: int) -> int:
+        """When call ``i`` is due after this thread's start (fortio's formula, float64 then
+        truncated to integer nanoseconds)."""
+        ptq = self.w.ptq
+        if self.den:
+            return int((i + i / self.den) / ptq * SECOND)
+        return int(i / ptq * SECOND)
+
     def send(self) -> None:
         """Start one call now (connecting first if needed)."""
         self.t0 = _now()
@@ -494,13 +511,13 @@ class Conn(asyncio.Protocol):
             self._finish()
             return
         if w.ptq <= 0:  # max speed
-            if w.has_deadline and now > self.end_ns:
+            if w.deadline and now > self.end_ns:
                 self._finish()
                 return
             self.send()
             return
         while True:
-            target = self.start_ns + w.target_ns(self.i)
+            target = self.start_ns + self.target_ns(self.i)
             sleep = target - now
             if w.nocatchup and sleep < 0:
                 self.i += 1
@@ -510,7 +527,7 @@ class Conn(asyncio.Protocol):
                 continue
             if sleep > 0:
                 if w.jitter:
-                    j = sleep // 10
+                    j = (sleep + 5) // 10  # +-10% of the sleep, rounded like fortio
                     target += random.randint(-j, j)
                 w.schedule(target, self)
             else:
@@ -523,7 +540,7 @@ class Conn(asyncio.Protocol):
         if self.done or w.stopping:
             self._finish()
             return
-        if w.has_deadline and now > self.end_ns and self.i >= 2 and self.i != self.calls - 1:
+        if w.deadline and now > self.end_ns and self.i >= 2 and self.i != self.calls - 1:
             if self.calls:
                 w.warn(f"T{self.tid:03d} warning only did {self.i} out of {self.calls} calls")
             self._finish()
@@ -549,7 +566,7 @@ class Worker:
         self.request = build_request(o, self.target)
         self.stats = Stats(o)
         self.ptq = plan.per_thread_qps
-        self.has_deadline = plan.has_duration
+        self.deadline = plan.deadline
         self.jitter = o.jitter
         self.nocatchup = o.nocatchup
         self.stopping = False
@@ -566,14 +583,8 @@ class Worker:
         self.start_ns = 0
         self.end_ns = 0
         self._sweeper: asyncio.TimerHandle | None = None
-        calls = plan.calls[0] if plan.calls else 0
-        self._den = float(calls - 1) if plan.has_duration and calls > 1 else 0.0
 
     # -- schedule
-    def target_ns(self, i: int) -> int:
-        if self._den:
-            return int((i + i / self._den) / self.ptq * SECOND)
-        return int(i / self.ptq * SECOND)
 
     def schedule(self, due: int, conn: Conn) -> None:
         heapq.heappush(self.heap, (due, conn.tid, conn))
@@ -707,7 +718,7 @@ class Worker:
             if self.o.uniform and plan.interval_ns:
                 offset = plan.interval_ns * c.tid // plan.threads
             c.start_ns = start_ns + offset
-            c.end_ns = c.start_ns + plan.duration_ns
+            c.end_ns = start_ns + plan.duration_ns  # fortio: the deadline does not move
             self.schedule(c.start_ns, c)
         await self.all_done
 
