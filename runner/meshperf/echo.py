@@ -100,7 +100,7 @@ def _weighted(text: str, parse: Callable[[str], Any], default: Any, bad: Any) ->
         values.append(value)
     r = 100.0 * random.random()
     for w, v in zip(weights, values, strict=True):
-        if r < w:
+        if r <= w:  # fortio compares with <=
             return v
     return default
 
