@@ -1230,13 +1230,10 @@ def print_summary(res: dict[str, Any], o: LoadOptions, log: TextIO) -> None:
         print(f"# target {p['Percentile']:g}% {p['Value']:.6g}", file=log)
     lag = res["SendLagHistogram"]
     if lag["Count"]:
-        tail = {p["Percentile"]: p["Value"] for p in lag.get("Percentiles") or []}
-        worst = max(tail) if tail else None
-        extra = f" p{worst:g} {tail[worst] * 1000:.3f} ms" if worst is not None else ""
-        print(
-            f"Send lag: avg {lag['Avg'] * 1000:.3f} ms{extra} max {lag['Max'] * 1000:.3f} ms",
-            file=log,
-        )
+        parts = [f"avg {lag['Avg'] * 1000:.3f}"]
+        parts += [f"p{p['Percentile']:g} {p['Value'] * 1000:.3f}" for p in lag["Percentiles"]]
+        parts.append(f"max {lag['Max'] * 1000:.3f}")
+        print(f"Send lag (ms, how late calls left): {', '.join(parts)}", file=log)
     print(
         f"Sockets used: {res['SocketCount']} (for perfect keepalive, would be {res['NumThreads']})",
         file=log,
