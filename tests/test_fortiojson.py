@@ -55,6 +55,8 @@ def test_gen_id_rules() -> None:
 def test_go_time_keeps_zone() -> None:
     utc = dt.datetime(2019, 7, 10, 17, 1, 28, 933303, tzinfo=dt.UTC)
     assert go_time(utc) == "2019-07-10T17:01:28.933303Z"
+    zero = utc.replace(tzinfo=dt.timezone(dt.timedelta(0), "GMT"))
+    assert go_time(zero) == "2019-07-10T17:01:28.933303Z"
     east = dt.datetime(2021, 5, 30, 18, 3, 29, 389507, tzinfo=dt.timezone(dt.timedelta(hours=-4)))
     assert go_time(east) == "2021-05-30T18:03:29.389507-04:00"
     assert dt.datetime.fromisoformat(go_time(east)) == east

@@ -105,7 +105,7 @@ def go_time(t: dt.datetime) -> str:
     if frac:
         base += "." + frac
     off = t.utcoffset() or dt.timedelta(0)
-    if off == dt.timedelta(0) and t.tzinfo is dt.UTC:
+    if off == dt.timedelta(0):  # Go's "Z07:00" layout writes Z for any zero offset
         return base + "Z"
     total = int(off.total_seconds())
     sign = "+" if total >= 0 else "-"
