@@ -263,8 +263,8 @@ def _http_listener(
         "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
         "stat_prefix": stat_prefix,
         "codec_type": "AUTO",
-        # Request ids feed tracing and the access log; without telemetry Istio skips neither,
-        # but the seed's "nomixer" runs had no per-request reporting, which this mirrors.
+        # Request ids exist for tracing and the access log; with telemetry off there is
+        # neither, so the UUID per request is not paid for either.
         "generate_request_id": telemetry,
         "route_config": {
             "name": name,
