@@ -31,7 +31,8 @@ _HOST_RE = re.compile(r"[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?")
 
 # Seconds a test costs beyond its duration (warm-up, settling, collecting the result), and
 # once per run (bringing the pods or processes up). Local: bench/bench_local_matrix.py on a
-# loaded 2-core machine measured 0.47 s per test and 1.4 s once (docs/runner.md), rounded up.
+# 2-core machine measured 0.18 s per test and 0.8 s once when quiet, 0.5-1.0 s and 1.4 s when
+# loaded (docs/runner.md); the values lean to the loaded side so the ETA is not optimistic.
 # Kubernetes: estimates (exec round trips, copying the JSON back, pod lookups).
 PER_TEST_OVERHEAD: dict[str, float] = {"local": 0.5, "kubernetes": 8.0}
 START_OVERHEAD: dict[str, float] = {"local": 2.0, "kubernetes": 10.0}
