@@ -455,3 +455,29 @@ def test_sigterm_to_the_runner_leaves_no_process(tmp_path: Path) -> None:
         runner.wait(10)
     assert _gone(info["pids"] + everything) == []
     assert not os.path.exists(info["work"])
+
+
+@pytest.mark.envoy
+@pytest.mark.slow
+@needs_loadgen
+def test_fortio_from_path_gets_fortios_argv(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # No fortio binary here: a `fortio` on PATH that logs its argv and hands it to the built-in
+    # generator (same flags, same JSON) shows the platform runs what PATH names, as fortio.
+    calls = tmp_path / "calls"
+    shim = tmp_path / "bin" / "fortio"
+    shim.parent.mkdir()
+    shim.write_text(f'#!/bin/sh\necho "$@" >> {calls}\nexec {sys.executable} {LOADGEN} "$@"\n')
+    shim.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{shim.parent}{os.pathsep}{os.environ['PATH']}")
+    with LocalPlatform.from_options(RunOptions(load_generator="fortio", output_dir=tmp_path)) as p:
+        assert p.loadgen_argv0 == [str(shim)]
+        p.start(("baseline",))
+        r = p.run_test(Spec(mode="baseline", conn=1, qps=50, duration=1, labels="viafortio"))
+        meta = p.metadata()
+    assert r["Labels"] == "viafortio" and r["DurationHistogram"]["Count"] > 0
+    load, version = calls.read_text().splitlines()
+    assert load.startswith("load -c 1 -qps 50 -t 1s") and " -labels viafortio -json " in load
+    assert version == "version"  # metadata asks `fortio version`
+    assert meta["load_generator"]["name"] == "fortio"
