@@ -16,6 +16,7 @@ import textwrap
 from typing import Any
 
 from meshperf import collect as col
+from meshperf.argtypes import positive_float
 from meshperf.errors import ExitCode, MeshperfError, PrometheusError
 from meshperf.results import DEFAULT_TIMEOUT, check_url, is_url, load_sources
 
@@ -59,14 +60,6 @@ skipped (reasons printed); {int(ExitCode.ERROR)} nothing could be read, or bad i
 """
 
 
-def positive_float(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not v > 0 or v != v or v == float("inf"):
-        raise argparse.ArgumentTypeError(f"{text!r} must be > 0")
-    return v
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -13,6 +13,7 @@ import sys
 import webbrowser
 from pathlib import Path
 
+from meshperf.argtypes import non_negative_float, positive_int
 from meshperf.errors import ExitCode, MeshperfError
 from meshperf.graphing import (
     FORMAT_DESCRIPTIONS,
@@ -47,24 +48,8 @@ Latency is drawn in milliseconds (CSV columns are microseconds). The HTML embeds
 """
 
 
-def positive_number(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not v >= 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0: {text!r}")
-    return v
 
 
-def positive_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1: {text!r}")
-    return v
 
 
 def mesh_list(text: str) -> list[str]:
@@ -102,7 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
     held = data.add_mutually_exclusive_group()
     held.add_argument(
         "--qps",
-        type=positive_number,
+        type=non_negative_float,
         metavar="N",
         help="with --xaxis connections: keep only rows with this requested QPS "
         "(0 = max); without it, each QPS value is its own series",

@@ -15,7 +15,6 @@ delay=) on 127.0.0.1 unless another address is given explicitly.
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import sys
 from collections.abc import Sequence
@@ -23,6 +22,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from meshperf import echo, fortiojson
+from meshperf.argtypes import finite_float, non_negative_int, positive_float, positive_int
 from meshperf.errors import ConfigError, ExitCode, MeshperfError
 from meshperf.goduration import parse_duration
 from meshperf.histogram import parse_percentiles
@@ -62,41 +62,12 @@ def non_negative_duration(text: str) -> int:
     return ns
 
 
-def positive_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {v}")
-    return v
 
 
-def non_negative_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {v}")
-    return v
 
 
-def finite_float(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not math.isfinite(v):
-        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
-    return v
 
 
-def positive_float(text: str) -> float:
-    v = finite_float(text)
-    if v <= 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {text!r}")
-    return v
 
 
 def percentiles(text: str) -> tuple[float, ...]:

@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 from typing import Any, NoReturn
 
+from meshperf.argtypes import non_negative_int, positive_float, positive_int
 from meshperf.errors import ConfigError, ExitCode, MeshperfError
 from meshperf.plan import (
     CLUSTER_ONLY_MESHES,
@@ -31,9 +32,6 @@ from meshperf.plan import (
     label_text,
     load_config,
     new_run_id,
-    non_negative_int,
-    positive_float,
-    positive_int,
     run_id_text,
     select_modes,
 )

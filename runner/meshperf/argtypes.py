@@ -1,0 +1,49 @@
+"""argparse ``type=`` converters shared by the CLIs: each raises ArgumentTypeError, so a bad
+value becomes argparse's one-line error naming the flag."""
+
+from __future__ import annotations
+
+import argparse
+import math
+
+
+def finite_float(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(v):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
+    return v
+
+
+def positive_float(text: str) -> float:
+    v = finite_float(text)
+    if v <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be > 0")
+    return v
+
+
+def non_negative_float(text: str) -> float:
+    v = finite_float(text)
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be >= 0")
+    return v
+
+
+def _int(text: str, minimum: int) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if v < minimum:
+        raise argparse.ArgumentTypeError(f"{text!r} must be >= {minimum}")
+    return v
+
+
+def positive_int(text: str) -> int:
+    return _int(text, 1)
+
+
+def non_negative_int(text: str) -> int:
+    return _int(text, 0)
