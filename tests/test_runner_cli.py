@@ -294,6 +294,9 @@ def api_server() -> Iterator[tuple[str, type[_FakeApiServer]]]:
     handler = type("Handler", (_FakeApiServer,), {"seen": [], "status": 200, "delay": 0.0})
     srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     srv.daemon_threads = True
+    # Clients that reject the certificate or time out are the point of these tests; a
+    # server thread's traceback would land in a later test's captured stderr.
+    srv.handle_error = lambda request, client_address: None  # type: ignore[method-assign]
     t = threading.Thread(target=srv.serve_forever, daemon=True)
     t.start()
     try:
@@ -473,6 +476,9 @@ def test_auto_verifies_the_cluster_ca_over_https(
     handler = type("Handler", (_FakeApiServer,), {"seen": [], "status": 200, "delay": 0.0})
     srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     srv.daemon_threads = True
+    # Clients that reject the certificate or time out are the point of these tests; a
+    # server thread's traceback would land in a later test's captured stderr.
+    srv.handle_error = lambda request, client_address: None  # type: ignore[method-assign]
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.load_cert_chain(cert, key)
     srv.socket = ctx.wrap_socket(srv.socket, server_side=True)
