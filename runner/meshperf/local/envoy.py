@@ -341,6 +341,20 @@ def _bootstrap(
         },
         "admin": {"address": _addr(0)},
         "static_resources": {"listeners": listeners, "clusters": clusters},
+        # Istio sets this limit to 2^31-1 (effectively none); saying so explicitly also keeps
+        # Envoy from warning about the missing limit at every start.
+        "overload_manager": {
+            "resource_monitors": [
+                {
+                    "name": "envoy.resource_monitors.global_downstream_max_connections",
+                    "typed_config": {
+                        "@type": "type.googleapis.com/envoy.extensions.resource_monitors."
+                        "downstream_connections.v3.DownstreamConnectionsConfig",
+                        "max_active_downstream_connections": 2147483647,
+                    },
+                }
+            ]
+        },
     }
     if not telemetry:
         # Only what readiness checks and the tests read; no per-listener/cluster/HTTP stats.
