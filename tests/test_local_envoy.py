@@ -208,6 +208,10 @@ def test_telemetry_switch_controls_access_log_and_stats(
     finally:
         group.stop_all()
         app.close()
+    # The configs are clean: Envoy has nothing to warn about (deprecations, missing limits).
+    stderr = (tmp_path / "server.stderr.log").read_text().splitlines()
+    warnings = [ln for ln in stderr if "[warning]" in ln and "caught ENVOY_SIGTERM" not in ln]
+    assert warnings == []
     if telemetry:
         lines = log.read_text().splitlines()
         assert [ln.split('"')[1] for ln in lines] == [f"GET /echo?i={i} HTTP/1.1" for i in range(3)]
