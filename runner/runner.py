@@ -45,6 +45,7 @@ modes:
   --baseline       load -> app, no sidecar in the path
   --serversidecar  load -> server sidecar -> app
   --ingress        load -> ingress gateway -> server sidecar -> app
+  --waypoint       load -> ztunnel -> waypoint proxy -> ztunnel -> app (istio-ambient)
   --no-clientsidecar drops 'both'; --no-X removes a mode a config file added.
 
 examples:
@@ -137,6 +138,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="HOST[:PORT]",
         help="also run through the ingress gateway; local: no value (a gateway Envoy"
         " is started), kubernetes: the gateway's HOST[:PORT]",
+    )
+    m.add_argument(
+        "--waypoint",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="also run through the ambient waypoint proxy (--mesh istio-ambient, kubernetes)",
     )
     m.add_argument(
         "--qps-per-connection",
@@ -397,6 +404,7 @@ def main(argv: list[str] | None = None) -> int:
             clientsidecar=args.clientsidecar,
             ingress=args.ingress is not None,
             mesh=args.mesh,
+            waypoint=bool(args.waypoint),
         )
     except argparse.ArgumentTypeError as e:
         return _fail(str(e))

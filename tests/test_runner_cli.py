@@ -505,3 +505,22 @@ def test_auto_verifies_the_cluster_ca_over_https(
     finally:
         srv.shutdown()
         srv.server_close()
+
+
+def test_waypoint_mode_is_planned_for_ambient_only(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run(
+        capsys, "16", "1000", "60", "--mesh", "istio-ambient", "--waypoint",
+        "--platform", "kubernetes", "--dry-run", "--run-id", "0d35a118",
+    )  # fmt: skip
+    assert code == ExitCode.OK, err
+    rows = [line.split() for line in out.splitlines() if line[:1].isdigit()]
+    assert [(r[1], r[5]) for r in rows] == [
+        ("both", "0d35a118_qps_1000_c_16_1024_both"),
+        ("waypoint", "0d35a118_qps_1000_c_16_1024_waypoint"),
+    ]
+    code, out, err = run(capsys, "16", "1000", "60", "--waypoint", "--dry-run",
+                         "--platform", "local")  # fmt: skip
+    assert code == ExitCode.ERROR
+    assert err.splitlines()[0] == (
+        "runner.py: error: --waypoint needs --mesh istio-ambient (got --mesh istio)"
+    )

@@ -224,8 +224,14 @@ def select_modes(
     clientsidecar: bool | None,
     ingress: bool,
     mesh: str,
+    waypoint: bool = False,
 ) -> tuple[str, ...]:
     """The seed's switches: ``both`` unless --no-clientsidecar; the others add their mode."""
+    if waypoint and mesh != "istio-ambient":
+        raise ConfigError(
+            f"--waypoint needs --mesh istio-ambient (got --mesh {mesh})",
+            hint="waypoint proxies exist only in Istio's ambient mode",
+        )
     if mesh == "none":
         # Without a mesh there is no sidecar to put in the path: only the baseline exists.
         flags = (
@@ -245,6 +251,7 @@ def select_modes(
         "serversidecar": bool(serversidecar),
         "both": clientsidecar is not False,
         "ingress": ingress,
+        "waypoint": waypoint,
     }
     modes = tuple(m for m in MODES if wanted.get(m))
     if not modes:
