@@ -91,6 +91,27 @@ class TestSpec:
         if not self.resolution > 0:
             raise ValueError(f"resolution must be > 0, got {self.resolution}")
 
+    def result_block(
+        self, *, platform: str, mesh: str, run_id: str, **extra: Any
+    ) -> dict[str, Any]:
+        """The ``meshperf`` block for this test's result (see the module docstring)."""
+        return {
+            "format": RESULT_FORMAT,
+            "run_id": self.run_id or run_id,
+            "platform": platform,
+            "mesh": mesh,
+            "mode": self.mode,
+            "conn": self.conn,
+            "qps": self.qps,
+            "duration": self.duration,
+            "size": self.size,
+            "extra_labels": self.extra_labels,
+            "repeat": self.repeat,
+            "arrival": self.arrival,
+            "resources": {},
+            **extra,
+        }
+
     @property
     def arrival(self) -> str:
         if self.uniform:

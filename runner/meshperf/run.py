@@ -29,7 +29,7 @@ from meshperf import __version__, fortiojson
 from meshperf.errors import ExitCode, MeshperfError
 from meshperf.histogram import calc_percentile
 from meshperf.plan import Plan, format_qps, format_seconds
-from meshperf.platform import RESULT_FORMAT, RESULT_KEY, Platform, TestSpec
+from meshperf.platform import RESULT_KEY, Platform, TestSpec
 
 RUN_FORMAT = 1  # version of run-<id>.json; 1: first version
 
@@ -216,19 +216,10 @@ def store_result(output_dir: Path, plan: Plan, spec: TestSpec, result: dict[str,
     if not isinstance(block, dict):
         block = {}
     # The runner's facts are authoritative; the platform adds target, resources, perf, ...
-    facts = {
-        "format": RESULT_FORMAT,
-        "run_id": plan.run_id,
-        "platform": plan.platform,
-        "mesh": plan.mesh,
-        "mode": spec.mode,
-        "conn": spec.conn,
-        "qps": spec.qps,
-        "duration": spec.duration,
-        "size": spec.size,
-        "extra_labels": spec.extra_labels,
-        "repeat": spec.repeat,
-    }
+    facts = spec.result_block(platform=plan.platform, mesh=plan.mesh, run_id=plan.run_id)
+    facts["run_id"] = plan.run_id
+    for key in ("arrival", "resources"):  # the platform's own values win for these
+        del facts[key]
     merged = {**facts, **{k: v for k, v in block.items() if k not in facts}}
     merged.setdefault("arrival", spec.arrival)
     merged.setdefault("resources", {})

@@ -28,7 +28,7 @@ from meshperf.errors import ClusterError, ConfigError
 from meshperf.kube import cluster as kc
 from meshperf.kube.execs import ExecResult, ExecSession, pkill_argv, run_exec
 from meshperf.kube.perf import PerfRecorder
-from meshperf.platform import MODES, RESULT_FORMAT, RESULT_KEY, RunOptions, TestSpec
+from meshperf.platform import MODES, RESULT_KEY, RunOptions, TestSpec
 
 CAPTURED_PORT = 8080  # fortio echo behind the proxy
 UNCAPTURED_PORT = 8077  # fortio echo excluded from capture (excludeInboundPorts / skip ports)
@@ -246,22 +246,9 @@ class KubernetesPlatform:
         if res is None or not res.ok:
             raise ClusterError(res.describe_failure() if res else "fortio load did not run")
         result = parse_fortio_output(res)
-        block: dict[str, Any] = {
-            "format": RESULT_FORMAT,
-            "run_id": spec.run_id or self.opts.run_id,
-            "platform": self.name,
-            "mesh": self.opts.mesh,
-            "mode": spec.mode,
-            "conn": spec.conn,
-            "qps": spec.qps,
-            "duration": spec.duration,
-            "size": spec.size,
-            "extra_labels": spec.extra_labels,
-            "repeat": spec.repeat,
-            "target": url,
-            "arrival": spec.arrival,
-            "resources": {},
-        }
+        block = spec.result_block(
+            platform=self.name, mesh=self.opts.mesh, run_id=self.opts.run_id, target=url
+        )
         if perf_info is not None:
             block["perf"] = perf_info
         result[RESULT_KEY] = block

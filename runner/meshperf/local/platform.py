@@ -58,7 +58,6 @@ from meshperf.platform import (
     RESOURCE_LOADGEN,
     RESOURCE_SERVER_APP,
     RESOURCE_SERVER_PROXY,
-    RESULT_FORMAT,
     RESULT_KEY,
     RunOptions,
     TestSpec,
@@ -438,22 +437,13 @@ class LocalPlatform:
         window = self._window(result)
         block = dict(result.get(RESULT_KEY) or {})
         block.update(
-            {
-                "format": RESULT_FORMAT,
-                "run_id": spec.run_id or self.opts.run_id,
-                "platform": self.name,
-                "mesh": self.opts.mesh,
-                "mode": spec.mode,
-                "conn": spec.conn,
-                "qps": spec.qps,
-                "duration": spec.duration,
-                "size": spec.size,
-                "extra_labels": spec.extra_labels,
-                "repeat": spec.repeat,
-                "target": url,
-                "arrival": spec.arrival,
-                "resources": sampler.resources(window),
-            }
+            spec.result_block(
+                platform=self.name,
+                mesh=self.opts.mesh,
+                run_id=self.opts.run_id,
+                target=url,
+                resources=sampler.resources(window),
+            )
         )
         if perf_info is not None:
             block["perf"] = perf_info
