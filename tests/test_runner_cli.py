@@ -524,3 +524,33 @@ def test_waypoint_mode_is_planned_for_ambient_only(capsys: pytest.CaptureFixture
     assert err.splitlines()[0] == (
         "runner.py: error: --waypoint needs --mesh istio-ambient (got --mesh istio)"
     )
+
+
+@pytest.mark.parametrize(
+    ("argv", "content", "expected"),
+    [
+        (["--config", "{f}", "1", "10", "1", "--dry-run"], b"\xd0\xff\x00binary",
+         "runner.py: error: config {f}: not UTF-8 text"),
+        (["1", "10", "1", "--kubeconfig", "{f}", "--dry-run"], b"\xd0\xff\x00binary",
+         "platform: local (kubeconfig {f} unreadable (UnicodeDecodeError))"),
+        (["1", "10", "1", "--kubeconfig", "{f}", "--dry-run"],
+         b"users: 5\nclusters: 7\ncontexts: [{name: a, context: {cluster: c}}]\n"
+         b"current-context: a\n",
+         "platform: local (context 'a' has no cluster server URL)"),
+        (["1", "10", "100", "--kubeconfig", "{f}", "--platform", "kubernetes"],
+         b"a,b,c\n1,2,3\n",
+         "runner.py: error: cannot load the current context from kubeconfig {f}: "),
+    ],
+    ids=["config-binary", "kubeconfig-binary", "kubeconfig-wrong-types", "kubeconfig-not-yaml-map"],
+)
+def test_malformed_config_files_are_one_line_errors(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, argv: list[str], content: bytes,
+    expected: str,
+) -> None:
+    f = tmp_path / "file"
+    f.write_bytes(content)
+    code, _, err = run(capsys, *(a.replace("{f}", str(f)) for a in argv))
+    assert "Traceback" not in err
+    assert err.splitlines()[0].startswith(expected.replace("{f}", str(f))), err
+    if "--dry-run" not in argv or "--config" in argv:
+        assert code == ExitCode.ERROR

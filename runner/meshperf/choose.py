@@ -40,7 +40,9 @@ def kubeconfig_path(env: Mapping[str, str], home: Path | None = None) -> Path | 
 
 
 def _named(items: Any, name: str, key: str) -> dict[str, Any] | None:
-    for item in items or []:
+    if not isinstance(items, list):  # a hand-edited kubeconfig may hold anything here
+        return None
+    for item in items:
         if isinstance(item, dict) and item.get("name") == name and isinstance(item.get(key), dict):
             return item[key]  # type: ignore[no-any-return]
     return None
@@ -107,7 +109,7 @@ def choose_platform(
 
     try:
         cfg = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except (OSError, yaml.YAMLError) as e:
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
         return Choice("local", f"kubeconfig {path} unreadable ({type(e).__name__})")
     if not isinstance(cfg, dict):
         return Choice("local", f"kubeconfig {path} is not a mapping")

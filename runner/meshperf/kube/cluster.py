@@ -128,7 +128,8 @@ def connect(opts: RunOptions) -> Connection:
                 client_configuration=cfg,
                 persist_config=False,
             )
-        except (ConfigException, OSError, ValueError) as e:
+        # The client trusts the file's shape: a malformed one surfaces as TypeError & co.
+        except (ConfigException, OSError, ValueError, TypeError, AttributeError, KeyError) as e:
             what = f"context {opts.context!r}" if opts.context else "the current context"
             raise ClusterError(
                 f"cannot load {what} from kubeconfig {path}: {str(e).splitlines()[0]}",
@@ -142,7 +143,7 @@ def connect(opts: RunOptions) -> Connection:
 def _current_context(path: str) -> str | None:
     try:
         _, current = kconfig.list_kube_config_contexts(config_file=path)
-    except (ConfigException, OSError, ValueError):
+    except (ConfigException, OSError, ValueError, TypeError, AttributeError, KeyError):
         return None
     return str(current.get("name")) if current else None
 
