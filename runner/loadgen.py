@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -35,6 +36,7 @@ from meshperf.loadgen import (
 )
 
 PROG = "loadgen"
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 LOAD_BOOL_FLAGS = ("uniform", "jitter", "nocatchup", "a", "allow-initial-errors", "quiet")
 SERVER_BOOL_FLAGS: tuple[str, ...] = ()
@@ -321,17 +323,26 @@ def do_load(args: argparse.Namespace) -> int:
             raise ConfigError(f"cannot write -json {dest}: directory {parent} does not exist")
     if args.a and not Path(args.data_dir).is_dir():
         raise ConfigError(f"-data-dir {args.data_dir} is not a directory")
-    if args.quiet:
-        with open(os.devnull, "w") as sink:
-            outcome = run_load(opts, log=sink)
-    else:
-        outcome = run_load(opts)
-    text = fortiojson.dumps(outcome.result)
-    if dest == "":
-        dest = str(Path(args.data_dir) / f"{outcome.result['ID']}.json")
-    if dest is not None:
-        _write_json(text, dest, args.quiet)
-    return ExitCode.INTERRUPTED if outcome.interrupted else ExitCode.OK
+    # run_load handles Ctrl-C/SIGTERM while it runs; one more (a second Ctrl-C, or
+    # `timeout -s INT` signalling the child and then its group) must not lose the result of
+    # what ran while it is written.
+    late: list[int] = []
+    old = {s: signal.signal(s, lambda signum, _f: late.append(signum)) for s in _STOP_SIGNALS}
+    try:
+        if args.quiet:
+            with open(os.devnull, "w") as sink:
+                outcome = run_load(opts, log=sink)
+        else:
+            outcome = run_load(opts)
+        text = fortiojson.dumps(outcome.result)
+        if dest == "":
+            dest = str(Path(args.data_dir) / f"{outcome.result['ID']}.json")
+        if dest is not None:
+            _write_json(text, dest, args.quiet)
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+    return ExitCode.INTERRUPTED if outcome.interrupted or late else ExitCode.OK
 
 
 def do_server(args: argparse.Namespace) -> int:

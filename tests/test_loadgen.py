@@ -369,6 +369,38 @@ def test_sigint_writes_what_ran(
     assert res["RequestedDuration"] == requested
 
 
+def test_repeated_sigint_writes_what_ran_without_traceback(
+    server: EchoServer, tmp_path: Path
+) -> None:
+    """Ctrl-C pressed again while the run winds down (``timeout -s INT`` also signals twice)."""
+    out = tmp_path / "r.json"
+    proc = subprocess.Popen(
+        [sys.executable, str(LOADGEN), "load", "-c", "4", "-qps", "100", "-t", "60s",
+         "-workers", "1", "-json", str(out), f"{server.base}/"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    try:
+        assert proc.stderr is not None
+        assert "running at 100 queries per second" in proc.stderr.readline()
+        time.sleep(0.3)
+        # A burst until the result is there, so that some signals land while the event loop
+        # closes and the result is written.
+        for _ in range(200):
+            if proc.poll() is not None or out.exists():
+                break
+            proc.send_signal(signal.SIGINT)
+            time.sleep(0.001)
+        _, err = proc.communicate(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert "Traceback" not in err, err
+    assert proc.returncode == 130, err
+    assert json.loads(out.read_text())["DurationHistogram"]["Count"] > 0
+
+
 def test_sigterm_to_process_group_writes_what_ran(server: EchoServer, tmp_path: Path) -> None:
     """How the local platform stops a test: SIGTERM to the group, workers included."""
     out = tmp_path / "r.json"

@@ -970,7 +970,10 @@ def _run_inprocess(
             return fut
 
         def stop_soon() -> None:
-            loop.call_soon_threadsafe(w.stop)
+            # A repeated Ctrl-C may come while the loop is already closing: the run is over.
+            if not loop.is_closed():
+                with contextlib.suppress(RuntimeError):
+                    loop.call_soon_threadsafe(w.stop)
 
         intr.callbacks.append(stop_soon)
         holder["wall"] = dt.datetime.now().astimezone()
