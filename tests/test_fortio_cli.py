@@ -20,6 +20,7 @@ import pytest
 
 from fake_fortio_server import FakeFortio, SilentServer, free_port_url
 from meshperf.errors import ExitCode
+from needs import missing
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURES = REPO.parent / "shared" / "fixtures" / "fortio"
@@ -392,10 +393,10 @@ def prom_dataset() -> Any:
 
 @pytest.fixture(scope="module")
 def prom_url(tmp_path_factory: pytest.TempPathFactory) -> Any:
-    promserver = pytest.importorskip("promserver")
-    pytest.importorskip("meshperf.prom")
+    import promserver
+
     if not promserver.have_prometheus():
-        pytest.skip("prometheus/promtool missing")
+        missing("prometheus/promtool missing")
     with promserver.running_prometheus(
         tmp_path_factory.mktemp("prom"), prom_dataset(), scrape_interval="15s"
     ) as url:
@@ -495,7 +496,6 @@ def test_prom_selector(prom_url: str, tmp_path: Path, capsys: Any) -> None:
 
 
 def test_bad_prom_selector(tmp_path: Path, capsys: Any) -> None:
-    pytest.importorskip("meshperf.prom")
     code, _, err = run([str(FIXTURES), "--prometheus", "http://127.0.0.1:9", "--prom-selector",
                         "namespace=", "-o", str(tmp_path / "r")], capsys)  # fmt: skip
     assert code == ExitCode.ERROR
@@ -505,7 +505,6 @@ def test_bad_prom_selector(tmp_path: Path, capsys: Any) -> None:
 
 
 def test_prometheus_unreachable_keeps_latency(tmp_path: Path, capsys: Any) -> None:
-    pytest.importorskip("meshperf.prom")
     d = tmp_path / "many"
     d.mkdir()
     for i in range(5):

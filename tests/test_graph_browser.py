@@ -19,6 +19,7 @@ from PIL import Image
 import graph
 from meshperf.errors import ConfigError, ExitCode
 from meshperf.graphing import find_chromium, start_chromium
+from needs import missing
 
 pytestmark = [pytest.mark.chromium, pytest.mark.timeout(120)]
 
@@ -62,7 +63,7 @@ def browser() -> Iterator[Any]:
     try:
         find_chromium()
     except ConfigError as e:
-        pytest.skip(str(e))
+        missing(str(e))
     wd = start_chromium(capabilities={"goog:loggingPrefs": {"browser": "ALL"}})
     try:
         wd.set_window_size(1400, 1000)
@@ -146,7 +147,7 @@ def test_png_export(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     try:
         find_chromium()
     except ConfigError as e:
-        pytest.skip(str(e))
+        missing(str(e))
     csv = Path(shutil.copy(DATA / "meshperf_mixed_qps.csv", tmp_path / "run.csv"))
     assert graph.main([str(csv), "p90", "--qps", "1000", "--png"]) == ExitCode.OK
     out = capsys.readouterr().out.split()

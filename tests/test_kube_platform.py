@@ -29,6 +29,7 @@ from meshperf.kube.perf import (
 )
 from meshperf.kube.platform import fortio_argv, httpbuffer_kb
 from meshperf.platform import RESULT_KEY, RunOptions
+from needs import missing
 
 SERVER_IP = "10.52.2.31"  # tests/data/kube/pod-fortioserver.json
 CLIENT_POD = "fortioclient-6f7d8b9c54-x2k9p"
@@ -827,7 +828,7 @@ def _real_perf_script(tmp_path: Path) -> str:
 
     perf = shutil.which("perf")
     if perf is None:
-        pytest.skip("perf is not installed (Debian linux-perf)")
+        missing("perf is not installed (Debian linux-perf)")
     data = tmp_path / "perf.data"
     loop = "s = 0\nfor i in range(2_000_000):\n    s += i * i\n"
     rec = subprocess.run(

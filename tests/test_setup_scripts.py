@@ -42,6 +42,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from needs import missing, skip_unless
+
 REPO = Path(__file__).resolve().parents[1]
 STUB = REPO / "tests" / "stubs" / "stub.py"
 SCRIPTS = [
@@ -587,7 +589,7 @@ def test_prometheus_scrapes_cadvisor_through_the_api_server() -> None:
 def test_prometheus_config_passes_promtool(tmp_path: Path) -> None:
     promtool = shutil.which("promtool")
     if promtool is None:
-        pytest.skip("promtool not installed (Debian prometheus)")
+        missing("promtool not installed (Debian prometheus)")
     cfg = prometheus_config()
     job = cfg["scrape_configs"][0]
     # Debian's promtool is built without Kubernetes discovery, and it checks that credential
@@ -1410,7 +1412,7 @@ def test_prometheus_scrapes_cadvisor_via_the_api_server_proxy(tmp_path: Path) ->
     server's node proxy with the service-account token over TLS, and only the kept series land."""
     prometheus = shutil.which("prometheus")
     if prometheus is None:
-        pytest.skip("prometheus not installed (Debian prometheus)")
+        missing("prometheus not installed (Debian prometheus)")
     cert, key, ca = _tls_files(tmp_path)
     token = "sa-token-123"
     (tmp_path / "token").write_text(token)
@@ -1561,10 +1563,8 @@ def test_documented_commands_run(
     assert stubs.calls() == []
 
 
-@pytest.mark.skipif(
-    platform.system() != "Linux" or shutil.which("shasum") is None,
-    reason="needs Linux asset names and Perl's shasum",
-)
+@pytest.mark.skipif(platform.system() != "Linux", reason="release asset names are per OS")
+@skip_unless(shutil.which("shasum") is not None, "needs Perl's shasum")
 @pytest.mark.parametrize("good", [True, False])
 def test_checksum_with_shasum_when_sha256sum_is_missing(
     tmp_path: Path, sysbin: Path, good: bool
