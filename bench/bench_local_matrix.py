@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import statistics
 import subprocess
 import sys
@@ -52,6 +53,14 @@ def main() -> int:
     args = ap.parse_args()
 
     out = args.keep or Path(tempfile.mkdtemp(prefix="bench-matrix-"))
+    try:
+        return _run(args, out)
+    finally:
+        if args.keep is None:
+            shutil.rmtree(out, ignore_errors=True)
+
+
+def _run(args: argparse.Namespace, out: Path) -> int:
     cmd = [sys.executable, str(RUNNER), args.conn, args.qps, f"{args.duration:g}", "--baseline",
            "--serversidecar", "--uniform", "--repeat", str(args.repeat), "--platform", "local",
            "--output-dir", str(out), "--quiet"]  # fmt: skip
@@ -112,7 +121,8 @@ def main() -> int:
           f" overhead {(wall - planned) / n:.2f} s per test"
           f" (start-up and exit {startup:.1f} s once, {(in_tests - planned) / n:.2f} s inside"
           f" each test beyond its duration)")  # fmt: skip
-    print(f"results: {out}")
+    if args.keep is not None:
+        print(f"results: {out}")
     return 0
 
 
