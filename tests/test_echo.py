@@ -23,6 +23,7 @@ import psutil
 import pytest
 
 from meshperf import echo
+from meshperf.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
 LOADGEN = REPO / "runner" / "loadgen.py"
@@ -96,8 +97,11 @@ def test_listens_on_loopback_only_by_default(server: Server) -> None:
     assert server.host == "127.0.0.1"
     assert echo.parse_listen("8080") == ("127.0.0.1", 8080)
     assert echo.parse_listen(":8080") == ("127.0.0.1", 8080)
-    assert echo.parse_listen("0.0.0.0:9") == ("0.0.0.0", 9)
     assert echo.parse_listen("[::1]:9") == ("::1", 9)
+    assert echo.parse_listen("127.0.0.2:9") == ("127.0.0.2", 9)
+    for other in ("0.0.0.0:9", "[::]:9", "10.1.2.3:9", "example.com:9"):
+        with pytest.raises(ConfigError, match="only loopback"):
+            echo.parse_listen(other)
 
 
 def test_size_returns_that_many_bytes(server: Server) -> None:

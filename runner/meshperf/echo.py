@@ -22,6 +22,7 @@ import ctypes
 import email.utils
 import heapq
 import http
+import ipaddress
 import multiprocessing
 import multiprocessing.connection
 import os
@@ -478,7 +479,8 @@ class Scheduler:
 
 
 def parse_listen(text: str) -> tuple[str, int]:
-    """``-http-port`` value: ``8080``, ``:8080`` (both 127.0.0.1), ``host:port``, ``[::1]:8080``."""
+    """``-http-port`` value: ``8080``, ``:8080`` (both 127.0.0.1), ``127.0.0.2:8080``,
+    ``[::1]:8080``. Only loopback addresses: the server is for benchmarks on this machine."""
     host = "127.0.0.1"
     port_text = text.strip()
     if ":" in port_text:
@@ -492,6 +494,12 @@ def parse_listen(text: str) -> tuple[str, int]:
         raise ConfigError(f"bad -http-port {text!r}: expected PORT or HOST:PORT") from None
     if not 0 <= port <= 65535:
         raise ConfigError(f"bad -http-port {text!r}: port out of range")
+    try:
+        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if not loopback:
+        raise ConfigError(f"bad -http-port {text!r}: only loopback addresses may be bound")
     return host, port
 
 
