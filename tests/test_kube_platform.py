@@ -186,8 +186,12 @@ def test_ambient_waypoint_mode_goes_through_the_service_and_both_stays_l4(
 
 def test_ambient_waypoint_enrolled_by_namespace_label(fk: FakeKube, kubeconfig: Path) -> None:
     fk.namespaces["twopods"]["metadata"]["labels"]["istio.io/use-waypoint"] = "waypoint"
+    # start() refuses a waypoint mode the server is not enrolled in (see the test below).
     p = started(opts_for(kubeconfig, mesh="istio-ambient"), ("waypoint",))
-    p.close()
+    try:
+        assert p.target("waypoint", 1024) == "http://fortioserver:8080/echo?size=1024"
+    finally:
+        p.close()
 
 
 def test_ambient_both_without_waypoint_uses_the_service(fk: FakeKube, kubeconfig: Path) -> None:
