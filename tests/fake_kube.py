@@ -14,9 +14,7 @@ from __future__ import annotations
 import base64
 import copy
 import dataclasses
-import datetime as dt
 import hashlib
-import ipaddress
 import json
 import re
 import select
@@ -34,10 +32,8 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import yaml
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
+
+from tlsfiles import server_tls_files
 
 DATA_DIR = Path(__file__).resolve().parent / "data" / "kube"
 FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "fortio"
@@ -127,51 +123,6 @@ def load(name: str) -> dict[str, Any]:
     return json.loads((DATA_DIR / name).read_text())
 
 
-def _make_certs(directory: Path) -> tuple[bytes, Path, Path]:
-    """A CA and a server certificate for 127.0.0.1; returns (CA PEM, cert path, key path)."""
-    now = dt.datetime.now(dt.UTC)
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "fake-kube-ca")])
-    ca = (
-        x509.CertificateBuilder()
-        .subject_name(ca_name)
-        .issuer_name(ca_name)
-        .public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(hours=2))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(ca_key, hashes.SHA256())
-    )
-    key = ec.generate_private_key(ec.SECP256R1())
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "kube-apiserver")]))
-        .issuer_name(ca_name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(hours=2))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-            critical=False,
-        )
-        .sign(ca_key, hashes.SHA256())
-    )
-    cert_path = directory / "apiserver.crt"
-    key_path = directory / "apiserver.key"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.touch(mode=0o600)
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return ca.public_bytes(serialization.Encoding.PEM), cert_path, key_path
-
-
 class FakeKube:
     """Start with ``with FakeKube() as fk:``; write a kubeconfig with ``fk.kubeconfig(path)``."""
 
@@ -199,7 +150,8 @@ class FakeKube:
         self.perf_script_output = ""
         self._lock = threading.Lock()
         self._tmp = Path(tempfile.mkdtemp(prefix="fake-kube-"))
-        self.ca_pem, cert, key = _make_certs(self._tmp)
+        cert, key, ca = server_tls_files(self._tmp)
+        self.ca_pem = ca.read_bytes()
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         ctx.load_cert_chain(cert, key)
         key.unlink()  # loaded; no key left on disk

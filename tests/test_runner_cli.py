@@ -10,7 +10,6 @@ from __future__ import annotations
 import base64
 import http.server
 import json
-import os
 import socket
 import ssl
 import tempfile
@@ -24,6 +23,7 @@ import pytest
 import runner
 from meshperf.errors import ExitCode
 from meshperf.plan import PER_TEST_OVERHEAD, START_OVERHEAD
+from tlsfiles import server_tls_files
 
 
 @pytest.fixture(autouse=True)
@@ -432,47 +432,10 @@ def test_missing_envoy_is_one_line_and_a_hint(
     assert not out_dir.exists() or not any(out_dir.iterdir())
 
 
-def _self_signed(directory: Path) -> tuple[Path, Path]:
-    """A certificate for 127.0.0.1 (IP SAN), as a kind cluster's API server has."""
-    import datetime as dt
-    import ipaddress
-
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "kube-apiserver")])
-    now = dt.datetime.now(dt.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(hours=1))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-            critical=False,
-        )
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    cert_path, key_path = directory / "apiserver.crt", directory / "apiserver.key"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                  serialization.NoEncryption()))  # fmt: skip
-    return cert_path, key_path
-
-
 def test_auto_verifies_the_cluster_ca_over_https(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    cert, key = _self_signed(tmp_path)
+    cert, key, ca = server_tls_files(tmp_path)
     handler = type("Handler", (_FakeApiServer,), {"seen": [], "status": 200, "delay": 0.0})
     srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     srv.daemon_threads = True
@@ -496,7 +459,7 @@ def test_auto_verifies_the_cluster_ca_over_https(
         assert err.startswith(f"platform: local (context 'perf': {url} did not answer")
         assert "SSLError" in err
         # With certificate-authority-data it is.
-        ca_data = base64.b64encode(cert.read_bytes()).decode()
+        ca_data = base64.b64encode(ca.read_bytes()).decode()
         with_ca = f'server: "{url}", certificate-authority-data: {ca_data}'
         kc.write_text(kc.read_text().replace(f'server: "{url}"', with_ca))
         code, out, err = run(capsys, "1", "10", "100", "--dry-run")

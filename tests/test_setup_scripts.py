@@ -11,10 +11,8 @@ resources against the fields Istio's CRDs require.
 
 from __future__ import annotations
 
-import datetime
 import hashlib
 import io
-import ipaddress
 import json
 import os
 import platform
@@ -37,12 +35,9 @@ import jsonschema
 import kubernetes_validate
 import pytest
 import yaml
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from needs import missing, skip_unless
+from tlsfiles import server_tls_files
 
 REPO = Path(__file__).resolve().parents[1]
 STUB = REPO / "tests" / "stubs" / "stub.py"
@@ -1353,51 +1348,6 @@ CADVISOR_TEXT = "\n".join(
 )
 
 
-def _tls_files(d: Path) -> tuple[Path, Path, Path]:
-    """A CA and a server certificate for 127.0.0.1 signed by it (cert, key, ca)."""
-    now = datetime.datetime.now(datetime.UTC)
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "test cluster CA")])
-    ca = (
-        x509.CertificateBuilder()
-        .subject_name(ca_name)
-        .issuer_name(ca_name)
-        .public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(hours=1))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(ca_key, hashes.SHA256())
-    )
-    key = ec.generate_private_key(ec.SECP256R1())
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "kube-apiserver")]))
-        .issuer_name(ca_name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(hours=1))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-            critical=False,
-        )
-        .sign(ca_key, hashes.SHA256())
-    )
-    paths = (d / "server.crt", d / "server.key", d / "ca.crt")
-    paths[0].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    paths[1].write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    paths[1].chmod(0o600)
-    paths[2].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
-    return paths
-
-
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -1413,7 +1363,7 @@ def test_prometheus_scrapes_cadvisor_via_the_api_server_proxy(tmp_path: Path) ->
     prometheus = shutil.which("prometheus")
     if prometheus is None:
         missing("prometheus not installed (Debian prometheus)")
-    cert, key, ca = _tls_files(tmp_path)
+    cert, key, ca = server_tls_files(tmp_path)
     token = "sa-token-123"
     (tmp_path / "token").write_text(token)
     seen: list[tuple[str, str]] = []
