@@ -173,14 +173,13 @@ def test_unreachable_source_beside_good_one(fixture_dir: Path, tmp_path: Path, c
     assert err.count("\n") == 1 and "cannot connect" in err
 
 
+@pytest.mark.timeout(60)  # a hang fails here instead of stalling the suite
 def test_server_that_never_answers(tmp_path: Path, capsys: Any) -> None:
     with SilentServer() as silent:
-        t0 = time.monotonic()
         code, _, err = run([silent.url, "-o", str(tmp_path / "r"), "--timeout", "0.3"], capsys)
-        elapsed = time.monotonic() - t0
     assert code == ExitCode.ERROR
+    # The read timeout ended the wait (the server never answers, so nothing else could).
     assert "no answer within 0.3 s" in err
-    assert elapsed < 30  # bounded by the timeout, not hung
 
 
 def test_empty_server(tmp_path: Path, capsys: Any) -> None:
