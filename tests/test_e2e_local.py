@@ -164,7 +164,7 @@ def test_local_ctrl_c_keeps_finished_results(tmp_path: Path, to_group: bool) -> 
     try:
         deadline = time.monotonic() + 120
         while not (out.is_dir() and _results(out)):
-            assert proc.poll() is None, proc.communicate()
+            assert proc.poll() is None, proc.communicate(timeout=30)
             assert time.monotonic() < deadline, "test 1 never finished"
             time.sleep(0.05)
         time.sleep(1.0)  # well inside test 2 (3 s long)
@@ -175,8 +175,8 @@ def test_local_ctrl_c_keeps_finished_results(tmp_path: Path, to_group: bool) -> 
         stdout, stderr = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
+            os.killpg(proc.pid, signal.SIGKILL)  # its own session: the children too
+            proc.communicate(timeout=30)
     assert proc.returncode == 130, stdout + stderr
     assert "Traceback" not in stderr
     _no_process_left(mark, out)
