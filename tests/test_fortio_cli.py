@@ -339,6 +339,18 @@ def test_aggregate(tmp_path: Path, capsys: Any) -> None:
     assert "3 tests read, 3 written as 1 aggregated rows" in out
 
 
+def test_summary_inside_results_dir_is_not_a_result(tmp_path: Path, capsys: Any) -> None:
+    """docs/fortio.md's ``fortio.py results/ --aggregate -o results/summary``, then again."""
+    d = repeats_dir(tmp_path)
+    code, _, _ = run([str(d), "--aggregate", "-o", str(d / "summary")], capsys)
+    assert code == ExitCode.OK and (d / "summary.json").is_file()
+    code, out, err = run([str(d), "-o", str(tmp_path / "again")], capsys)
+    assert code == ExitCode.OK, err
+    assert "skipped" not in err
+    assert "3 tests read, 3 written, 0 skipped" in out
+    assert len(read_csv(tmp_path / "again.csv")) == 3
+
+
 def test_help_mentions_environment(capsys: Any) -> None:
     with pytest.raises(SystemExit) as e:
         cli.main(["--help"])

@@ -416,6 +416,18 @@ def is_run_metadata(name: str, doc: Any) -> bool:
     )
 
 
+def is_collected_rows(doc: Any) -> bool:
+    """``PREFIX.json`` written by fortio.py (a list of row objects), not a result.
+
+    ``fortio.py results/ -o results/summary`` puts it beside the results it was made from.
+    """
+    return (
+        isinstance(doc, list)
+        and bool(doc)
+        and all(isinstance(r, Mapping) and "StartTime" in r and "source" in r for r in doc)
+    )
+
+
 def _run_id_of(name: str, doc: Mapping[str, Any]) -> str:
     rid = doc.get("run_id")
     if isinstance(rid, str) and rid:
@@ -444,6 +456,8 @@ def _classify(name: str, text: str | bytes, source: str, report: LoadReport) -> 
         if isinstance(doc, Mapping):
             report.runs[_run_id_of(name, doc)] = doc
             report.skipped.extend(_tests_without_result(source, doc))
+        return
+    if is_collected_rows(doc):
         return
     try:
         report.results.append(FortioResult(doc, source))
