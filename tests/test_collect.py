@@ -299,6 +299,17 @@ def test_aggregate_repeats() -> None:
     assert (b["conn"], b["p50"], b["p50_spread"]) == (64, 300.0, 0.0)
 
 
+def test_aggregate_median_of_two_repeats_is_the_decimal() -> None:
+    """Two repeats' median averages two decimals; the CSV must not show binary noise."""
+    rows = rows_for_aggregation()[:2]
+    rows[0].update(p90=180.645, mem_MB_min_x=27.244)
+    rows[1].update(p90=180.651, mem_MB_min_x=27.248)
+    (a,) = col.aggregate(rows)
+    assert (180.645 + 180.651) / 2 != 180.648  # the noise this is about
+    assert repr(a["p90"]) == "180.648" and repr(a["mem_MB_min_x"]) == "27.246"
+    assert a["p50"] == 115.0 and a["conn"] == 16
+
+
 def test_aggregate_keeps_unidentified_results_apart() -> None:
     rows = fixture_rows()
     out = col.aggregate(rows)

@@ -271,6 +271,16 @@ def row_key(row: Mapping[str, Any]) -> tuple[Any, ...]:
     return key if row.get("mode") else (*key, row.get("Labels"), row.get("NumThreads"))
 
 
+def _median(values: Sequence[float]) -> float:
+    """The median, without the binary noise that averaging two decimals leaves.
+
+    The median of 180.645 and 180.651 is 180.648, not 180.64800000000002; 15 significant
+    digits is what a double holds exactly for a decimal.
+    """
+    med = statistics.median(values)
+    return float(f"{med:.15g}") if isinstance(med, float) else med
+
+
 def aggregate(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     """One row per test key across repeats: medians, plus min/max/spread of p50 and p99."""
     groups: dict[tuple[Any, ...], list[Mapping[str, Any]]] = {}
@@ -286,7 +296,7 @@ def aggregate(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
                 continue
             values = [m[col] for m in members if _is_number(m.get(col))]
             if values:
-                agg[col] = statistics.median(values)
+                agg[col] = _median(values)
             elif col not in first:
                 agg[col] = None
         agg["repeat"] = None
