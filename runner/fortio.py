@@ -17,7 +17,7 @@ from typing import Any
 
 from meshperf import collect as col
 from meshperf.argtypes import positive_float
-from meshperf.errors import ExitCode, MeshperfError, PrometheusError
+from meshperf.errors import ExitCode, MeshperfError, PrometheusError, exit_cli
 from meshperf.results import DEFAULT_TIMEOUT, check_url, is_url, load_sources
 
 try:  # only --prometheus needs it (and prometheus-api-client); the rest works without
@@ -230,4 +230,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_cli(main)

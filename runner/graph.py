@@ -14,7 +14,7 @@ import webbrowser
 from pathlib import Path
 
 from meshperf.argtypes import non_negative_float, positive_int
-from meshperf.errors import ExitCode, MeshperfError
+from meshperf.errors import ExitCode, MeshperfError, exit_cli
 from meshperf.graphing import (
     FORMAT_DESCRIPTIONS,
     MESH_NAME,
@@ -204,4 +204,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_cli(main)

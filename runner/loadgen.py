@@ -24,7 +24,7 @@ from typing import NoReturn
 
 from meshperf import echo, fortiojson
 from meshperf.argtypes import finite_float, non_negative_int, positive_float, positive_int
-from meshperf.errors import ConfigError, ExitCode, MeshperfError
+from meshperf.errors import ConfigError, ExitCode, MeshperfError, exit_cli
 from meshperf.goduration import parse_duration
 from meshperf.histogram import parse_percentiles
 from meshperf.loadgen import (
@@ -378,4 +378,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_cli(main)

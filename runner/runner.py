@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from meshperf.argtypes import non_negative_int, positive_float, positive_int
-from meshperf.errors import ConfigError, ExitCode, MeshperfError
+from meshperf.errors import ConfigError, ExitCode, MeshperfError, exit_cli
 from meshperf.plan import (
     CLUSTER_ONLY_MESHES,
     LOAD_GENERATORS,
@@ -515,4 +515,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_cli(main)

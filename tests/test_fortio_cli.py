@@ -366,6 +366,24 @@ def test_bad_timeout_is_usage_error(capsys: Any) -> None:
     assert "must be > 0" in capsys.readouterr().err
 
 
+def test_reader_that_closed_stdout_gets_no_traceback(fixture_dir: Path, tmp_path: Path) -> None:
+    """``fortio.py results | head -1`` with head already gone: the files are still written."""
+    env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_URL"}
+    r, w = os.pipe()
+    os.close(r)
+    try:
+        proc = subprocess.run(
+            [sys.executable, str(REPO / "runner" / "fortio.py"), str(fixture_dir)],
+            cwd=tmp_path, stdout=w, stderr=subprocess.PIPE, text=True, timeout=60, env=env,
+            check=False,
+        )  # fmt: skip
+    finally:
+        os.close(w)
+    assert "Traceback" not in proc.stderr and "Exception ignored" not in proc.stderr
+    assert proc.returncode == ExitCode.ERROR
+    assert (tmp_path / "meshperf-results.csv").exists()
+
+
 def test_as_a_script(fixture_dir: Path, tmp_path: Path) -> None:
     """The seed's way to run it: ``python runner/fortio.py SOURCE``, from any directory."""
     env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_URL"}

@@ -10,8 +10,11 @@ from __future__ import annotations
 import base64
 import http.server
 import json
+import os
 import socket
 import ssl
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -517,3 +520,21 @@ def test_malformed_config_files_are_one_line_errors(
     assert err.splitlines()[0].startswith(expected.replace("{f}", str(f))), err
     if "--dry-run" not in argv or "--config" in argv:
         assert code == ExitCode.ERROR
+
+
+def test_reader_that_closed_stdout_gets_no_traceback(tmp_path: Path) -> None:
+    """``runner.py ... --dry-run | head -2``: head exits before the plan is printed."""
+    r, w = os.pipe()
+    os.close(r)  # the reader is gone before anything is written
+    try:
+        proc = subprocess.run(
+            [sys.executable, str(Path(runner.__file__)), "1,2,4,8,16,32,64", "1000", "240",
+             "--serversidecar", "--platform", "local", "--dry-run"],
+            stdout=w, stderr=subprocess.PIPE, text=True, timeout=60, check=False,
+            env={**os.environ, "KUBECONFIG": str(tmp_path / "none")},
+        )  # fmt: skip
+    finally:
+        os.close(w)
+    assert "Traceback" not in proc.stderr and "Exception ignored" not in proc.stderr
+    assert proc.stderr == ""
+    assert proc.returncode == ExitCode.ERROR

@@ -7,6 +7,10 @@ exit code.
 from __future__ import annotations
 
 import enum
+import os
+import sys
+from collections.abc import Callable
+from typing import NoReturn
 
 
 class ExitCode(enum.IntEnum):
@@ -46,3 +50,19 @@ class PrometheusError(MeshperfError):
 
 class PlatformError(MeshperfError):
     """A local process (Envoy, echo server, load generator) failed to start or died."""
+
+
+def exit_cli(main: Callable[[], int]) -> NoReturn:
+    """``sys.exit(main())`` for a CLI's ``__main__``; a reader that stops early is no traceback.
+
+    ``runner.py --dry-run | head`` closes stdout before the plan is printed: that is the
+    reader's choice, not an error worth a traceback (everything measured is already on disk).
+    """
+    try:
+        code = main()
+        sys.stdout.flush()  # inside the try: the flush at exit would fail the same way
+    except BrokenPipeError:
+        # Python flushes stdout once more at exit; point it at /dev/null so that is quiet too.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        code = ExitCode.ERROR
+    sys.exit(code)
