@@ -12,6 +12,7 @@ import argparse
 import dataclasses
 import os
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -474,8 +475,15 @@ def main(argv: list[str] | None = None) -> int:
     try:
         # Before anything starts: a run whose results cannot be written is not worth starting.
         args.output_dir.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        return _fail(f"output dir {args.output_dir} exists and is not a directory")
     except OSError as e:
         return _fail(f"cannot create output dir {args.output_dir}: {e.strerror or e}")
+    try:
+        # mkdir passes on a directory that cannot be written to (permissions, read-only mount).
+        tempfile.TemporaryFile(dir=args.output_dir).close()
+    except OSError as e:
+        return _fail(f"cannot write to output dir {args.output_dir}: {e.strerror or e}")
     try:
         platform = make_platform(opts)
     except MeshperfError as e:

@@ -416,6 +416,23 @@ def test_unwritable_output_dir_fails_before_starting(
     assert err == f"runner.py: error: cannot create output dir {target}: Not a directory\n"
 
 
+@pytest.mark.parametrize("kind", ["file", "unwritable"])
+def test_output_dir_that_is_no_writable_directory_fails_before_starting(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, kind: str
+) -> None:
+    if kind == "file":
+        target = tmp_path / "file"
+        target.write_text("not a directory")
+        want = f"runner.py: error: output dir {target} exists and is not a directory\n"
+    else:
+        target = Path("/proc/self/fdinfo")  # a directory nobody, root included, can write to
+        want = f"runner.py: error: cannot write to output dir {target}: "
+    code, out, err = run(capsys, "1", "10", "1", "--platform", "local", "--output-dir",
+                         str(target), "-q")  # fmt: skip
+    assert code == ExitCode.ERROR and out == ""
+    assert err.startswith(want) and err.count("\n") == 1, err
+
+
 # ---- a real platform refusing to start --------------------------------------------------------
 
 
