@@ -18,6 +18,7 @@ import argparse
 import os
 import signal
 import sys
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
@@ -287,8 +288,12 @@ def _write_json(text: str, dest: str, quiet: bool = False) -> None:
         return
     path = Path(dest)
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    except OSError:
+        tmp.unlink(missing_ok=True)
+        raise
     if not quiet:
         print(f"Successfully wrote {len(text)} bytes of Json data to {dest}", file=sys.stderr)
 
@@ -318,9 +323,16 @@ def do_load(args: argparse.Namespace) -> int:
     if dest is None and args.a:
         dest = ""  # resolved once the ID is known
     if dest and dest != "-":
+        # Checked before the run, so a run is never made only to lose its result.
         parent = Path(dest).parent
         if not parent.is_dir():
             raise ConfigError(f"cannot write -json {dest}: directory {parent} does not exist")
+        if Path(dest).is_dir():
+            raise ConfigError(f"cannot write -json {dest}: it is a directory")
+        try:
+            tempfile.TemporaryFile(dir=parent).close()
+        except OSError as e:
+            raise ConfigError(f"cannot write -json {dest}: {e.strerror or e}") from None
     if args.a and not Path(args.data_dir).is_dir():
         raise ConfigError(f"-data-dir {args.data_dir} is not a directory")
     # run_load handles Ctrl-C/SIGTERM while it runs; one more (a second Ctrl-C, or

@@ -27,6 +27,7 @@ import pytest
 
 import loadgen as cli
 from meshperf import goduration
+from meshperf.errors import ExitCode
 from meshperf.goduration import MINUTE, SECOND, format_duration, parse_duration
 from meshperf.histogram import Histogram, calc_percentile
 from meshperf.loadgen import LoadOptions, Plan, Target, build_request, run_load
@@ -478,6 +479,25 @@ def test_bad_flags_one_line_error(args: list[str], capsys: pytest.CaptureFixture
     err = capsys.readouterr().err.strip().splitlines()
     assert rc != 0
     assert len(err) == 1 and err[0].startswith("loadgen: error: "), err
+
+
+@pytest.mark.parametrize("kind", ["directory", "unwritable"])
+def test_json_destination_checked_before_the_run(
+    server: EchoServer, tmp_path: Path, kind: str
+) -> None:
+    """A -json that cannot be written fails at once, not after the run (losing it)."""
+    # /proc/self/fdinfo: a directory nobody, root included, can create files in.
+    dest = tmp_path if kind == "directory" else Path("/proc/self/fdinfo/r.json")
+    p = subprocess.run(
+        [sys.executable, str(LOADGEN), "load", "-c", "1", "-qps", "10", "-t", "30s",
+         "-json", str(dest), f"{server.base}/"],
+        capture_output=True, text=True, timeout=20, check=False,
+    )  # fmt: skip
+    lines = p.stderr.strip().splitlines()
+    assert p.returncode == ExitCode.ERROR
+    assert len(lines) == 1 and lines[0].startswith(f"loadgen: error: cannot write -json {dest}")
+    assert "running at" not in p.stderr  # refused before warmup, not after 30 s of load
+    assert not tmp_path.with_name(tmp_path.name + ".tmp").exists()
 
 
 def test_https_error_says_unsupported(capsys: pytest.CaptureFixture[str]) -> None:
