@@ -13,7 +13,11 @@ import http.server
 import io
 import json
 import os
+import shlex
+import shutil
 import signal
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -27,7 +31,7 @@ from meshperf.histogram import Histogram
 from meshperf.plan import Plan, build_plan
 from meshperf.platform import RESULT_KEY
 from meshperf.platform import TestSpec as Spec  # not collected as a test class
-from meshperf.run import Progress, run_matrix, summary_table
+from meshperf.run import Progress, next_steps, run_matrix, summary_table
 
 
 class _Echo(http.server.BaseHTTPRequestHandler):
@@ -338,3 +342,33 @@ def test_progress_bar_on_a_terminal(tmp_path: Path) -> None:
     # Only problems get their own line above the bar.
     assert "[2/2] both c=1 qps=200 0.2s: failed: PlatformError: sidecar for both died" in text
     assert "[1/2]" not in text
+
+
+@pytest.mark.parametrize("where", ["inside", "elsewhere"])
+def test_next_steps_run_as_printed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, where: str
+) -> None:
+    """The printed commands work pasted as they are: from the results dir itself
+    (``--output-dir .``, no name to build a summary name on) and from outside the repo."""
+    fixture = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "fortio"
+    results = tmp_path / "my results"
+    results.mkdir()
+    shutil.copy(fixture / "http-istio-tools-1.3.1.json", results)
+    if where == "inside":
+        monkeypatch.chdir(results)
+        text = next_steps(Path("."))
+    else:
+        monkeypatch.chdir(tmp_path)
+        text = next_steps(Path("my results"))
+    lines = text.splitlines()[1:]
+    assert len(lines) == 2
+    for line in lines:
+        argv = shlex.split(line)
+        values = [a for a in argv[2:] if a != "--output"]
+        assert argv[0] == "python" and not any(a.startswith("-") for a in values), line
+        proc = subprocess.run(
+            [sys.executable, *argv[1:]], capture_output=True, text=True, timeout=60,
+            check=False, env={k: v for k, v in os.environ.items() if k != "PROMETHEUS_URL"},
+        )  # fmt: skip
+        assert proc.returncode == 0, (line, proc.stderr)
+    assert len(list(tmp_path.rglob("*summary*p99*.html"))) == 1

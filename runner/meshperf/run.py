@@ -15,6 +15,7 @@ import datetime as dt
 import json
 import os
 import platform as pyplatform
+import shlex
 import signal
 import socket
 import sys
@@ -587,9 +588,20 @@ def summary_table(report: RunReport) -> str:
 def next_steps(output_dir: Path) -> str:
     """The commands that turn the result files into a table and a graph."""
     # Beside the directory, not in it: the directory is the input of the next fortio.py run.
-    summary = output_dir.parent / f"{output_dir.name}-summary"
+    # "." and ".." have no name to build on ("--output -summary" would read as a flag): inside
+    # then, where fortio.py recognises its own output and does not read it as a result.
+    if output_dir.name in ("", ".."):
+        summary = output_dir / "summary"
+    else:
+        summary = output_dir.parent / f"{output_dir.name}-summary"
+    # The scripts as reachable from the current directory, so the lines work pasted as they are.
+    scripts = Path(__file__).resolve().parents[1]
+    if not os.path.relpath(scripts).startswith(".."):
+        scripts = Path(os.path.relpath(scripts))
+    fortio, graph = (shlex.quote(str(scripts / name)) for name in ("fortio.py", "graph.py"))
+    out, csv = shlex.quote(str(output_dir)), shlex.quote(f"{summary}.csv")
     return (
         "next:\n"
-        f"  python runner/fortio.py {output_dir} --output {summary}\n"
-        f"  python runner/graph.py {summary}.csv p99"
+        f"  python {fortio} {out} --output {shlex.quote(str(summary))}\n"
+        f"  python {graph} {csv} p99"
     )
