@@ -458,7 +458,7 @@ def main(argv: list[str] | None = None) -> int:
         telemetry=not args.no_telemetry,
         perf=args.perf,
         load_generator=args.load_generator,
-        envoy=args.envoy or env.get("ENVOY_BIN") or None,
+        envoy=args.envoy or None,  # $ENVOY_BIN is the platform's next choice, named as such
         ingress=("local" if choice.platform == "local" else args.ingress)
         if args.ingress is not None
         else None,

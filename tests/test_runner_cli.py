@@ -452,6 +452,19 @@ def test_missing_envoy_is_one_line_and_a_hint(
     assert not out_dir.exists() or not any(out_dir.iterdir())
 
 
+def test_missing_envoy_from_environment_names_the_variable(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("ENVOY_BIN", str(tmp_path / "no-envoy"))
+    code, _, err = run(capsys, "1", "10", "1", "--platform", "local", "--output-dir",
+                       str(tmp_path / "out"), "-q")  # fmt: skip
+    assert code == ExitCode.ERROR
+    missing = tmp_path / "no-envoy"
+    assert err.splitlines()[0] == (
+        f"runner.py: error: envoy from $ENVOY_BIN ({missing}) is not an executable file"
+    )
+
+
 def test_auto_verifies_the_cluster_ca_over_https(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
