@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import signal
 import sys
 import tempfile
@@ -37,6 +38,7 @@ from meshperf.loadgen import (
 )
 
 PROG = "loadgen"
+FLAG_RE = re.compile(r"--?[A-Za-z][\w-]*")
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 LOAD_BOOL_FLAGS = ("uniform", "jitter", "nocatchup", "a", "allow-initial-errors", "quiet")
@@ -264,10 +266,27 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def normalize_bools(argv: Sequence[str]) -> list[str]:
-    """Go's ``-flag=true|false`` form for booleans, which argparse cannot take as is."""
+    """Go's flag forms that argparse cannot take as is.
+
+    ``-flag=true|false`` for booleans; and a value that starts with a dash (``-qps -5x``,
+    ``-offset -1ms``): Go gives a flag that takes a value the next argument whatever it is,
+    argparse would read it as another flag ("expected one argument").
+    """
     out: list[str] = []
     bools = set(LOAD_BOOL_FLAGS) | set(SERVER_BOOL_FLAGS)
-    for arg in argv:
+    pending = list(argv)
+    while pending:
+        arg = pending.pop(0)
+        name = arg.lstrip("-")
+        if (
+            FLAG_RE.fullmatch(arg)
+            and name not in bools
+            and name not in ("h", "help")
+            and pending
+            and pending[0].startswith("-")
+        ):
+            out.append(f"{arg}={pending.pop(0)}")
+            continue
         if arg.startswith("-") and "=" in arg:
             name, _, value = arg.lstrip("-").partition("=")
             if name in bools:

@@ -6,6 +6,7 @@ where the test needs the library's raw samples. Timing checks are sanity bounds 
 
 from __future__ import annotations
 
+import argparse
 import base64
 import json
 import os
@@ -28,7 +29,7 @@ import pytest
 import loadgen as cli
 from meshperf import goduration
 from meshperf.errors import ExitCode
-from meshperf.goduration import MINUTE, SECOND, format_duration, parse_duration
+from meshperf.goduration import MILLISECOND, MINUTE, SECOND, format_duration, parse_duration
 from meshperf.histogram import Histogram, calc_percentile
 from meshperf.loadgen import LoadOptions, Plan, Target, build_request, run_load
 
@@ -515,6 +516,42 @@ def test_unreachable_warmup_aborts_with_one_line() -> None:
     assert p.returncode == 1 and p.stdout == ""
     lines = p.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("loadgen: error: warmup"), lines
+
+
+@pytest.mark.parametrize(
+    ("flags", "shown"), [(["-qps", "-5x"], "'-5x'"), (["-t", "-1s"], "'-1s'"),
+                         (["-c", "-json", "x.json"], "'-json'")],
+)  # fmt: skip
+def test_dash_value_is_the_flags_value_as_in_go(
+    flags: list[str], shown: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``-qps -5x``: Go's flag package gives -qps the next argument; the error names it."""
+    with pytest.raises(SystemExit) as e:
+        cli.main(["load", *flags, "http://127.0.0.1:1/"])
+    assert e.value.code == ExitCode.USAGE
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"loadgen: error: argument {flags[0]}/") and shown in err, err
+    assert "expected one argument" not in err
+
+
+def test_dash_values_parse() -> None:
+    argv = ["load", "-offset", "-1ms", "-qps", "-1", "-json", "-", "-uniform", "http://h/"]
+    args = cli.build_parser().parse_args(cli.normalize_bools(argv))
+    assert args.offset == -MILLISECOND and args.qps == -1 and args.json == "-" and args.uniform
+
+
+def test_bool_flag_lists_match_the_parser() -> None:
+    """normalize_bools must know every flag that takes no value, or it would eat the next."""
+    parser = cli.build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    for command, bools in (("load", cli.LOAD_BOOL_FLAGS), ("server", cli.SERVER_BOOL_FLAGS)):
+        no_value = {
+            opt.lstrip("-")
+            for a in sub.choices[command]._actions
+            if a.nargs == 0 and not isinstance(a, argparse._HelpAction)
+            for opt in a.option_strings
+        }
+        assert no_value == set(bools), command
 
 
 def test_bool_flags_accept_go_forms() -> None:
