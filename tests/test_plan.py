@@ -42,6 +42,9 @@ def test_csv_floats() -> None:
     for bad in ("-1", "nan", "inf", "1,,2", "x"):
         with pytest.raises(argparse.ArgumentTypeError):
             P.csv_floats(bad)
+    for bad in ("inf", "nan", "1,-inf"):
+        with pytest.raises(argparse.ArgumentTypeError, match="not a finite number"):
+            P.csv_floats(bad)
 
 
 def test_labels_validation() -> None:

@@ -77,7 +77,11 @@ def csv_floats(text: str) -> list[float]:
             raise argparse.ArgumentTypeError(
                 f"invalid qps {part!r} in {text!r}: not a number"
             ) from None
-        if not math.isfinite(q) or q < 0:
+        if not math.isfinite(q):  # "inf" is >= 0, so say what is wrong with it
+            raise argparse.ArgumentTypeError(
+                f"invalid qps {part!r} in {text!r}: not a finite number (0 = as fast as possible)"
+            )
+        if q < 0:
             raise argparse.ArgumentTypeError(f"invalid qps {part!r} in {text!r}: must be >= 0")
         if q not in out:
             out.append(q)
