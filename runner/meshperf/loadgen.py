@@ -101,6 +101,8 @@ class Target:
             raise ConfigError(f"malformed URL {url!r}: no host")
         if any(ch in url for ch in " \r\n\t"):
             raise ConfigError(f"malformed URL {url!r}: contains whitespace")
+        if not _latin1(url):  # the request line is sent as Latin-1 bytes
+            raise ConfigError(f"malformed URL {url!r}: percent-encode non-Latin-1 characters")
         path = parts.path or "/"
         if parts.query:
             path += "?" + parts.query
@@ -154,6 +156,8 @@ class LoadOptions:
             name, sep, _ = h.partition(":")
             if not sep or not name.strip() or any(c in h for c in "\r\n"):
                 raise ConfigError(f"bad -H {h!r}: expected 'Name: value'")
+            if not _latin1(h):
+                raise ConfigError(f"bad -H {h!r}: header values are sent as Latin-1 bytes")
         Target.parse(self.url)
 
 
@@ -755,6 +759,14 @@ class Worker:
             "warnings": self.warnings,
             "addr": list(self.addr),
         }
+
+
+def _latin1(text: str) -> bool:
+    try:
+        text.encode("latin-1")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def build_request(o: LoadOptions, t: Target) -> bytes:
