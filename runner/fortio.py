@@ -41,7 +41,7 @@ _DEFAULTS_TEXT = textwrap.fill(
 
 EPILOG = f"""\
 examples:
-  # the seed's command: a fortio server, CPU/memory from Prometheus, chosen columns
+  # the 2019 scripts' command: a fortio server, CPU/memory from Prometheus, chosen columns
   python runner/fortio.py $FORTIO_CLIENT_URL --prometheus=$PROMETHEUS_URL \\
       --csv StartTime,ActualDuration,Labels,NumThreads,ActualQPS,p50,p90,p99,\\
 cpu_mili_avg_fortioserver_deployment_proxy,mem_MB_max_fortioserver_deployment_proxy

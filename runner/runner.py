@@ -149,7 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument(
         "--qps-per-connection",
         action="store_true",
-        help="read QPS as per connection (the seed README's wording): the total is QPS x CONN",
+        help="read QPS as per connection (the 2019 README's wording): the total is QPS x CONN",
     )
     m.add_argument(
         "--repeat",
@@ -168,7 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument(
         "--no-telemetry",
         action="store_true",
-        help="sidecars without stats/access-log filters (the seed's 'nomixer');"
+        help="sidecars without stats/access-log filters (the 2019 scripts' 'nomixer');"
         " adds 'notelemetry' to the labels",
     )
     m.add_argument(

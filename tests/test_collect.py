@@ -63,7 +63,7 @@ def expected_line(path: Path) -> tuple[str, str]:
         ok = {"200", "SERVING", "OK"} | ({"1"} if d["RunType"].startswith("GRPC") else set())
         errors = sum(n for code, n in d["RetCodes"].items() if code not in ok)
     label = d["Labels"]
-    # Only the seed runner's label shape says what the test was (fixture 1.3.1).
+    # Only the 2019 runner's label shape says what the test was (fixture 1.3.1).
     known = {"193ff770_qps_1000_c_1_1024_both": ("both", "1", "1024")}
     mode, conn, size = known.get(label, ("", "", ""))
     qps = d["RequestedQPS"]

@@ -385,7 +385,7 @@ def test_reader_that_closed_stdout_gets_no_traceback(fixture_dir: Path, tmp_path
 
 
 def test_as_a_script(fixture_dir: Path, tmp_path: Path) -> None:
-    """The seed's way to run it: ``python runner/fortio.py SOURCE``, from any directory."""
+    """The 2019 scripts' way to run it: ``python runner/fortio.py SOURCE``, from any directory."""
     env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_URL"}
     proc = subprocess.run(
         [sys.executable, str(REPO / "runner" / "fortio.py"), str(fixture_dir)],

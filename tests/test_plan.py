@@ -97,7 +97,7 @@ def test_select_modes_mesh_none() -> None:
 
 
 def test_label_shape_is_the_seeds() -> None:
-    # The seed's runner wrote e.g. 193ff770_qps_1000_c_1_1024_both (fixture file's label).
+    # The 2019 runner wrote e.g. 193ff770_qps_1000_c_1_1024_both (fixture file's label).
     seed = "193ff770_qps_1000_c_1_1024_both"
     assert P.make_label("193ff770", 1000.0, 1, 1024, "", "both") == seed
     assert (

@@ -156,7 +156,7 @@ def result_row(
 
 
 def matches(r: FortioResult, selector: str | None) -> bool:
-    """The seed's ``--selector``: a Labels substring, or ``^<StartTime prefix>``."""
+    """The 2019 scripts' ``--selector``: a Labels substring, or ``^<StartTime prefix>``."""
     if not selector:
         return True
     if selector.startswith("^"):
@@ -243,7 +243,7 @@ def collect(
                         prom_failures = 0
                         if cells:
                             row.update(cells)
-                        else:  # never silently missing (the seed's complaint)
+                        else:  # never silently missing (the 2019 scripts' complaint)
                             reason = "Prometheus has no proxy CPU/memory series in the window"
                 except PrometheusError as e:
                     prom_failures += 1
@@ -351,7 +351,7 @@ def available_columns_text(aggregated: bool) -> str:
 def parse_columns(spec: str, *, aggregated: bool = False) -> list[str]:
     """A ``--csv`` list: known names, ``p<digits>``, and resource-shaped names; ConfigError else.
 
-    Resource columns are accepted by shape, so the seed's list (with Mixer columns) works: a
+    Resource columns are accepted by shape, so the 2019 scripts' list (with Mixer columns) works: a
     column with no data is written empty.
     """
     cols: list[str] = []

@@ -278,7 +278,7 @@ def load_csv(path: str | os.PathLike[str], mesh: str | None = None) -> LoadedCsv
     t["label"] = raw["Labels"] if "Labels" in raw else ""
     if fmt == FORMAT_MESHPERF:
         t["mode"] = raw["mode"].str.strip()
-        # Results of a plain fortio run (no meshperf block) leave mode empty; the seed-shaped
+        # Results of a plain fortio run (no meshperf block) leave mode empty; the 2019-shaped
         # label, when there is one, still says it.
         no_mode = t["mode"] == ""
         if no_mode.any():

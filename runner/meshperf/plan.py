@@ -232,7 +232,7 @@ def select_modes(
     mesh: str,
     waypoint: bool = False,
 ) -> tuple[str, ...]:
-    """The seed's switches: ``both`` unless --no-clientsidecar; the others add their mode."""
+    """The 2019 scripts' switches: ``both`` unless --no-clientsidecar; the others add their mode."""
     if waypoint and mesh != "istio-ambient":
         raise ConfigError(
             f"--waypoint needs --mesh istio-ambient (got --mesh {mesh})",
@@ -276,7 +276,7 @@ def format_qps(qps: float) -> str:
 
 
 def make_label(run_id: str, qps: float, conn: int, size: int, extra_labels: str, mode: str) -> str:
-    """The seed's label shape ``<runid>_qps_<qps>_c_<conn>_<size>[_<labels>]_<mode>``."""
+    """The 2019 scripts' label shape ``<runid>_qps_<qps>_c_<conn>_<size>[_<labels>]_<mode>``."""
     parts = [run_id, "qps", format_qps(qps), "c", str(conn), str(size)]
     if extra_labels:
         parts.append(extra_labels)

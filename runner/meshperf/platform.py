@@ -39,7 +39,7 @@ from typing import Any, Protocol
 RESULT_KEY = "meshperf"
 RESULT_FORMAT = 1
 
-# Sidecar modes, their label suffixes (the seed's runner wrote these) and their order.
+# Sidecar modes, their label suffixes (the 2019 runner wrote these) and their order.
 MODES: tuple[str, ...] = ("baseline", "serversidecar", "both", "ingress", "waypoint")
 MODE_LABEL: dict[str, str] = {
     "baseline": "base",
@@ -67,7 +67,7 @@ class TestSpec:
     qps: float  # total across connections; 0 = max
     duration: float  # seconds
     size: int = 1024  # response payload bytes (echo ?size=)
-    labels: str = ""  # the full fortio label, seed shape
+    labels: str = ""  # the full fortio label, 2019 shape
     extra_labels: str = ""
     repeat: int = 0
     run_id: str = ""
@@ -134,7 +134,7 @@ class RunOptions:
     output_dir: Path = Path("results")
     run_id: str = ""
     proxy_concurrency: int = 2  # Envoy --concurrency (Istio's sidecar default)
-    telemetry: bool = True  # sidecar stats/access-log filters (the seed's "Mixer")
+    telemetry: bool = True  # sidecar stats/access-log filters (the 2019 scripts' "Mixer")
     perf: bool = False  # perf record the server proxy, write a flame graph
     load_generator: str = "builtin"  # "builtin" | "fortio" (local platform)
     envoy: str | None = None  # --envoy PATH; else $ENVOY_BIN, PATH, the wheel

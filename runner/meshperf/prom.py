@@ -1,7 +1,7 @@
 """CPU and memory of the mesh's proxies over a test's window, from Prometheus (cAdvisor series).
 
 CPU is ``rate(container_cpu_usage_seconds_total[<rate window>])`` in millicores; memory is
-``container_memory_working_set_bytes`` in MB (MiB, as the seed reported it). Each is read
+``container_memory_working_set_bytes`` in MB (MiB, as the 2019 scripts reported it). Each is read
 with one ``query_range`` at a fixed step, per pod and container, under both cAdvisor label
 schemes (``pod``/``container`` and the pre-Kubernetes-1.16 ``pod_name``/``container_name``).
 The series are mapped to workload keys (``fortioserver_deployment_proxy``, ...), summed per
@@ -52,7 +52,7 @@ MILLICORES_PER_CORE = 1000.0
 # Prometheus' own default when the config has no global.scrape_interval.
 DEFAULT_SCRAPE_INTERVAL_S = 60.0
 # rate() needs two samples in its window; four leave room for a missed scrape or two and match
-# the usual "rate window >= 4 x scrape interval" rule (the seed: 1m over 15 s scrapes).
+# the usual "rate window >= 4 x scrape interval" rule (the 2019 scripts: 1m over 15 s scrapes).
 RATE_WINDOW_SCRAPES = 4
 # Clocks of the load generator's host and of Prometheus are not the same clock.
 CLOCK_SLACK_S = 2.0
@@ -574,6 +574,6 @@ class PrometheusSource:
 
 
 def _require_aware(t: dt.datetime) -> None:
-    # A naive time would be read as this machine's local time: the seed's StartTime[:19] bug.
+    # A naive time would be read as this machine's local time: the 2019 scripts' StartTime[:19] bug.
     if t.tzinfo is None or t.utcoffset() is None:
         raise ValueError(f"datetime must carry a time zone: {t.isoformat()}")

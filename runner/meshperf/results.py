@@ -41,7 +41,7 @@ FETCH_WORKERS = 8
 # Far above any fortio result (a 256 KiB payload makes ~350 KB); guards against serving junk.
 MAX_FILE_BYTES = 64 * 1024 * 1024
 
-# The seed runner's label: <runid>_qps_<qps>_c_<conn>_<size>[_<extra labels>]_<mode suffix>.
+# The 2019 runner's label: <runid>_qps_<qps>_c_<conn>_<size>[_<extra labels>]_<mode suffix>.
 SEED_LABEL = re.compile(
     r"^(?P<run_id>[A-Za-z0-9]+)_qps_(?P<qps>max|[0-9]+(?:\.[0-9]+)?)_c_(?P<conn>[0-9]+)"
     r"_(?P<size>[0-9]+)(?:_(?P<extra>.+?))?_(?P<mode>" + "|".join(LABEL_MODE) + r")$"
@@ -132,7 +132,7 @@ def parse_requested_qps(value: Any) -> float | None:
 
 @dataclasses.dataclass(frozen=True)
 class SeedLabel:
-    """The parts of a label written by the seed's runner (old results only)."""
+    """The parts of a label written by the 2019 runner (old results only)."""
 
     run_id: str
     qps: float | None  # None = max
@@ -317,7 +317,7 @@ class FortioResult:
 
     @property
     def mode(self) -> str:
-        """``meshperf.mode``, else the seed label's suffix, else "" (never guessed further)."""
+        """``meshperf.mode``, else the 2019 label's suffix, else "" (never guessed further)."""
         return str(self._from_block_or_seed("mode", "mode") or "")
 
     @property
@@ -327,7 +327,7 @@ class FortioResult:
 
     @property
     def qps(self) -> float | None:
-        """Requested total QPS from our block or the seed label; falls back to RequestedQPS."""
+        """Requested total QPS from our block or the 2019 label; falls back to RequestedQPS."""
         value = self._from_block_or_seed("qps", "qps")
         if value is None:
             return self.requested_qps
@@ -335,7 +335,7 @@ class FortioResult:
 
     @property
     def payload_size(self) -> int | None:
-        """Response payload bytes: our block, the seed label, or the URL's ``size=N``."""
+        """Response payload bytes: our block, the 2019 label, or the URL's ``size=N``."""
         value = self._from_block_or_seed("size", "size")
         if value is not None:
             return int(value)
@@ -550,7 +550,7 @@ def _data_urls(url: str) -> tuple[list[str], str | None]:
         return [base + trimmed + "/"], None
     if trimmed.endswith("/fortio"):
         return [base + trimmed + "/data/"], None
-    # A base URL: fortio server's UI path first (the seed's $FORTIO_CLIENT_URL), then report mode.
+    # A base URL: fortio server's UI path first (the 2019 $FORTIO_CLIENT_URL), then report mode.
     return [base + trimmed + "/fortio/data/", base + trimmed + "/data/"], None
 
 

@@ -29,7 +29,7 @@ SERVER_LABEL = "app=fortioserver"
 # Containers a mesh injects into a pod; never the load generator.
 PROXY_CONTAINERS: frozenset[str] = frozenset({"istio-proxy", "linkerd-proxy"})
 INIT_CONTAINERS: frozenset[str] = frozenset({"istio-init", "istio-validation", "linkerd-init"})
-LOAD_CONTAINER = "captured"  # the seed's fortio container in the client pod
+LOAD_CONTAINER = "captured"  # the 2019 scripts' fortio container in the client pod
 INSTANCE_TYPE_LABEL = "node.kubernetes.io/instance-type"
 LEGACY_INSTANCE_TYPE_LABEL = "beta.kubernetes.io/instance-type"
 

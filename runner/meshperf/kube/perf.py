@@ -31,8 +31,8 @@ if TYPE_CHECKING:
     from meshperf.kube.cluster import Cluster, PodInfo
 
 DEBUG_TTL = 3600  # seconds the debug container lives
-PERF_FREQ = 99  # Hz, as the seed's get_perfdata.sh
-MAX_RECORD_SECONDS = 40.0  # the seed recorded 40 s of each test
+PERF_FREQ = 99  # Hz, as the 2019 scripts' get_perfdata.sh
+MAX_RECORD_SECONDS = 40.0  # the 2019 scripts recorded 40 s of each test
 READY_TIMEOUT = 90.0  # image pull + start of the debug container
 # The process to profile in each mesh's proxy container.
 PROXY_PROCESS: dict[str, tuple[str, str]] = {

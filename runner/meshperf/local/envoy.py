@@ -13,7 +13,7 @@ Three roles, shaped like the Envoys Istio generates:
 Every listener binds port 0 and the real ports are read back from the admin API, so there is
 no window in which another process can take a port chosen for us. Telemetry on gives the
 sidecars Istio's default access log (to a file) and Envoy's full stats; off gives neither (the
-local counterpart of the seed's "disable Mixer").
+local counterpart of the 2019 scripts' "disable Mixer").
 """
 
 from __future__ import annotations
