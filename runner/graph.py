@@ -14,20 +14,24 @@ import webbrowser
 from pathlib import Path
 
 from meshperf.argtypes import non_negative_float, positive_int
-from meshperf.errors import ExitCode, MeshperfError, exit_cli
-from meshperf.graphing import (
-    FORMAT_DESCRIPTIONS,
-    MESH_NAME,
-    METRICS,
-    PROXIES,
-    STATS,
-    XAXES,
-    build_page,
-    default_output,
-    export_png,
-    load_csv,
-    write_html,
-)
+from meshperf.errors import ExitCode, MeshperfError, exit_cli, missing_package
+
+try:
+    from meshperf.graphing import (
+        FORMAT_DESCRIPTIONS,
+        MESH_NAME,
+        METRICS,
+        PROXIES,
+        STATS,
+        XAXES,
+        build_page,
+        default_output,
+        export_png,
+        load_csv,
+        write_html,
+    )
+except ModuleNotFoundError as e:  # pandas and bokeh, outside the project's environment
+    missing_package(e)
 
 PROG = "graph.py"
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import re
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -428,3 +430,16 @@ def test_mesh_names_one_per_csv_and_options_between_csvs(
     with pytest.raises(SystemExit):
         graph.main([str(SEED), str(seed_copy), "p50", "--mesh", "istio,linkerd,kuma"])
     assert "3 names for 2 CSVs" in capsys.readouterr().err
+
+
+def test_interpreter_without_pandas_is_one_line(tmp_path: Path) -> None:
+    """``python runner/graph.py`` with a Python that lacks the project's packages (``-S``
+    leaves site-packages out, as a system python without them would)."""
+    csv = next(DATA.glob("*.csv"))
+    proc = subprocess.run(
+        [sys.executable, "-S", graph.__file__, str(csv), "p50", "-o", str(tmp_path / "x.html")],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert proc.returncode == ExitCode.ERROR
+    assert proc.stderr.startswith("graph.py: error: Python package ")
+    assert proc.stderr.count("\n") == 1 and "make bootstrap" in proc.stderr, proc.stderr

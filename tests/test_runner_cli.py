@@ -568,3 +568,16 @@ def test_reader_that_closed_stdout_gets_no_traceback(tmp_path: Path) -> None:
     assert "Traceback" not in proc.stderr and "Exception ignored" not in proc.stderr
     assert proc.stderr == ""
     assert proc.returncode == ExitCode.ERROR
+
+
+def test_interpreter_without_psutil_is_one_line(tmp_path: Path) -> None:
+    """``python runner/runner.py`` with a Python that lacks the project's packages (``-S``
+    leaves site-packages out): psutil is imported when the local platform starts."""
+    proc = subprocess.run(
+        [sys.executable, "-S", str(Path(runner.__file__)), "1", "10", "1", "--platform", "local",
+         "-q", "--output-dir", str(tmp_path / "out")],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert proc.returncode == ExitCode.ERROR
+    assert proc.stderr.startswith("runner.py: error: Python package ")
+    assert proc.stderr.count("\n") == 1 and "make bootstrap" in proc.stderr, proc.stderr

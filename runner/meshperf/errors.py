@@ -61,8 +61,23 @@ def exit_cli(main: Callable[[], int]) -> NoReturn:
     try:
         code = main()
         sys.stdout.flush()  # inside the try: the flush at exit would fail the same way
+    except ModuleNotFoundError as e:  # imported late, e.g. psutil when the platform starts
+        if (e.name or "").partition(".")[0] == "meshperf":
+            raise
+        missing_package(e)
     except BrokenPipeError:
         # Python flushes stdout once more at exit; point it at /dev/null so that is quiet too.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         code = ExitCode.ERROR
     sys.exit(code)
+
+
+def missing_package(e: ModuleNotFoundError) -> NoReturn:
+    """One line for ``python runner/x.py`` run by an interpreter without the project's packages."""
+    prog = os.path.basename(sys.argv[0]) or "meshperf"
+    print(
+        f"{prog}: error: Python package {e.name!r} is not installed for {sys.executable}"
+        " (hint: make bootstrap, then .venv/bin/python or pipenv shell)",
+        file=sys.stderr,
+    )
+    sys.exit(ExitCode.ERROR)
