@@ -15,10 +15,14 @@ import sys
 import textwrap
 from typing import Any
 
-from meshperf import collect as col
 from meshperf.argtypes import positive_float
-from meshperf.errors import ExitCode, MeshperfError, PrometheusError, exit_cli
-from meshperf.results import DEFAULT_TIMEOUT, check_url, is_url, load_sources
+from meshperf.errors import ExitCode, MeshperfError, PrometheusError, exit_cli, missing_package
+
+try:
+    from meshperf import collect as col
+    from meshperf.results import DEFAULT_TIMEOUT, check_url, is_url, load_sources
+except ModuleNotFoundError as e:  # requests, outside the project's environment
+    missing_package(e)
 
 try:  # only --prometheus needs it (and prometheus-api-client); the rest works without
     from meshperf.prom import PrometheusSource

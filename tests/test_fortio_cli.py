@@ -384,6 +384,18 @@ def test_reader_that_closed_stdout_gets_no_traceback(fixture_dir: Path, tmp_path
     assert (tmp_path / "meshperf-results.csv").exists()
 
 
+def test_interpreter_without_requests_is_one_line(fixture_dir: Path, tmp_path: Path) -> None:
+    """``python runner/fortio.py`` with a Python that lacks the project's packages (``-S``
+    leaves site-packages out, as a system python without them would)."""
+    proc = subprocess.run(
+        [sys.executable, "-S", str(REPO / "runner" / "fortio.py"), str(fixture_dir)],
+        cwd=tmp_path, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert proc.returncode == ExitCode.ERROR
+    assert proc.stderr.startswith("fortio.py: error: Python package ")
+    assert proc.stderr.count("\n") == 1 and "make bootstrap" in proc.stderr, proc.stderr
+
+
 def test_as_a_script(fixture_dir: Path, tmp_path: Path) -> None:
     """The 2019 scripts' way to run it: ``python runner/fortio.py SOURCE``, from any directory."""
     env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_URL"}
