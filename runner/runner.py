@@ -16,7 +16,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, NoReturn
 
-from meshperf.argtypes import non_negative_int, positive_float, positive_int
+from meshperf.argtypes import image_ref, non_negative_int, positive_float, positive_int
 from meshperf.errors import ConfigError, ExitCode, MeshperfError, exit_cli
 from meshperf.plan import (
     CLUSTER_ONLY_MESHES,
@@ -258,7 +258,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="kubernetes: server pod name (default: by label)",
     )
     w.add_argument(
-        "--perf-image", default=None, metavar="IMAGE", help="kubernetes: image with perf for --perf"
+        "--perf-image",
+        default=None,
+        type=image_ref,
+        metavar="IMAGE",
+        help="kubernetes: image with perf for --perf",
     )
     w.add_argument(
         "--scrape-interval",

@@ -581,3 +581,14 @@ def test_interpreter_without_psutil_is_one_line(tmp_path: Path) -> None:
     assert proc.returncode == ExitCode.ERROR
     assert proc.stderr.startswith("runner.py: error: Python package ")
     assert proc.stderr.count("\n") == 1 and "make bootstrap" in proc.stderr, proc.stderr
+
+
+@pytest.mark.parametrize("image", ["x y", "img;rm -rf /", "$(id)", "-image", "a\nb: c", ""])
+def test_perf_image_is_checked_before_it_reaches_a_manifest(
+    capsys: pytest.CaptureFixture[str], image: str
+) -> None:
+    code, _, err = run(capsys, "1", "10", "100", "--platform", "kubernetes", "--perf",
+                       f"--perf-image={image}", "--dry-run")  # fmt: skip
+    assert code == 2
+    assert err.startswith("runner.py: error: argument --perf-image: ")
+    assert err.count("\n") == 1

@@ -5,6 +5,10 @@ from __future__ import annotations
 
 import argparse
 import math
+import re
+
+# registry/path:tag@digest, as Kubernetes accepts it; nothing a manifest could be bent by.
+_IMAGE = re.compile(r"[A-Za-z0-9][A-Za-z0-9./_:@-]{0,254}")
 
 
 def finite_float(text: str) -> float:
@@ -47,3 +51,12 @@ def positive_int(text: str) -> int:
 
 def non_negative_int(text: str) -> int:
     return _int(text, 0)
+
+
+def image_ref(text: str) -> str:
+    """A container image reference (``registry/name:tag`` or ``name@sha256:...``)."""
+    if not _IMAGE.fullmatch(text):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a container image reference (A-Z a-z 0-9 . / _ : @ -)"
+        )
+    return text
