@@ -150,17 +150,24 @@ def loadgen(args: list[str], duration: int) -> tuple[dict[str, Any], float]:
             stderr=subprocess.PIPE,
             text=True,
         )
-        root = psutil.Process(proc.pid)
-        seen: dict[int, float] = {}
-        while proc.poll() is None:
-            try:
-                for p in [root, *root.children(recursive=True)]:
-                    with_kids = p.cpu_times()
-                    seen[p.pid] = with_kids.user + with_kids.system
-            except psutil.Error:
-                pass
-            time.sleep(0.1)
-        _, err = proc.communicate(timeout=duration + 60)
+        try:
+            root = psutil.Process(proc.pid)
+            seen: dict[int, float] = {}
+            deadline = time.monotonic() + duration + 60
+            while proc.poll() is None:
+                if time.monotonic() > deadline:
+                    raise SystemExit(f"bench: error: loadgen still running after {duration + 60} s")
+                try:
+                    for p in [root, *root.children(recursive=True)]:
+                        with_kids = p.cpu_times()
+                        seen[p.pid] = with_kids.user + with_kids.system
+                except psutil.Error:
+                    pass
+                time.sleep(0.1)
+            _, err = proc.communicate(timeout=60)
+        finally:
+            if proc.poll() is None:  # timed out or interrupted: it must not outlive the bench
+                stop(proc)
         if proc.returncode != 0:
             raise SystemExit(f"bench: error: loadgen failed: {err.strip()}")
         return json.loads(out.read_text()), sum(seen.values())
