@@ -13,6 +13,11 @@ from meshperf.fortiojson import dumps, gen_id, go_float, go_time
 FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "fortio"
 
 
+def test_fixtures_are_found() -> None:
+    # An empty glob would turn the round-trip test below into a silent skip.
+    assert len(list(FIXTURES.glob("*.json"))) == 4, FIXTURES
+
+
 @pytest.mark.parametrize("path", sorted(FIXTURES.glob("*.json")), ids=lambda p: p.name)
 def test_fixture_round_trips_byte_for_byte(path: Path) -> None:
     raw = path.read_text()
