@@ -372,3 +372,27 @@ def test_next_steps_run_as_printed(
         )  # fmt: skip
         assert proc.returncode == 0, (line, proc.stderr)
     assert len(list(tmp_path.rglob("*summary*p99*.html"))) == 1
+
+
+def test_progress_is_plain_on_a_terminal_without_columns() -> None:
+    """tqdm draws nothing on a 0-column pty; the plain lines must show there instead."""
+    import fcntl
+    import struct
+    import termios
+
+    from meshperf.run import BarProgress, _default_progress
+
+    master, slave = os.openpty()
+    try:
+        with open(slave, "w", closefd=False) as tty:
+            assert tty.isatty()
+            fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 0, 0, 0))
+            plain = _default_progress(2, tty)
+            assert type(plain) is Progress
+            fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))
+            bar = _default_progress(2, tty)
+            assert isinstance(bar, BarProgress)
+            bar.close()
+    finally:
+        os.close(slave)
+        os.close(master)

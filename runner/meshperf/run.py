@@ -497,7 +497,18 @@ def run_matrix(
 
 
 def _default_progress(total: int, stream: TextIO) -> Progress:
-    return BarProgress(total, stream) if stream.isatty() else Progress(total, stream)
+    return BarProgress(total, stream) if _terminal_with_columns(stream) else Progress(total, stream)
+
+
+def _terminal_with_columns(stream: TextIO) -> bool:
+    """A TTY tqdm can draw on: on a 0-column pty (``script``, ``docker run -t`` before it is
+    sized) the bar is empty and no test would show at all."""
+    if not stream.isatty():
+        return False
+    try:
+        return os.get_terminal_size(stream.fileno()).columns > 0
+    except (OSError, ValueError):
+        return False
 
 
 def _run_one(
