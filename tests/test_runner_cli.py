@@ -592,3 +592,19 @@ def test_perf_image_is_checked_before_it_reaches_a_manifest(
     assert code == 2
     assert err.startswith("runner.py: error: argument --perf-image: ")
     assert err.count("\n") == 1
+
+
+def test_ctrl_c_before_the_run_starts_is_one_line(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C during start-up (imports, the platform probe) ends the CLI with 130, no traceback."""
+    from meshperf.errors import exit_cli
+
+    def interrupted() -> int:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("sys.argv", ["runner.py", "1", "10", "1"])
+    with pytest.raises(SystemExit) as exc:
+        exit_cli(interrupted)
+    assert exc.value.code == ExitCode.INTERRUPTED
+    assert capsys.readouterr().err == "runner.py: interrupted\n"

@@ -69,6 +69,12 @@ def exit_cli(main: Callable[[], int]) -> NoReturn:
         # Python flushes stdout once more at exit; point it at /dev/null so that is quiet too.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         code = ExitCode.ERROR
+    except KeyboardInterrupt:
+        # Ctrl-C before a CLI's own handling starts (start-up probes, platform set-up): nothing
+        # was measured yet, so one line is all there is to say.
+        prog = os.path.basename(sys.argv[0]) or "meshperf"
+        print(f"{prog}: interrupted", file=sys.stderr)
+        code = ExitCode.INTERRUPTED
     sys.exit(code)
 
 
