@@ -507,8 +507,8 @@ def _terminal_with_columns(stream: TextIO) -> bool:
         return False
     try:
         return os.get_terminal_size(stream.fileno()).columns > 0
-    except (OSError, ValueError):
-        return False
+    except (OSError, ValueError):  # says it is a terminal but has no size to ask: believe it
+        return True
 
 
 def _run_one(
