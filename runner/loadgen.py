@@ -354,17 +354,25 @@ def do_load(args: argparse.Namespace) -> int:
             raise ConfigError(f"cannot write -json {dest}: {e.strerror or e}") from None
     if args.a and not Path(args.data_dir).is_dir():
         raise ConfigError(f"-data-dir {args.data_dir} is not a directory")
-    # run_load handles Ctrl-C/SIGTERM while it runs; one more (a second Ctrl-C, or
+    # run_load handles Ctrl-C/SIGTERM while it runs; one more after it (a second Ctrl-C, or
     # `timeout -s INT` signalling the child and then its group) must not lose the result of
-    # what ran while it is written.
+    # what ran while it is written. One before it (run_load not yet listening) stops at once.
     late: list[int] = []
-    old = {s: signal.signal(s, lambda signum, _f: late.append(signum)) for s in _STOP_SIGNALS}
+
+    def on_stop(signum: int, _frame: object) -> None:
+        if not ran:
+            raise KeyboardInterrupt
+        late.append(signum)
+
+    ran = False
+    old = {s: signal.signal(s, on_stop) for s in _STOP_SIGNALS}
     try:
         if args.quiet:
             with open(os.devnull, "w") as sink:
                 outcome = run_load(opts, log=sink)
         else:
             outcome = run_load(opts)
+        ran = True
         text = fortiojson.dumps(outcome.result)
         if dest == "":
             dest = str(Path(args.data_dir) / f"{outcome.result['ID']}.json")

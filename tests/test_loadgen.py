@@ -406,6 +406,26 @@ def test_repeated_sigint_writes_what_ran_without_traceback(
     assert json.loads(out.read_text())["DurationHistogram"]["Count"] > 0
 
 
+def test_stop_signal_before_the_run_listens_stops_at_once(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """SIGTERM in the instant before run_load installs its own handler (the local platform
+    stopping a test that is just starting) ends the process; it is not kept for later."""
+    went_on: list[bool] = []
+
+    def run_load_hit_at_start(opts: LoadOptions, log: Any = None) -> Any:
+        os.kill(os.getpid(), signal.SIGTERM)  # delivered before the next line runs
+        went_on.append(True)
+        raise AssertionError("the run went on after SIGTERM")
+
+    monkeypatch.setattr(cli, "run_load", run_load_hit_at_start)
+    before = signal.getsignal(signal.SIGTERM)
+    assert cli.main(["load", "-t", "1s", "http://127.0.0.1:1/"]) == ExitCode.INTERRUPTED
+    assert not went_on
+    assert capsys.readouterr().err.strip() == "loadgen: interrupted"
+    assert signal.getsignal(signal.SIGTERM) is before
+
+
 def test_sigterm_to_process_group_writes_what_ran(server: EchoServer, tmp_path: Path) -> None:
     """How the local platform stops a test: SIGTERM to the group, workers included."""
     out = tmp_path / "r.json"
