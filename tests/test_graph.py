@@ -362,6 +362,8 @@ def test_main_reports_seed_format_and_single_stat(tmp_path: Path,
         (["{csv}", "p95"], "unknown metric 'p95'"),
         (["{csv}", "p50", "--qps", "777"], "no p50 rows with qps 777"),
         (["{empty}", "p50"], "empty file"),
+        # a file that exists but cannot be read (root reads past mode bits; this fails for all)
+        (["{unreadable}", "p50"], "cannot read: Input/output error"),
         (["{header}", "p50"], "no data rows"),
         (["{seed}", "p999"], "no p999 column"),
         (["{csv}", "cpu", "--proxy", "ingress"], "cpu_mili_max_ingressgateway_proxy"),
@@ -377,7 +379,7 @@ def test_bad_input_is_one_line_and_nonzero(
     (tmp_path / "header.csv").write_text(MESHPERF.read_text().splitlines()[0] + "\n")
     paths = {"missing": tmp_path / "nope.csv", "nocols": tmp_path / "nocols.csv",
              "csv": csv_copy, "empty": tmp_path / "empty.csv",
-             "header": tmp_path / "header.csv", "seed": SEED}
+             "header": tmp_path / "header.csv", "seed": SEED, "unreadable": "/proc/self/mem"}
     rc, out, err = run_main([a.format(**paths) for a in argv], capsys)
     assert rc == ExitCode.ERROR
     assert out == ""

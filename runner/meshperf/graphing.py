@@ -263,6 +263,8 @@ def load_csv(path: str | os.PathLike[str], mesh: str | None = None) -> LoadedCsv
         raise ResultsError(f"{p}: empty file, no CSV header") from None
     except (pd.errors.ParserError, UnicodeDecodeError) as e:
         raise ResultsError(f"{p}: not a readable CSV: {str(e).splitlines()[0]}") from None
+    except OSError as e:  # e.g. PermissionError, or an I/O error on a bad disk
+        raise ResultsError(f"{p}: cannot read: {e.strerror or e}") from None
     raw.columns = [str(c).strip() for c in raw.columns]
     try:
         fmt = detect_format(raw.columns)
