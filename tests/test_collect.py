@@ -200,7 +200,7 @@ SEED_CSV = (
 )
 
 
-def test_seed_column_list_is_accepted_and_empty_columns_written_empty() -> None:
+def test_2019_column_list_is_accepted_and_empty_columns_written_empty() -> None:
     columns = col.parse_columns(SEED_CSV)
     assert ",".join(columns) == SEED_CSV
     r = FortioResult(local_result(resources=RESOURCES))

@@ -284,8 +284,8 @@ def test_malformed_url(url: str, why: str, tmp_path: Path, capsys: Any) -> None:
     assert err.count("\n") == 1
 
 
-def test_seed_csv_list_and_selector(fixture_dir: Path, tmp_path: Path, capsys: Any) -> None:
-    seed = (
+def test_2019_csv_list_and_selector(fixture_dir: Path, tmp_path: Path, capsys: Any) -> None:
+    columns_2019 = (
         "StartTime,ActualDuration,Labels,NumThreads,ActualQPS,p50,p90,p99,"
         "cpu_mili_avg_telemetry_mixer,cpu_mili_max_telemetry_mixer,mem_MB_max_telemetry_mixer,"
         "cpu_mili_avg_fortioserver_deployment_proxy,cpu_mili_max_fortioserver_deployment_proxy,"
@@ -293,11 +293,12 @@ def test_seed_csv_list_and_selector(fixture_dir: Path, tmp_path: Path, capsys: A
         "cpu_mili_max_ingressgateway_proxy,mem_MB_max_ingressgateway_proxy"
     )
     code, out, _ = run(
-        [str(fixture_dir), "--csv", seed, "--selector", "_both", "-o", str(tmp_path / "r")], capsys
+        [str(fixture_dir), "--csv", columns_2019, "--selector", "_both", "-o", str(tmp_path / "r")],
+        capsys,
     )
     assert code == ExitCode.OK
     rows = read_csv(tmp_path / "r.csv")
-    assert len(rows) == 1 and ",".join(rows[0]) == seed
+    assert len(rows) == 1 and ",".join(rows[0]) == columns_2019
     assert rows[0]["Labels"] == "193ff770_qps_1000_c_1_1024_both"
     assert rows[0]["cpu_mili_avg_telemetry_mixer"] == ""
     assert "3 not selected" in out

@@ -20,9 +20,9 @@ from bokeh.models import GlyphRenderer, HoverTool, Legend
 import graph
 from meshperf.errors import ExitCode, ResultsError
 from meshperf.graphing import (
+    FORMAT_ISTIO2019,
     FORMAT_ISTIO_TOOLS,
     FORMAT_MESHPERF,
-    FORMAT_SEED2019,
     Chart,
     build_chart,
     build_page,
@@ -36,7 +36,7 @@ DATA = Path(__file__).resolve().parent / "data" / "graph"
 MESHPERF = DATA / "meshperf.csv"
 MIXED = DATA / "meshperf_mixed_qps.csv"
 LINKERD = DATA / "meshperf_linkerd.csv"
-SEED = DATA / "seed2019.csv"
+CSV2019 = DATA / "istio2019.csv"
 ISTIO_TOOLS = DATA / "istio_tools.csv"
 
 
@@ -60,7 +60,7 @@ def run_main(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, 
 @pytest.mark.parametrize(
     ("path", "fmt"),
     [(MESHPERF, FORMAT_MESHPERF), (MIXED, FORMAT_MESHPERF), (LINKERD, FORMAT_MESHPERF),
-     (SEED, FORMAT_SEED2019), (ISTIO_TOOLS, FORMAT_ISTIO_TOOLS)],
+     (CSV2019, FORMAT_ISTIO2019), (ISTIO_TOOLS, FORMAT_ISTIO_TOOLS)],
 )
 def test_format_is_detected(path: Path, fmt: str) -> None:
     assert load_csv(path).format == fmt
@@ -207,9 +207,9 @@ def test_filter_without_rows_lists_what_exists() -> None:
 # ---------------------------------------------------------------- 2019 scripts' CSV
 
 
-def test_seed2019_modes_from_label_suffix_and_conn_from_numthreads() -> None:
-    data = load_csv(SEED)
-    assert data.format == FORMAT_SEED2019
+def test_istio2019_modes_from_label_suffix_and_conn_from_numthreads() -> None:
+    data = load_csv(CSV2019)
+    assert data.format == FORMAT_ISTIO2019
     chart = build_chart([data], "p90")
     assert [s.name for s in chart.series] == [
         "baseline", "serversidecar", "both", "ingress", "nomixer_both"]
@@ -223,19 +223,19 @@ def test_seed2019_modes_from_label_suffix_and_conn_from_numthreads() -> None:
     assert "at 1000 qps" in chart.title
 
 
-def test_seed2019_single_statistic_is_used_and_said() -> None:
-    chart = build_chart([load_csv(SEED)], "mem", stat="avg")
+def test_istio2019_single_statistic_is_used_and_said() -> None:
+    chart = build_chart([load_csv(CSV2019)], "mem", stat="avg")
     assert points(chart)["both"] == [(1.0, 52.0), (4.0, 54.0), (16.0, 58.0)]
     assert any("only the max of mem" in n for n in chart.notes)
     assert chart.y_label == "max memory (MB)"
     # cpu has avg and max: the asked one is used, no note.
-    cpu = build_chart([load_csv(SEED)], "cpu", stat="avg")
+    cpu = build_chart([load_csv(CSV2019)], "cpu", stat="avg")
     assert points(cpu)["ingress"] == [(4.0, 530.0), (16.0, 700.0)]
     assert not any("only" in n for n in cpu.notes)
 
 
-def test_seed2019_ingress_gateway_dashes_are_missing_values() -> None:
-    chart = build_chart([load_csv(SEED)], "cpu", proxy="ingress")
+def test_istio2019_ingress_gateway_dashes_are_missing_values() -> None:
+    chart = build_chart([load_csv(CSV2019)], "cpu", proxy="ingress")
     assert points(chart) == {"ingress": [(4.0, 680.0), (16.0, 1010.0)]}
 
 
@@ -288,7 +288,7 @@ def test_several_csvs_name_series_by_mesh_and_mode() -> None:
 
 
 def test_mesh_option_names_csvs_without_mesh_column() -> None:
-    chart = build_chart([load_csv(SEED, mesh="linkerd"), load_csv(MESHPERF)], "p50")
+    chart = build_chart([load_csv(CSV2019, mesh="linkerd"), load_csv(MESHPERF)], "p50")
     names = [s.name for s in chart.series]
     assert "linkerd nomixer_both" in names and "istio both" in names
     assert points(chart)["linkerd both"][0] == pytest.approx((1, 1.120))
@@ -304,7 +304,7 @@ def test_same_mesh_in_two_csvs_keeps_series_apart() -> None:
 
 
 def test_all_page_has_every_metric_and_overheads() -> None:
-    _, charts, notes = build_page([load_csv(SEED)], "all")
+    _, charts, notes = build_page([load_csv(CSV2019)], "all")
     assert [c.metric for c in charts] == [
         "p50", "p90", "p99", "cpu", "mem", "overhead-p50", "overhead-p90", "overhead-p99"]
     assert any("p999: not drawn" in n and "p999" in n for n in notes)
@@ -345,9 +345,9 @@ def test_main_output_option_and_mixed_note(tmp_path: Path,
     assert "mix qps (500, 1000): plotting one series per value; pick one with --qps" in err
 
 
-def test_main_reports_seed_format_and_single_stat(tmp_path: Path,
+def test_main_reports_2019_format_and_single_stat(tmp_path: Path,
                                                   capsys: pytest.CaptureFixture[str]) -> None:
-    rc, _, err = run_main([str(SEED), "mem", "--stat", "min", "-o", str(tmp_path / "m.html")],
+    rc, _, err = run_main([str(CSV2019), "mem", "--stat", "min", "-o", str(tmp_path / "m.html")],
                           capsys)
     assert rc == ExitCode.OK
     assert "format 2019" in err
@@ -365,7 +365,7 @@ def test_main_reports_seed_format_and_single_stat(tmp_path: Path,
         # a file that exists but cannot be read (root reads past mode bits; this fails for all)
         (["{unreadable}", "p50"], "cannot read: Input/output error"),
         (["{header}", "p50"], "no data rows"),
-        (["{seed}", "p999"], "no p999 column"),
+        (["{csv2019}", "p999"], "no p999 column"),
         (["{csv}", "cpu", "--proxy", "ingress"], "cpu_mili_max_ingressgateway_proxy"),
         (["{csv}", "p50", "--output", "{csv}"], "would overwrite an input CSV"),
     ],
@@ -379,7 +379,7 @@ def test_bad_input_is_one_line_and_nonzero(
     (tmp_path / "header.csv").write_text(MESHPERF.read_text().splitlines()[0] + "\n")
     paths = {"missing": tmp_path / "nope.csv", "nocols": tmp_path / "nocols.csv",
              "csv": csv_copy, "empty": tmp_path / "empty.csv",
-             "header": tmp_path / "header.csv", "seed": SEED, "unreadable": "/proc/self/mem"}
+             "header": tmp_path / "header.csv", "csv2019": CSV2019, "unreadable": "/proc/self/mem"}
     rc, out, err = run_main([a.format(**paths) for a in argv], capsys)
     assert rc == ExitCode.ERROR
     assert out == ""
@@ -422,15 +422,15 @@ def test_csv_written_by_fortio_py_from_real_fortio_results(
 def test_mesh_names_one_per_csv_and_options_between_csvs(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    seed_copy = Path(shutil.copy(SEED, tmp_path / "linkerd-2019.csv"))
+    copy2019 = Path(shutil.copy(CSV2019, tmp_path / "linkerd-2019.csv"))
     out = tmp_path / "two.html"
-    rc, _, err = run_main([str(SEED), "--mesh", "istio,linkerd", str(seed_copy), "p50",
+    rc, _, err = run_main([str(CSV2019), "--mesh", "istio,linkerd", str(copy2019), "p50",
                            "-o", str(out)], capsys)
     assert rc == ExitCode.OK, err
     text = out.read_text()
     assert "istio nomixer_both" in text and "linkerd nomixer_both" in text
     with pytest.raises(SystemExit):
-        graph.main([str(SEED), str(seed_copy), "p50", "--mesh", "istio,linkerd,kuma"])
+        graph.main([str(CSV2019), str(copy2019), "p50", "--mesh", "istio,linkerd,kuma"])
     assert "3 names for 2 CSVs" in capsys.readouterr().err
 
 

@@ -110,9 +110,9 @@ def test_single_metric_page(browser: Any, tmp_path: Path,
     assert page["version"].startswith("3.")
 
 
-def test_seed2019_all_page(browser: Any, tmp_path: Path,
+def test_istio2019_all_page(browser: Any, tmp_path: Path,
                            capsys: pytest.CaptureFixture[str]) -> None:
-    html = make_html(tmp_path, [str(DATA / "seed2019.csv"), "all"], "all.html", capsys)
+    html = make_html(tmp_path, [str(DATA / "istio2019.csv"), "all"], "all.html", capsys)
     page = render(browser, html)
     # p50, p90, p99, cpu, mem and three overhead plots (the CSV has no p999).
     check_rendered(page, 8)

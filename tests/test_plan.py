@@ -73,7 +73,7 @@ def test_run_id() -> None:
             P.run_id_text(bad)
 
 
-def test_select_modes_seed_switches() -> None:
+def test_select_modes_2019_switches() -> None:
     def sel(**kw: object) -> tuple[str, ...]:
         args = {"baseline": None, "serversidecar": None, "clientsidecar": None, "ingress": False}
         args.update(kw)
@@ -96,10 +96,10 @@ def test_select_modes_mesh_none() -> None:
         P.select_modes(mesh="none", **dict(kw, serversidecar=True))  # type: ignore[arg-type]
 
 
-def test_label_shape_is_the_seeds() -> None:
+def test_label_shape_is_the_2019_one() -> None:
     # The 2019 runner wrote e.g. 193ff770_qps_1000_c_1_1024_both (fixture file's label).
-    seed = "193ff770_qps_1000_c_1_1024_both"
-    assert P.make_label("193ff770", 1000.0, 1, 1024, "", "both") == seed
+    label_2019 = "193ff770_qps_1000_c_1_1024_both"
+    assert P.make_label("193ff770", 1000.0, 1, 1024, "", "both") == label_2019
     assert (
         P.make_label("0badcafe", 2.5, 16, 0, "nomixer", "serversidecar")
         == "0badcafe_qps_2.5_c_16_0_nomixer_serveronly"

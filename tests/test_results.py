@@ -23,7 +23,7 @@ from meshperf.errors import ResultsError
 from meshperf.histogram import Histogram, calc_percentile
 from meshperf.results import (
     FortioResult,
-    SeedLabel,
+    LabelShape,
     load_dir,
     load_file,
     parse_html_listing,
@@ -429,8 +429,8 @@ def test_not_a_result() -> None:
         ("ab12_qps_10_c_2_512_waypoint", ("ab12", 10.0, 2, 512, "", "waypoint")),
     ],
 )
-def test_seed_label_shape(label: str, expected: tuple[Any, ...]) -> None:
-    s = SeedLabel.parse(label)
+def test_label_shape_shape(label: str, expected: tuple[Any, ...]) -> None:
+    s = LabelShape.parse(label)
     assert s is not None
     assert (s.run_id, s.qps, s.conn, s.size, s.extra_labels, s.mode) == expected
 
@@ -439,7 +439,7 @@ def test_seed_label_shape(label: str, expected: tuple[Any, ...]) -> None:
     "label", ["Sample with errors", "both", "x_qps_1_c_1_1_sidecar", "my_both_test", ""]
 )
 def test_other_labels_are_not_parsed(label: str) -> None:
-    assert SeedLabel.parse(label) is None
+    assert LabelShape.parse(label) is None
     raw = load_raw(ISTIO)
     raw["Labels"] = label
     assert FortioResult(raw).mode == ""  # no guessing from substrings

@@ -71,7 +71,7 @@ def test_dry_run_prints_every_test_label_target_and_estimate(
     assert out.splitlines() == expected
 
 
-def test_seed_example_2_is_twelve_tests(capsys: pytest.CaptureFixture[str]) -> None:
+def test_2019_example_2_is_twelve_tests(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run(
         capsys, "16,64", "1000,4000", "180", "--serversidecar", "--baseline", "--platform",
         "local", "--dry-run",

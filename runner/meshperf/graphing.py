@@ -5,7 +5,7 @@ Three CSV shapes are read, detected from their header:
 * ``meshperf``: ours, written by ``runner/fortio.py``. Mode, mesh, conn and requested QPS are
   columns of their own; latency percentiles are integer microseconds; resources are
   ``cpu_mili_<stat>_<key>`` and ``mem_MB_<stat>_<key>``.
-* ``seed2019``: the 2019 scripts' CSV (``--csv StartTime,ActualDuration,Labels,NumThreads,...``).
+* ``istio2019``: the 2019 scripts' CSV (``--csv StartTime,ActualDuration,Labels,NumThreads,...``).
   Mode, requested QPS and label variant live only in the ``Labels`` value
   (``<run>_qps_<n>_c_<n>_<size>[_<variant>]_<base|serveronly|both|ingress>``); conn is
   ``NumThreads``. Resources use the same column names as ours.
@@ -56,11 +56,11 @@ PROXIES: tuple[str, ...] = ("server", "client", "ingress", "ztunnel", "waypoint"
 STATS: tuple[str, ...] = ("min", "avg", "max")
 
 FORMAT_MESHPERF = "meshperf"
-FORMAT_SEED2019 = "seed2019"
+FORMAT_ISTIO2019 = "istio2019"
 FORMAT_ISTIO_TOOLS = "istio-tools"
 FORMAT_DESCRIPTIONS: dict[str, str] = {
     FORMAT_MESHPERF: "meshperf (runner/fortio.py)",
-    FORMAT_SEED2019: "2019 perf/benchmark scripts (mode from the Labels suffix)",
+    FORMAT_ISTIO2019: "2019 perf/benchmark scripts (mode from the Labels suffix)",
     FORMAT_ISTIO_TOOLS: "istio/tools perf/benchmark pipeline (istio_proxy resource columns)",
 }
 
@@ -169,7 +169,7 @@ def detect_format(columns: Iterable[str]) -> str:
     if any(_ISTIO_TOOLS_RES_RE.match(c) for c in cols):
         return FORMAT_ISTIO_TOOLS
     if "Labels" in cols and ("NumThreads" in cols or "conn" in cols):
-        return FORMAT_SEED2019
+        return FORMAT_ISTIO2019
     missing = (
         sorted({"mode", "conn"} - cols)
         if "mode" in cols

@@ -42,7 +42,7 @@ FETCH_WORKERS = 8
 MAX_FILE_BYTES = 64 * 1024 * 1024
 
 # The 2019 runner's label: <runid>_qps_<qps>_c_<conn>_<size>[_<extra labels>]_<mode suffix>.
-SEED_LABEL = re.compile(
+LABEL_SHAPE = re.compile(
     r"^(?P<run_id>[A-Za-z0-9]+)_qps_(?P<qps>max|[0-9]+(?:\.[0-9]+)?)_c_(?P<conn>[0-9]+)"
     r"_(?P<size>[0-9]+)(?:_(?P<extra>.+?))?_(?P<mode>" + "|".join(LABEL_MODE) + r")$"
 )
@@ -131,7 +131,7 @@ def parse_requested_qps(value: Any) -> float | None:
 
 
 @dataclasses.dataclass(frozen=True)
-class SeedLabel:
+class LabelShape:
     """The parts of a label written by the 2019 runner (old results only)."""
 
     run_id: str
@@ -142,8 +142,8 @@ class SeedLabel:
     mode: str
 
     @classmethod
-    def parse(cls, labels: str) -> SeedLabel | None:
-        m = SEED_LABEL.match(labels or "")
+    def parse(cls, labels: str) -> LabelShape | None:
+        m = LABEL_SHAPE.match(labels or "")
         if m is None:
             return None
         qps = None if m["qps"] == "max" else float(m["qps"])
@@ -166,7 +166,7 @@ class FortioResult:
     run_metadata: Mapping[str, Any] | None = None
     # Derived once, in __post_init__.
     _start: dt.datetime = dataclasses.field(init=False, repr=False, compare=False)
-    _seed: SeedLabel | None = dataclasses.field(init=False, repr=False, compare=False)
+    _shape: LabelShape | None = dataclasses.field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         raw = self.raw
@@ -205,7 +205,7 @@ class FortioResult:
                 raise ValueError(f"{RESULT_KEY}.mode {block.get('mode')!r} is not a known mode")
         except ValueError as e:
             raise ResultsError(f"{where}: {e}") from None
-        object.__setattr__(self, "_seed", SeedLabel.parse(self.labels))
+        object.__setattr__(self, "_shape", LabelShape.parse(self.labels))
 
     # -- fortio's fields -------------------------------------------------------------------
 
@@ -304,31 +304,31 @@ class FortioResult:
         return self.raw.get(RESULT_KEY) or {}
 
     @property
-    def seed_label(self) -> SeedLabel | None:
-        return self._seed
+    def label_shape(self) -> LabelShape | None:
+        return self._shape
 
-    def _from_block_or_seed(self, key: str, seed_attr: str) -> Any:
+    def _from_block_or_label(self, key: str, label_attr: str) -> Any:
         value = self.meshperf.get(key)
         if value not in (None, ""):
             return value
-        if self.seed_label is not None:
-            return getattr(self.seed_label, seed_attr)
+        if self.label_shape is not None:
+            return getattr(self.label_shape, label_attr)
         return None
 
     @property
     def mode(self) -> str:
         """``meshperf.mode``, else the 2019 label's suffix, else "" (never guessed further)."""
-        return str(self._from_block_or_seed("mode", "mode") or "")
+        return str(self._from_block_or_label("mode", "mode") or "")
 
     @property
     def conn(self) -> int | None:
-        value = self._from_block_or_seed("conn", "conn")
+        value = self._from_block_or_label("conn", "conn")
         return None if value is None else int(value)
 
     @property
     def qps(self) -> float | None:
         """Requested total QPS from our block or the 2019 label; falls back to RequestedQPS."""
-        value = self._from_block_or_seed("qps", "qps")
+        value = self._from_block_or_label("qps", "qps")
         if value is None:
             return self.requested_qps
         return float(value) or None
@@ -336,7 +336,7 @@ class FortioResult:
     @property
     def payload_size(self) -> int | None:
         """Response payload bytes: our block, the 2019 label, or the URL's ``size=N``."""
-        value = self._from_block_or_seed("size", "size")
+        value = self._from_block_or_label("size", "size")
         if value is not None:
             return int(value)
         url = self.raw.get("URL")
@@ -350,7 +350,7 @@ class FortioResult:
     def extra_labels(self) -> str:
         if "extra_labels" in self.meshperf:
             return str(self.meshperf.get("extra_labels") or "")
-        return self.seed_label.extra_labels if self.seed_label else ""
+        return self.label_shape.extra_labels if self.label_shape else ""
 
     def _run_fact(self, key: str) -> str:
         value = self.meshperf.get(key)
@@ -371,7 +371,7 @@ class FortioResult:
         value = self.meshperf.get("run_id")
         if value:
             return str(value)
-        return self.seed_label.run_id if self.seed_label else ""
+        return self.label_shape.run_id if self.label_shape else ""
 
     @property
     def repeat(self) -> int | None:

@@ -1,6 +1,6 @@
 """``LocalPlatform``: the two "pods" on this machine, with real Envoy sidecars and mTLS.
 
-All on 127.0.0.1 (DESIGN.md, "Platforms"):
+All on 127.0.0.1:
 
     baseline:      loadgen -> app
     serversidecar: loadgen -> server sidecar (plaintext inbound) -> app
