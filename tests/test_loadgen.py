@@ -227,10 +227,17 @@ def test_payload_is_posted_and_echoed(server: EchoServer) -> None:
 
 
 def test_nocatchup_skips_missed_slots(server: EchoServer) -> None:
-    # 1 connection, 100 qps, but each call takes 30 ms: at most ~1/3 of the slots fit.
-    res, _ = load("-c", "1", "-qps", "100", "-t", "1s", "-nocatchup", f"{server.base}/?delay=30ms")
-    assert res["NoCatchUp"] is True
-    assert 10 <= res["DurationHistogram"]["Count"] <= 50
+    # 100 qps for 2 s with 10% of calls taking 50 ms (each one spans 5 slots). By default the
+    # missed slots are fired back to back afterwards, so nearly all 200 planned calls happen;
+    # with -nocatchup they are skipped: about 20 slow calls lose about 100 slots.
+    url = f"{server.base}/?delay=50ms:10"
+    catchup, _ = load("-c", "1", "-qps", "100", "-t", "2s", url)
+    skip, _ = load("-c", "1", "-qps", "100", "-t", "2s", "-nocatchup", url)
+    assert catchup["NoCatchUp"] is False and skip["NoCatchUp"] is True
+    n_catchup = catchup["DurationHistogram"]["Count"]
+    n_skip = skip["DurationHistogram"]["Count"]
+    assert n_catchup >= 180
+    assert n_skip < 0.9 * n_catchup
 
 
 def test_timeout_counts_as_socket_error(server: EchoServer) -> None:
