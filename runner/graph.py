@@ -184,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
         for note in notes:
             print(f"{PROG}: note: {note}", file=sys.stderr)
         output = args.output or default_output(
-            args.csv[0], args.metric, args.xaxis, args.qps, args.conn
+            args.csv[0], args.metric, args.xaxis, args.qps, args.conn, args.proxy, args.stat
         )
         if output.resolve() in {p.resolve() for p in args.csv}:
             raise MeshperfError(f"--output {output} would overwrite an input CSV")

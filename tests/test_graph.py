@@ -445,3 +445,20 @@ def test_interpreter_without_pandas_is_one_line(tmp_path: Path) -> None:
     assert proc.returncode == ExitCode.ERROR
     assert proc.stderr.startswith("graph.py: error: Python package ")
     assert proc.stderr.count("\n") == 1 and "make bootstrap" in proc.stderr, proc.stderr
+
+
+def test_default_output_names_keep_proxies_apart(tmp_path: Path,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    csv = Path(shutil.copy(MESHPERF, tmp_path / "r.csv"))
+    written = []
+    client, avg = ["--proxy", "client"], ["--stat", "avg"]
+    for extra in ([], client, avg, client + avg):
+        rc, out, err = run_main([str(csv), "cpu", *extra], capsys)
+        assert rc == ExitCode.OK, err
+        written.append(Path(out.strip()).name)
+    assert written == [
+        "r_cpu_connections.html",
+        "r_cpu_client_connections.html",
+        "r_cpu_avg_connections.html",
+        "r_cpu_client_avg_connections.html",
+    ]

@@ -1007,7 +1007,22 @@ def export_png(layout: UIElement, path: Path, *, timeout: int = 30) -> Path:
     return path
 
 
-def default_output(csv: Path, metric: str, xaxis: str, qps: float | None, conn: int | None) -> Path:
-    """``<csv dir>/<csv stem>_<metric>_<xaxis>[_qps<n>|_conn<n>].html``."""
+def default_output(
+    csv: Path,
+    metric: str,
+    xaxis: str,
+    qps: float | None,
+    conn: int | None,
+    proxy: str = "server",
+    stat: str = "max",
+) -> Path:
+    """``<csv dir>/<csv stem>_<metric>[_<proxy>][_<stat>]_<xaxis>[_qps<n>|_conn<n>].html``.
+
+    The proxy and statistic appear when they are not the defaults, so charts of different
+    proxies of one CSV do not overwrite each other.
+    """
     held = f"_qps{_fmt(qps)}" if qps is not None else (f"_conn{conn}" if conn is not None else "")
-    return csv.with_name(f"{csv.stem}_{metric}_{xaxis}{held}.html")
+    which = ""
+    if metric in ("cpu", "mem"):
+        which = ("" if proxy == "server" else f"_{proxy}") + ("" if stat == "max" else f"_{stat}")
+    return csv.with_name(f"{csv.stem}_{metric}{which}_{xaxis}{held}.html")
