@@ -13,6 +13,7 @@ import dataclasses
 import os
 import sys
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -23,6 +24,7 @@ from meshperf.plan import (
     LOAD_GENERATORS,
     MESHES,
     PLATFORMS,
+    Plan,
     build_plan,
     config_defaults,
     csv_floats,
@@ -36,7 +38,7 @@ from meshperf.plan import (
     run_id_text,
     select_modes,
 )
-from meshperf.platform import Platform, RunOptions
+from meshperf.platform import Platform, RunOptions, TestSpec
 
 PROG = "runner.py"
 
@@ -329,6 +331,21 @@ def _note(args: argparse.Namespace, text: str) -> None:
         print(text, file=sys.stderr)
 
 
+def start_line(plan: Plan, todo: Sequence[TestSpec], output_dir: Path) -> str:
+    """What the run is about to do; with --resume only the tests that run count for the time."""
+    skipped = len(plan.tests) - len(todo)
+    what = f"{len(todo)} tests on {plan.platform}"
+    if skipped:
+        what = (
+            f"{len(todo)} of {len(plan.tests)} tests to run on {plan.platform}"
+            f" ({skipped} skipped: results already there)"
+        )
+    return (
+        f"run {plan.run_id}: {what}, estimated {format_seconds(plan.estimated_seconds(todo))};"
+        f" results in {output_dir}"
+    )
+
+
 def make_platform(opts: RunOptions) -> Platform:
     """Import only the platform in use: the kubernetes client takes seconds to import."""
     if opts.platform == "kubernetes":
@@ -474,7 +491,7 @@ def main(argv: list[str] | None = None) -> int:
         perf_image=args.perf_image,
         verbose=-1 if args.quiet else args.verbose,
     )
-    from meshperf.run import Progress, next_steps, run_matrix, summary_table
+    from meshperf.run import Progress, next_steps, run_matrix, still_to_run, summary_table
 
     try:
         # Before anything starts: a run whose results cannot be written is not worth starting.
@@ -497,11 +514,8 @@ def main(argv: list[str] | None = None) -> int:
     }
     if args.verbose:
         print(format_plan(plan, args.ingress), file=sys.stderr)
-    _note(
-        args,
-        f"run {run_id}: {len(plan.tests)} tests on {plan.platform}, estimated"
-        f" {format_seconds(plan.estimated_seconds())}; results in {args.output_dir}",
-    )
+    todo = still_to_run(plan, args.output_dir) if args.resume else list(plan.tests)
+    _note(args, start_line(plan, todo, args.output_dir))
     try:
         report = run_matrix(
             platform,

@@ -25,7 +25,7 @@ import pytest
 
 import runner
 from meshperf.errors import ExitCode
-from meshperf.plan import PER_TEST_OVERHEAD, START_OVERHEAD
+from meshperf.plan import PER_TEST_OVERHEAD, START_OVERHEAD, Plan, build_plan
 from tlsfiles import server_tls_files
 
 
@@ -608,3 +608,64 @@ def test_ctrl_c_before_the_run_starts_is_one_line(
         exit_cli(interrupted)
     assert exc.value.code == ExitCode.INTERRUPTED
     assert capsys.readouterr().err == "runner.py: interrupted\n"
+
+
+# ---- --resume: the start line counts only what runs -------------------------------------------
+
+FORTIO_FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "fortio"
+
+
+def _resume_plan(run_id: str) -> Plan:
+    return build_plan(conns=(1, 2), qpss=(10.0,), duration=100.0, modes=("baseline",),
+                      platform="local", mesh="none", run_id=run_id)  # fmt: skip
+
+
+def _store(out: Path, plan: Plan, conns: tuple[int, ...]) -> None:
+    from meshperf.run import store_result
+
+    out.mkdir(parents=True, exist_ok=True)
+    for spec in plan.tests:
+        if spec.conn in conns:
+            result = json.loads((FORTIO_FIXTURES / "http-defaults-1.11.5.json").read_text())
+            store_result(out, plan, spec, result)
+
+
+def test_resume_start_line_estimates_only_the_tests_that_run(tmp_path: Path) -> None:
+    from meshperf.run import still_to_run
+
+    out = tmp_path / "out"
+    _store(out, _resume_plan("0000aaaa"), conns=(1,))
+    plan = _resume_plan("0000bbbb")
+    todo = still_to_run(plan, out)
+    assert [t.conn for t in todo] == [2]
+    line = runner.start_line(plan, todo, out)
+    one = START_OVERHEAD["local"] + 100 + PER_TEST_OVERHEAD["local"]
+    assert line == (
+        "run 0000bbbb: 1 of 2 tests to run on local (1 skipped: results already there),"
+        f" estimated {_hms(one)}; results in {out}"
+    )
+    # Without --resume every planned test counts.
+    two = one + 100 + PER_TEST_OVERHEAD["local"]
+    full = runner.start_line(plan, list(plan.tests), out)
+    assert full == f"run 0000bbbb: 2 tests on local, estimated {_hms(two)}; results in {out}"
+
+
+def _hms(seconds: float) -> str:
+    s = round(seconds)
+    return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}"
+
+
+def test_resume_with_everything_done_says_so_and_runs_nothing(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    _store(out, _resume_plan("0000aaaa"), conns=(1, 2))
+    code, stdout, err = run(capsys, "1,2", "10", "100", "--mesh", "none", "--platform", "local",
+                            "--output-dir", str(out), "--resume", "--run-id", "0000cccc")  # fmt: skip
+    assert code == ExitCode.OK, err
+    start = next(ln for ln in err.splitlines() if ln.startswith("run 0000cccc:"))
+    assert start == (
+        "run 0000cccc: 0 of 2 tests to run on local (2 skipped: results already there),"
+        f" estimated 0:00:00; results in {out}"
+    )
+    assert stdout.count("skipped-resume") == 2

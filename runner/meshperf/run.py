@@ -194,6 +194,12 @@ def existing_results(output_dir: Path) -> dict[tuple[Any, ...], Path]:
     return found
 
 
+def still_to_run(plan: Plan, output_dir: Path) -> list[TestSpec]:
+    """The tests of ``plan`` that ``--resume`` would run: those with no result in ``output_dir``."""
+    have = existing_results(output_dir)
+    return [t for t in plan.tests if spec_key(t, plan) not in have]
+
+
 # ---- writing --------------------------------------------------------------------------------
 
 
