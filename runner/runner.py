@@ -36,6 +36,7 @@ from meshperf.plan import (
     load_config,
     new_run_id,
     run_id_text,
+    run_labels,
     select_modes,
 )
 from meshperf.platform import Platform, RunOptions, TestSpec
@@ -414,11 +415,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.platform == "auto":
         _note(args, f"platform: {choice.platform} ({choice.reason})")
 
-    extra = args.labels
-    if args.no_telemetry:
-        extra = f"{extra}_notelemetry" if extra else "notelemetry"
     try:
-        label_text(extra)
+        extra = run_labels(args.labels, telemetry=not args.no_telemetry)
         _check_platform_rules(args, choice.platform, choice.reason)
         modes = select_modes(
             baseline=args.baseline,

@@ -56,6 +56,20 @@ def test_labels_validation() -> None:
             P.label_text(bad)
 
 
+def test_no_telemetry_suffix_counts_towards_the_label_limit() -> None:
+    assert P.run_labels("") == ""
+    assert P.run_labels("", telemetry=False) == "notelemetry"
+    assert P.run_labels("nomixer", telemetry=False) == "nomixer_notelemetry"
+    assert P.run_labels("x" * 51, telemetry=False) == "x" * 51 + "_notelemetry"  # 63 in all
+    assert P.run_labels("x" * 55) == "x" * 55  # without the suffix it fits
+    with pytest.raises(argparse.ArgumentTypeError) as e:
+        P.run_labels("x" * 52, telemetry=False)
+    msg = str(e.value)
+    assert repr("x" * 52 + "_notelemetry") in msg  # the label as it would be, not what was typed
+    assert "64 characters" in msg and "--no-telemetry adds '_notelemetry'" in msg
+    assert "51 characters for --labels" in msg
+
+
 def test_ingress_address() -> None:
     assert P.ingress_address("10.0.0.7") == "10.0.0.7"
     assert P.ingress_address("gw.example:8080") == "gw.example:8080"

@@ -102,6 +102,18 @@ def test_mode_switches_labels_and_qps_options(capsys: pytest.CaptureFixture[str]
     ]
 
 
+def test_long_labels_with_no_telemetry_name_the_suffix(capsys: pytest.CaptureFixture[str]) -> None:
+    label = "L" * 55
+    argv = ("1", "10", "1", "--platform", "local", "--labels", label, "--dry-run")
+    code, out, _ = run(capsys, *argv)
+    assert code == 0 and f"_{label}_both" in out
+    code, out, err = run(capsys, *argv, "--no-telemetry")
+    assert code == ExitCode.ERROR and out == ""
+    assert err.count("\n") == 1 and err.startswith("runner.py: error: ")
+    assert f"'{label}_notelemetry' are 67 characters, longer than 63" in err
+    assert "--no-telemetry adds '_notelemetry'" in err
+
+
 def test_repeat_and_run_ids_differ(capsys: pytest.CaptureFixture[str]) -> None:
     _, out1, _ = run(capsys, "1", "10", "1", "--repeat", "3", "--platform", "local", "--dry-run")
     _, out2, _ = run(capsys, "1", "10", "1", "--platform", "local", "--dry-run")
@@ -661,7 +673,8 @@ def test_resume_with_everything_done_says_so_and_runs_nothing(
     out = tmp_path / "out"
     _store(out, _resume_plan("0000aaaa"), conns=(1, 2))
     code, stdout, err = run(capsys, "1,2", "10", "100", "--mesh", "none", "--platform", "local",
-                            "--output-dir", str(out), "--resume", "--run-id", "0000cccc")  # fmt: skip
+                            "--output-dir", str(out), "--resume",
+                            "--run-id", "0000cccc")  # fmt: skip
     assert code == ExitCode.OK, err
     start = next(ln for ln in err.splitlines() if ln.startswith("run 0000cccc:"))
     assert start == (

@@ -105,6 +105,27 @@ def label_text(text: str) -> str:
     return text
 
 
+NO_TELEMETRY_LABEL = "notelemetry"
+
+
+def run_labels(labels: str, telemetry: bool = True) -> str:
+    """``--labels`` plus the ``notelemetry`` that ``--no-telemetry`` adds, checked as one label.
+
+    The user only typed ``labels``: when the suffix is what pushes it over the limit, say so.
+    """
+    if telemetry:
+        return label_text(labels)
+    combined = f"{labels}_{NO_TELEMETRY_LABEL}" if labels else NO_TELEMETRY_LABEL
+    if len(combined) > LABEL_MAX:
+        room = LABEL_MAX - len(NO_TELEMETRY_LABEL) - 1
+        raise argparse.ArgumentTypeError(
+            f"labels {combined!r} are {len(combined)} characters, longer than {LABEL_MAX}:"
+            f" --no-telemetry adds '_{NO_TELEMETRY_LABEL}' to --labels, which leaves"
+            f" {room} characters for --labels"
+        )
+    return label_text(combined)
+
+
 def run_id_text(text: str) -> str:
     if not RUN_ID_RE.fullmatch(text):
         raise argparse.ArgumentTypeError(f"run id {text!r} must be 8 lower-case hex digits")
