@@ -691,6 +691,24 @@ def test_perf_writes_a_flame_graph(fk: FakeKube, kubeconfig: Path, tmp_path: Pat
     assert record.argv[record.argv.index("-p") + 1] == "17"  # from pgrep
 
 
+def test_perf_flame_graph_of_each_repeat_has_its_own_name(
+    fk: FakeKube, kubeconfig: Path, tmp_path: Path
+) -> None:
+    fk.perf_script_output = PERF_SCRIPT
+    opts = opts_for(kubeconfig, perf=True, perf_image="example/perf:1", output_dir=tmp_path)
+    p = started(opts, ("serversidecar",))
+    try:
+        results = [
+            p.run_test(spec("serversidecar", duration=1, repeat=r)) for r in (0, 1, 2)
+        ]
+    finally:
+        p.close()
+    label = spec("serversidecar").labels
+    svgs = [Path(r[RESULT_KEY]["perf"]["flamegraph"]) for r in results]
+    assert svgs == [tmp_path / "perf" / f"{label}{suffix}.svg" for suffix in ("", "_r1", "_r2")]
+    assert all(s.is_file() for s in svgs)
+
+
 def test_perf_failure_is_recorded_and_the_test_still_counts(
     fk: FakeKube, kubeconfig: Path, tmp_path: Path
 ) -> None:

@@ -23,7 +23,7 @@ import pytest
 
 from meshperf.errors import ConfigError
 from meshperf.local import perf
-from meshperf.local.platform import LOADGEN, LOCAL_MODES, LocalPlatform
+from meshperf.local.platform import LOADGEN, LOCAL_MODES, LocalPlatform, flame_graph_path
 from meshperf.local.procs import ProcessGroup
 from meshperf.local.sampler import Sampler, summarize
 from meshperf.platform import (
@@ -289,6 +289,17 @@ def test_flame_graph_svg_has_a_box_per_frame() -> None:
     )
     assert "all (3 samples, 100.00%)" in titles
     assert "server &lt;sidecar&gt;" in svg
+
+
+def test_flame_graph_of_each_repeat_is_named_after_its_repeat(tmp_path: Path) -> None:
+    label = "t1_qps_200_c_2_1024_serveronly"
+    first = Spec(mode="serversidecar", conn=2, qps=200, duration=1, labels=label, repeat=0)
+    second = Spec(mode="serversidecar", conn=2, qps=200, duration=1, labels=label, repeat=1)
+    assert flame_graph_path(tmp_path, first, label) == tmp_path / f"{label}.flamegraph.svg"
+    assert flame_graph_path(tmp_path, second, label) == tmp_path / f"{label}_r1.flamegraph.svg"
+    # A graph already there (an earlier run into the same dir) is still never overwritten.
+    (tmp_path / f"{label}_r1.flamegraph.svg").write_text("<svg/>")
+    assert flame_graph_path(tmp_path, second, label) == tmp_path / f"{label}_r1-2.flamegraph.svg"
 
 
 def test_perf_record_of_a_busy_process(tmp_path: Path) -> None:

@@ -126,6 +126,11 @@ def run_labels(labels: str, telemetry: bool = True) -> str:
     return label_text(combined)
 
 
+def repeat_label(label: str, repeat: int) -> str:
+    """The name of one repeat's own files (flame graphs): ``--repeat`` runs share a label."""
+    return f"{label}_r{repeat}" if repeat > 0 else label
+
+
 def run_id_text(text: str) -> str:
     if not RUN_ID_RE.fullmatch(text):
         raise argparse.ArgumentTypeError(f"run id {text!r} must be 8 lower-case hex digits")

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from meshperf.errors import ClusterError
 from meshperf.kube.execs import SHORT_EXEC_TIMEOUT, run_exec
+from meshperf.plan import repeat_label
 from meshperf.platform import RunOptions, TestSpec
 
 if TYPE_CHECKING:
@@ -316,7 +317,7 @@ class PerfRecorder:
         pids = self._exec(["pgrep", "-o", "-x", process]).split()
         if not pids:
             raise ClusterError(f"--perf: no {process} process in the proxy container")
-        label = spec.labels or spec.mode
+        label = repeat_label(spec.labels or spec.mode, spec.repeat)
         data_file = f"/tmp/meshperf-{label}.perf.data"
         self._exec(record_argv(pids[0], seconds, data_file), timeout=seconds + SHORT_EXEC_TIMEOUT)
         script = self._exec(script_argv(data_file), timeout=120.0)

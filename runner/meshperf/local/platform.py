@@ -52,6 +52,7 @@ from meshperf.local.procs import (
     wait_until,
 )
 from meshperf.local.sampler import Sampler
+from meshperf.plan import repeat_label
 from meshperf.platform import (
     RESOURCE_CLIENT_PROXY,
     RESOURCE_INGRESS_PROXY,
@@ -83,6 +84,11 @@ def _unused(path: Path) -> Path:
         n += 1
         candidate = path.with_name(path.name.replace(".flamegraph.svg", f"-{n}.flamegraph.svg"))
     return candidate
+
+
+def flame_graph_path(output_dir: Path, spec: TestSpec, label: str) -> Path:
+    """``<label>[_r<repeat>].flamegraph.svg``: each repeat's graph named after its repeat."""
+    return _unused(output_dir / f"{_safe(repeat_label(label, spec.repeat))}.flamegraph.svg")
 
 
 def _parse_start(text: str) -> float | None:
@@ -414,7 +420,7 @@ class LocalPlatform:
                 raise proc.died_error("failed")
             sampler.stop()  # before perf script, whose CPU is not the test's
             if recording is not None:
-                svg = _unused(Path(self.opts.output_dir) / f"{_safe(label)}.flamegraph.svg")
+                svg = flame_graph_path(Path(self.opts.output_dir), spec, label)
                 perf_info = recording.finish(svg, f"server sidecar, {label}", timeout=30.0)
                 recording = None
                 if "error" in perf_info:
