@@ -384,7 +384,45 @@ def _check_platform_rules(args: argparse.Namespace, platform: str, why: str) -> 
             )
 
 
+def make_output_dir(path: Path, created: list[Path]) -> None:
+    """``mkdir -p path``, appending each directory this call made (outermost first) to
+    ``created``: only those may be removed again if the run never gets to write into them."""
+    missing: list[Path] = []
+    p = path
+    while not p.exists() and not p.is_symlink() and p != p.parent:
+        missing.append(p)
+        p = p.parent
+    for d in reversed(missing):
+        try:
+            d.mkdir()
+        except FileExistsError:
+            if not d.is_dir():
+                raise
+            continue  # made by someone else meanwhile: not ours to remove
+        created.append(d)
+    path.mkdir(parents=True, exist_ok=True)  # a file in the way: FileExistsError as before
+
+
+def remove_if_empty(created: list[Path]) -> None:
+    """Undo ``make_output_dir`` for directories still empty; any file in one keeps it (and so
+    its parents): rmdir itself refuses a directory that is not empty."""
+    for d in reversed(created):
+        try:
+            d.rmdir()
+        except OSError:
+            return
+
+
 def main(argv: list[str] | None = None) -> int:
+    # A start-up error after the output dir was made must not leave an empty one behind.
+    created: list[Path] = []
+    try:
+        return _main(argv, created)
+    finally:
+        remove_if_empty(created)
+
+
+def _main(argv: list[str] | None, created: list[Path]) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     pre = argparse.ArgumentParser(add_help=False)
@@ -493,7 +531,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         # Before anything starts: a run whose results cannot be written is not worth starting.
-        args.output_dir.mkdir(parents=True, exist_ok=True)
+        make_output_dir(args.output_dir, created)
     except FileExistsError:
         return _fail(f"output dir {args.output_dir} exists and is not a directory")
     except OSError as e:

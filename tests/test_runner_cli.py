@@ -461,7 +461,41 @@ def test_missing_envoy_is_one_line_and_a_hint(
     assert lines[0].startswith("runner.py: error: ") and "no-envoy" in lines[0]
     assert all(ln.startswith("runner.py: ") for ln in lines) and len(lines) <= 2
     assert "Traceback" not in err and out == ""
-    assert not out_dir.exists() or not any(out_dir.iterdir())
+    assert not out_dir.exists()  # made for this run, nothing written: removed again
+
+
+def test_start_up_error_removes_only_the_empty_dirs_it_made(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path / "empty-bin"))  # no fortio to be found
+    argv = ("1", "10", "1", "--platform", "local", "--load-generator", "fortio", "-q")
+    out_dir = tmp_path / "a" / "b" / "out"
+    code, _, err = run(capsys, *argv, "--output-dir", str(out_dir))
+    assert code == ExitCode.ERROR and "no fortio binary on PATH" in err
+    assert not (tmp_path / "a").exists()  # every level this run made is gone again
+    # A directory that was there before stays, empty or not.
+    existing = tmp_path / "existing"
+    existing.mkdir()
+    code, _, err = run(capsys, *argv, "--output-dir", str(existing / "new"))
+    assert code == ExitCode.ERROR and "no fortio binary on PATH" in err
+    assert existing.is_dir() and not (existing / "new").exists()
+    code, _, _ = run(capsys, *argv, "--output-dir", str(existing))
+    assert code == ExitCode.ERROR and existing.is_dir()
+
+
+def test_made_dirs_with_a_file_in_them_are_kept(tmp_path: Path) -> None:
+    created: list[Path] = []
+    runner.make_output_dir(tmp_path / "a" / "b" / "c", created)
+    assert created == [tmp_path / "a", tmp_path / "a" / "b", tmp_path / "a" / "b" / "c"]
+    (tmp_path / "a" / "keep.json").write_text("{}")
+    runner.remove_if_empty(created)
+    assert (tmp_path / "a" / "keep.json").is_file() and not (tmp_path / "a" / "b").exists()
+    created = []
+    runner.make_output_dir(tmp_path / "a" / "b", created)
+    assert created == [tmp_path / "a" / "b"]  # "a" was there already: never listed
+    (tmp_path / "a" / "b" / "result.json").write_text("{}")
+    runner.remove_if_empty(created)
+    assert (tmp_path / "a" / "b" / "result.json").is_file()
 
 
 def test_missing_envoy_from_environment_names_the_variable(
