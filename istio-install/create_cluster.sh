@@ -79,7 +79,7 @@ create_gke() {
   # Istio's install needs cluster-admin; on GKE the IAM user does not get it bound by default.
   local account="ACCOUNT"
   if ! is_dry_run; then
-    account="$(gcloud config get-value core/account 2>/dev/null)"
+    account="$(bounded gcloud config get-value core/account 2>/dev/null)"
     [[ -n "${account}" ]] || die "gcloud has no active account; run: gcloud auth login"
   fi
   run_pipe kubectl create clusterrolebinding meshperf-cluster-admin \

@@ -7,9 +7,24 @@
 #   query CMD...          run a read-only command and print its output; nothing under DRY_RUN
 #   die MSG / usage MSG   one-line `prog: error: MSG` on stderr, exit 1 / exit 2
 #   need CMD HINT         die unless CMD is on PATH (skipped under DRY_RUN: nothing runs)
+#   bounded CMD...        run a command under its time limit, unprinted (see below)
 #
 # Commands are printed as `+ cmd`, quoted with printf %q so that the line can be pasted back
 # into a shell: to stdout under DRY_RUN (the output is the plan), to stderr otherwise.
+#
+# Time limits: a hung API server or cloud API must not hang a script forever. run, run_pipe,
+# query and bounded put every command that talks to a cluster or a cloud under a limit, and
+# the printed line is the limited command, so that pasting the plan keeps the limits:
+#   kubectl    --request-timeout=$KUBECTL_TIMEOUT (default 60s) on every call (each API request
+#              gives up after that long), and coreutils `timeout` around the whole call at twice
+#              that (a call makes several requests). `rollout status --timeout=T` and
+#              `wait --timeout=T` keep their own --timeout (a request timeout would cut their
+#              watch) and get `timeout` at T + KUBECTL_TIMEOUT.
+#   istioctl, linkerd, helm, gcloud, kind and anything else not below: coreutils `timeout` at
+#              $CLI_TIMEOUT (default 20m): `istioctl install` waits up to 5 min for readiness,
+#              `gcloud container clusters create` of a 4-node cluster takes several minutes.
+#   curl has its own --max-time; local tools (tar, mkdir, install) run as they are.
+# A command that hits its limit ends the script with one line `prog: error: ... timed out`.
 
 PROG="${PROG:-$(basename "$0")}"
 
@@ -35,6 +50,35 @@ case "${DRY_RUN:-0}" in
   0 | 1 | "") ;;
   *) usage "DRY_RUN must be 0 or 1, got '${DRY_RUN}'" ;;
 esac
+
+# fd 4 is the script's own stderr: a time-out is reported even from a command whose stderr
+# the caller silenced (`query kubectl get crd ... >/dev/null 2>&1`).
+exec 4>&2
+
+# Durations as kubectl and coreutils timeout both read them: N, Ns, Nm or Nh, N > 0 (0 would
+# mean "no limit" to kubectl).
+DURATION_RE='^[1-9][0-9]*[smh]?$'
+KUBECTL_TIMEOUT="${KUBECTL_TIMEOUT:-60s}"
+[[ "${KUBECTL_TIMEOUT}" =~ ${DURATION_RE} ]] || usage "KUBECTL_TIMEOUT='${KUBECTL_TIMEOUT}' is not a duration like 60s or 2m"
+CLI_TIMEOUT="${CLI_TIMEOUT:-20m}"
+[[ "${CLI_TIMEOUT}" =~ ${DURATION_RE} ]] || usage "CLI_TIMEOUT='${CLI_TIMEOUT}' is not a duration like 20m or 1h"
+# Grace between the TERM that `timeout` sends and a KILL.
+KILL_AFTER=10s
+# macOS has coreutils' timeout as gtimeout (brew install coreutils).
+TIMEOUT_CMD=timeout
+if ! command -v timeout >/dev/null 2>&1 && command -v gtimeout >/dev/null 2>&1; then
+  TIMEOUT_CMD=gtimeout
+fi
+
+# seconds DURATION: the duration in seconds.
+seconds() {
+  local d="$1" n="${1%[smh]}"
+  case "${d}" in
+    *m) echo $((n * 60)) ;;
+    *h) echo $((n * 3600)) ;;
+    *) echo "${n}" ;;
+  esac
+}
 
 is_dry_run() {
   [[ "${DRY_RUN:-0}" == "1" ]]
@@ -62,10 +106,67 @@ need() {
   command -v "${cmd}" >/dev/null 2>&1 || die "${cmd} not found; install it (${hint}) or put it on PATH"
 }
 
+# limit CMD...: sets LIMITED to CMD under its time limit (see the top of this file).
+LIMITED=()
+limit() {
+  local name="${1##*/}" arg wait=""
+  case "${name}" in
+    curl | tar | mkdir | install)
+      LIMITED=("$@")
+      return
+      ;;
+  esac
+  is_dry_run || command -v "${TIMEOUT_CMD}" >/dev/null 2>&1 ||
+    die "timeout not found; install GNU coreutils (on macOS: brew install coreutils) or put it on PATH"
+  case "${name}" in
+    kubectl)
+      for arg in "$@"; do
+        [[ "${arg}" == --timeout=* ]] && wait="${arg#--timeout=}"
+      done
+      if [[ -n "${wait}" && ("$*" == *" rollout status "* || "$*" == *" wait "*) ]]; then
+        [[ "${wait}" =~ ${DURATION_RE} ]] || die "internal: kubectl --timeout=${wait} is not a duration"
+        LIMITED=("${TIMEOUT_CMD}" --foreground -k "${KILL_AFTER}" "$(($(seconds "${wait}") + $(seconds "${KUBECTL_TIMEOUT}")))s" "$@")
+      else
+        LIMITED=("${TIMEOUT_CMD}" --foreground -k "${KILL_AFTER}" "$((2 * $(seconds "${KUBECTL_TIMEOUT}")))s"
+          "$1" "--request-timeout=${KUBECTL_TIMEOUT}" "${@:2}")
+      fi
+      ;;
+    *) LIMITED=("${TIMEOUT_CMD}" --foreground -k "${KILL_AFTER}" "${CLI_TIMEOUT}" "$@") ;;
+  esac
+}
+
+# check_timeout RC CMD...: a one-line error if CMD (as limit made it) ran out of time.
+# Other failures are left to the caller: the command printed its own error.
+check_timeout() {
+  local rc="$1"
+  shift
+  # coreutils timeout: 124 after TERM, 128+9 after the KILL that follows an ignored TERM.
+  if ((rc == 124 || rc == 137)) && [[ "$1" == "${TIMEOUT_CMD}" ]]; then
+    local limit="$4" knob=CLI_TIMEOUT
+    [[ "${5##*/}" == kubectl ]] && knob=KUBECTL_TIMEOUT
+    printf '%s: error: %s timed out after %s (a hung API server? raise %s if the cluster is just slow)\n' \
+      "${PROG}" "$(quote_cmd "${@:5}")" "${limit}" "${knob}" >&4
+    exit 1
+  fi
+  return 0
+}
+
+bounded() {
+  limit "$@"
+  local rc=0
+  "${LIMITED[@]}" || rc=$?
+  check_timeout "${rc}" "${LIMITED[@]}"
+  return "${rc}"
+}
+
 run() {
-  show "$(quote_cmd "$@")"
+  limit "$@"
+  show "$(quote_cmd "${LIMITED[@]}")"
   is_dry_run && return 0
-  "$@"
+  local rc=0
+  "${LIMITED[@]}" || rc=$?
+  check_timeout "${rc}" "${LIMITED[@]}"
+  return "${rc}"
 }
 
 run_pipe() {
@@ -78,15 +179,29 @@ run_pipe() {
   shift
   right=("$@")
   ((${#left[@]} && ${#right[@]})) || die "internal: run_pipe needs commands on both sides of '|'"
+  limit "${left[@]}"
+  left=("${LIMITED[@]}")
+  limit "${right[@]}"
+  right=("${LIMITED[@]}")
   show "$(quote_cmd "${left[@]}") | $(quote_cmd "${right[@]}")"
   is_dry_run && return 0
-  "${left[@]}" | "${right[@]}"
+  local -a rcs=(0 0)
+  "${left[@]}" | "${right[@]}" || rcs=("${PIPESTATUS[@]}")
+  check_timeout "${rcs[0]}" "${left[@]}"
+  check_timeout "${rcs[1]}" "${right[@]}"
+  # pipefail's status: the last command that failed.
+  ((rcs[1] == 0)) || return "${rcs[1]}"
+  return "${rcs[0]}"
 }
 
 query() {
-  show "$(quote_cmd "$@")"
+  limit "$@"
+  show "$(quote_cmd "${LIMITED[@]}")"
   is_dry_run && return 0
-  "$@"
+  local rc=0
+  "${LIMITED[@]}" || rc=$?
+  check_timeout "${rc}" "${LIMITED[@]}"
+  return "${rc}"
 }
 
 # fetch_verified URL FILE: download URL to FILE and check it against the sha256 digest the

@@ -74,6 +74,7 @@ SYSTEM_TOOLS = (
     "chmod",
     "cp",
     "head",
+    "timeout",
 )
 K8S_VERSION = kubernetes_validate.latest_version()
 # Release asset names use Go's architecture names (as the scripts map them).
@@ -108,6 +109,7 @@ class Stubs:
         self.rules_file = root / "rules.json"
         self.rules: list[dict[str, Any]] = []
         self.sysbin = sysbin
+        self.kubectl_timeout = "60s"
         for name in names:
             self.add(name)
 
@@ -126,8 +128,13 @@ class Stubs:
         self.rules.append({"cmd": cmd, "args": args, **kw})
 
     def calls(self, cmd: str | None = None) -> list[dict[str, Any]]:
+        """The logged calls; kubectl's are checked for a request timeout, which is then dropped
+        from their argv so that tests compare what the call does."""
         lines = self.log.read_text().splitlines()
         out = [json.loads(line) for line in lines]
+        for c in out:
+            if c["cmd"] == "kubectl":
+                c["argv"] = without_request_timeout(c["argv"], self.kubectl_timeout)
         return [c for c in out if cmd is None or c["cmd"] == cmd]
 
     def argvs(self, cmd: str) -> list[list[str]]:
@@ -148,6 +155,7 @@ class Stubs:
             "LB_WAIT": "0",
             **(env or {}),
         }
+        self.kubectl_timeout = full_env.get("KUBECTL_TIMEOUT", "60s")
         return subprocess.run(
             [str(REPO / script), *args],
             env=full_env,
@@ -176,13 +184,55 @@ def one_line_error(proc: subprocess.CompletedProcess[str], prog: str, code: int)
     return lines[0]
 
 
-def plan(stdout: str) -> list[list[str]]:
-    """The commands a DRY_RUN printed (``+ cmd``; pipes split into their commands)."""
+# Commands that run as they are; everything else a script runs talks to a cluster or a cloud
+# and must be under coreutils timeout (istio-install/lib.sh).
+UNLIMITED = ("curl", "tar", "mkdir", "install")
+
+
+def _seconds(duration: str) -> int:
+    unit = {"s": 1, "m": 60, "h": 3600}.get(duration[-1])
+    return int(duration[:-1]) * unit if unit else int(duration)
+
+
+def without_request_timeout(argv: list[str], kubectl_timeout: str = "60s") -> list[str]:
+    """kubectl's argv without ``--request-timeout``, after checking that it is there, first.
+
+    ``rollout status`` and ``wait`` are the exception: they carry their own ``--timeout``.
+    """
+    if ("rollout" in argv or "wait" in argv) and any(a.startswith("--timeout=") for a in argv):
+        assert not any(a.startswith("--request-timeout") for a in argv), argv
+        return argv
+    assert argv[:1] == [f"--request-timeout={kubectl_timeout}"], argv
+    return argv[1:]
+
+
+def unlimited(cmd: list[str], kubectl_timeout: str = "60s", cli_timeout: str = "20m") -> list[str]:
+    """A printed command without its time limits, after checking that they are the right ones."""
+    name = cmd[0].rsplit("/", 1)[-1]
+    if name in UNLIMITED:
+        return cmd
+    assert cmd[:4] == ["timeout", "--foreground", "-k", "10s"], cmd
+    limit, inner = cmd[4], cmd[5:]
+    if inner[0] != "kubectl":
+        assert limit == cli_timeout, cmd
+        return inner
+    argv = without_request_timeout(inner[1:], kubectl_timeout)
+    if argv == inner[1:]:
+        (wait,) = [a.removeprefix("--timeout=") for a in argv if a.startswith("--timeout=")]
+        assert limit == f"{_seconds(wait) + _seconds(kubectl_timeout)}s", cmd
+    else:
+        assert limit == f"{2 * _seconds(kubectl_timeout)}s", cmd
+    return ["kubectl", *argv]
+
+
+def plan(stdout: str, kubectl_timeout: str = "60s", cli_timeout: str = "20m") -> list[list[str]]:
+    """The commands a DRY_RUN printed (``+ cmd``; pipes split into their commands), each checked
+    for its time limit and given without it."""
     cmds = []
     for line in stdout.splitlines():
         if line.startswith("+ "):
             for part in line[2:].split(" | "):
-                cmds.append(shlex.split(part))
+                cmds.append(unlimited(shlex.split(part), kubectl_timeout, cli_timeout))
     return cmds
 
 
