@@ -3,7 +3,8 @@
 # Sourced, never run. Every script sets `set -Eeuo pipefail` before sourcing it.
 #
 #   run CMD...            run a command; with DRY_RUN=1 only print it
-#   run_pipe A... '|' B...  run A | B (e.g. `linkerd install | kubectl apply -f -`)
+#   run_pipe A... '|' B...  run A | B (e.g. `linkerd install | kubectl apply -f -`); B runs only
+#                         if A succeeded
 #   query CMD...          run a read-only command and print its output; nothing under DRY_RUN
 #   die MSG / usage MSG   one-line `prog: error: MSG` on stderr, exit 1 / exit 2
 #   need CMD HINT         die unless CMD is on PATH (skipped under DRY_RUN: nothing runs)
@@ -142,10 +143,11 @@ check_timeout() {
   shift
   # coreutils timeout: 124 after TERM, 128+9 after the KILL that follows an ignored TERM.
   if ((rc == 124 || rc == 137)) && [[ "$1" == "${TIMEOUT_CMD}" ]]; then
-    local limit="$4" knob=CLI_TIMEOUT
-    [[ "${5##*/}" == kubectl ]] && knob=KUBECTL_TIMEOUT
+    # "$@" is: timeout --foreground -k GRACE LIMIT CMD...
+    local limit="$5" knob=CLI_TIMEOUT
+    [[ "${6##*/}" == kubectl ]] && knob=KUBECTL_TIMEOUT
     printf '%s: error: %s timed out after %s (a hung API server? raise %s if the cluster is just slow)\n' \
-      "${PROG}" "$(quote_cmd "${@:5}")" "${limit}" "${knob}" >&4
+      "${PROG}" "$(quote_cmd "${@:6}")" "${limit}" "${knob}" >&4
     exit 1
   fi
   return 0
@@ -185,13 +187,15 @@ run_pipe() {
   right=("${LIMITED[@]}")
   show "$(quote_cmd "${left[@]}") | $(quote_cmd "${right[@]}")"
   is_dry_run && return 0
-  local -a rcs=(0 0)
-  "${left[@]}" | "${right[@]}" || rcs=("${PIPESTATUS[@]}")
-  check_timeout "${rcs[0]}" "${left[@]}"
-  check_timeout "${rcs[1]}" "${right[@]}"
-  # pipefail's status: the last command that failed.
-  ((rcs[1] == 0)) || return "${rcs[1]}"
-  return "${rcs[0]}"
+  # A cut-short manifest must never be applied: B gets A's output only once A has succeeded.
+  # It is kept in a variable, not a file: `linkerd install` prints the identity issuer's key.
+  local text rc=0
+  text="$("${left[@]}")" || rc=$?
+  check_timeout "${rc}" "${left[@]}"
+  ((rc == 0)) || return "${rc}"
+  printf '%s\n' "${text}" | "${right[@]}" || rc=$?
+  check_timeout "${rc}" "${right[@]}"
+  return "${rc}"
 }
 
 query() {

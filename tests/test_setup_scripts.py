@@ -986,6 +986,169 @@ def test_setup_test_stops_when_kubectl_fails(stubs: Stubs) -> None:
 
 
 # --------------------------------------------------------------------------------------------
+# Time limits: a hung API server or CLI ends the script with one line instead of hanging it
+
+HANG = 30.0  # seconds a hung stub sleeps: far beyond every limit the tests below set
+
+
+@pytest.mark.parametrize(
+    ("script", "args", "env", "cmd", "hang_on", "limit", "knob", "never"),
+    [
+        # query inside $(...): the pod CIDRs
+        (
+            "setup_test.sh",
+            [],
+            {"MESH": "istio", "KUBECTL_TIMEOUT": "1s"},
+            "kubectl",
+            ["get", "nodes"],
+            "2s",
+            "KUBECTL_TIMEOUT",
+            ["apply"],
+        ),
+        # the right-hand side of a pipe
+        (
+            "setup_test.sh",
+            [],
+            {"MESH": "none", "KUBECTL_TIMEOUT": "1"},
+            "kubectl",
+            ["apply", "-f", "-"],
+            "2s",
+            "KUBECTL_TIMEOUT",
+            ["label"],
+        ),
+        # a query whose stderr the script silences still reports the time-out
+        (
+            "istio-install/setup_istio.sh",
+            ["1.25.0"],
+            {"PROFILE": "ambient", "SKIP_PROMETHEUS": "1", "KUBECTL_TIMEOUT": "1s"},
+            "kubectl",
+            ["get", "crd"],
+            "2s",
+            "KUBECTL_TIMEOUT",
+            ["rollout"],
+        ),
+        # rollout status: its own --timeout plus KUBECTL_TIMEOUT
+        (
+            "istio-install/setup_prometheus.sh",
+            [],
+            {"WAIT_TIMEOUT": "1s", "KUBECTL_TIMEOUT": "1s"},
+            "kubectl",
+            ["rollout", "status"],
+            "2s",
+            "KUBECTL_TIMEOUT",
+            [],
+        ),
+        # istioctl install has no request timeout of its own: coreutils timeout at CLI_TIMEOUT
+        (
+            "istio-install/setup_istio.sh",
+            ["1.25.0"],
+            {"SKIP_PROMETHEUS": "1", "CLI_TIMEOUT": "1s"},
+            "istioctl",
+            ["install"],
+            "1s",
+            "CLI_TIMEOUT",
+            ["rollout"],
+        ),
+        # the left-hand side of a pipe: nothing is applied
+        (
+            "linkerd/setup_linkerd.sh",
+            [],
+            {"SKIP_PROMETHEUS": "1", "CLI_TIMEOUT": "1s"},
+            "linkerd",
+            ["install", "--crds"],
+            "1s",
+            "CLI_TIMEOUT",
+            ["apply", "-f", "-"],
+        ),
+    ],
+    ids=[
+        "query",
+        "pipe",
+        "silenced-query",
+        "rollout-status",
+        "istioctl-install",
+        "linkerd-install",
+    ],
+)
+def test_a_hung_call_times_out_with_one_line(
+    stubs: Stubs,
+    script: str,
+    args: list[str],
+    env: dict[str, str],
+    cmd: str,
+    hang_on: list[str],
+    limit: str,
+    knob: str,
+    never: list[str],
+) -> None:
+    stubs.rule(cmd, hang_on, sleep=HANG)
+    env = {**env, "ISTIOCTL": str(stubs.bin / "istioctl"), "LINKERD": str(stubs.bin / "linkerd")}
+    proc = stubs.run(script, *args, env=env)
+    line = one_line_error(proc, Path(script).name, 1)
+    assert f" timed out after {limit} " in line and knob in line, line
+    named = shlex.split(line.split(": error: ", 1)[1].split(" timed out")[0])
+    assert named[0].endswith(cmd) and all(a in named for a in hang_on), named
+    # the hung call was killed, not waited for
+    assert not Path(f"{stubs.log}.woke").exists()
+    hung = [c for c in stubs.calls(cmd) if all(a in c["argv"] for a in hang_on)]
+    assert len(hung) == 1
+    # nothing after it ran
+    assert stubs.calls()[-1]["argv"] == hung[0]["argv"]
+    if never:
+        assert not any(a[: len(never)] == never for a in stubs.argvs("kubectl"))
+
+
+def test_a_failed_manifest_is_not_applied(stubs: Stubs) -> None:
+    """`linkerd install | kubectl apply -f -`: half a manifest from a failed install never
+    reaches the cluster."""
+    stubs.rule("linkerd", ["install"], stdout="kind: Namespace\n", rc=1, stderr="boom\n")
+    proc = stubs.run(
+        "linkerd/setup_linkerd.sh",
+        env={"SKIP_PROMETHEUS": "1", "LINKERD": str(stubs.bin / "linkerd")},
+    )
+    assert proc.returncode == 1, proc.stderr
+    assert ["install", "--crds"] in stubs.argvs("linkerd")
+    assert ["apply", "-f", "-"] not in stubs.argvs("kubectl")
+
+
+def test_the_time_limits_are_passed_on(stubs: Stubs) -> None:
+    """The stub kubectl sees the request timeout it was given, and a call that does not hang
+    is not cut short by the limit around it."""
+    stubs.rule("kubectl", ["get", "nodes"], sleep=0.2, stdout="10.4.0.0/24")
+    proc = stubs.run(
+        "setup_test.sh", env={"MESH": "none", "KUBECTL_TIMEOUT": "2m", "EXPOSE_CLIENT": "0"}
+    )
+    assert proc.returncode == 0, proc.stderr
+    stubs.kubectl_timeout = "2m"
+    assert stubs.argvs("kubectl")  # every one checked for --request-timeout=2m by calls()
+    proc = stubs.run(
+        "setup_test.sh",
+        env={"MESH": "istio", "KUBECTL_TIMEOUT": "2m", "CLI_TIMEOUT": "1h", "DRY_RUN": "1"},
+    )
+    assert proc.returncode == 0, proc.stderr
+    cmds = plan(proc.stdout, kubectl_timeout="2m", cli_timeout="1h")
+    assert ["kubectl", "apply", "-f", "-"] in cmds
+    assert "timeout --foreground -k 10s 240s kubectl --request-timeout=2m apply -f -" in proc.stdout
+
+
+@pytest.mark.parametrize(
+    "env",
+    [
+        {"KUBECTL_TIMEOUT": "0"},
+        {"KUBECTL_TIMEOUT": "0s"},
+        {"KUBECTL_TIMEOUT": "1.5s"},
+        {"KUBECTL_TIMEOUT": "60s; rm -rf /"},
+        {"CLI_TIMEOUT": "forever"},
+    ],
+)
+def test_bad_time_limits_are_usage_errors(stubs: Stubs, env: dict[str, str]) -> None:
+    proc = stubs.run("setup_test.sh", env={"MESH": "none", **env})
+    line = one_line_error(proc, "setup_test.sh", 2)
+    assert next(iter(env)) in line
+    assert stubs.calls() == []
+
+
+# --------------------------------------------------------------------------------------------
 # Missing prerequisites
 
 

@@ -10,6 +10,8 @@ whose ``args`` all occur in argv applies:
     {"cmd": "curl", "args": ["https://x/y.tar.gz"], "copy_to_o": "/path/of/the/file"}
 
 ``copy_to_o`` copies a local file to the path given after ``-o`` (downloads without network).
+``sleep`` makes the call hang that many seconds first (a hung API server); a call that was not
+killed before it woke up appends its argv to ``$STUB_LOG.woke``.
 Standard library only: it also runs under the restricted PATH of the missing-tool tests.
 """
 
@@ -19,6 +21,7 @@ import json
 import os
 import shutil
 import sys
+import time
 from typing import Any
 
 
@@ -40,6 +43,10 @@ def main(argv: list[str]) -> int:
     for rule in _rules():
         if rule.get("cmd") != name or not all(a in args for a in rule.get("args", [])):
             continue
+        if "sleep" in rule:
+            time.sleep(float(rule["sleep"]))
+            with open(log + ".woke", "a", encoding="utf-8") as f:
+                f.write(json.dumps({"cmd": name, "argv": args}) + "\n")
         if "copy_to_o" in rule:
             shutil.copyfile(rule["copy_to_o"], args[args.index("-o") + 1])
         sys.stdout.write(rule.get("stdout", ""))
