@@ -27,6 +27,8 @@
 #   ISTIOCTL          istioctl for WAYPOINT=1 (default: istioctl on PATH)
 #   RENDER_DIR        keep the rendered manifests there instead of a temp dir
 #   DRY_RUN=1         print the commands instead of running them
+#   KUBECTL_TIMEOUT, CLI_TIMEOUT  time limits of kubectl calls (default 60s per request)
+#                    and of istioctl/linkerd/gcloud/kind (default 20m); see docs/cluster.md
 set -Eeuo pipefail
 
 WD="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"

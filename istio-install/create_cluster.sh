@@ -18,6 +18,8 @@
 #   KIND_IMAGE     node image (kindest/node:vX.Y.Z), optional
 # Both:
 #   DRY_RUN=1      print the commands instead of running them
+#   KUBECTL_TIMEOUT, CLI_TIMEOUT  time limits of kubectl calls (default 60s per request)
+#                    and of istioctl/linkerd/gcloud/kind (default 20m); see docs/cluster.md
 #   RENDER_DIR     keep generated files (the kind config) there instead of a temp dir
 set -Eeuo pipefail
 

@@ -13,6 +13,8 @@
 #   SKIP_PROMETHEUS=1    do not install Prometheus (istio-install/prometheus.yaml)
 #   WAIT_TIMEOUT     how long to wait for the control plane, default 300s
 #   DRY_RUN=1        print the commands instead of running them
+#   KUBECTL_TIMEOUT, CLI_TIMEOUT  time limits of kubectl calls (default 60s per request)
+#                    and of istioctl/linkerd/gcloud/kind (default 20m); see docs/cluster.md
 # Extra arguments go to `istioctl install` (e.g. --set meshConfig.accessLogFile=/dev/stdout).
 set -Eeuo pipefail
 

@@ -6,6 +6,8 @@
 # usage: setup_prometheus.sh
 #   WAIT_TIMEOUT   how long to wait for the Prometheus pod, default 300s
 #   DRY_RUN=1      print the commands instead of running them
+#   KUBECTL_TIMEOUT, CLI_TIMEOUT  time limits of kubectl calls (default 60s per request)
+#                    and of istioctl/linkerd/gcloud/kind (default 20m); see docs/cluster.md
 set -Eeuo pipefail
 
 WD="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"

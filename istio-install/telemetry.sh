@@ -7,6 +7,8 @@
 #   off   apply telemetry-off.yaml; run the matrix with --labels=notelemetry
 #   on    delete it again (Istio's defaults: Prometheus metrics on, access log as installed)
 #   DRY_RUN=1   print the commands instead of running them
+#   KUBECTL_TIMEOUT, CLI_TIMEOUT  time limits of kubectl calls (default 60s per request)
+#                    and of istioctl/linkerd/gcloud/kind (default 20m); see docs/cluster.md
 set -Eeuo pipefail
 
 WD="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"

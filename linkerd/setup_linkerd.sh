@@ -11,6 +11,8 @@
 #   VIZ=1            also install linkerd-viz (dashboard; meshperf does not need it)
 #   SKIP_PROMETHEUS=1    do not install meshperf's Prometheus (istio-install/prometheus.yaml)
 #   DRY_RUN=1        print the commands instead of running them
+#   KUBECTL_TIMEOUT, CLI_TIMEOUT  time limits of kubectl calls (default 60s per request)
+#                    and of istioctl/linkerd/gcloud/kind (default 20m); see docs/cluster.md
 set -Eeuo pipefail
 
 WD="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"

@@ -1724,6 +1724,7 @@ def test_documented_commands_run(
     proc = stubs.run(script, *args, env={**env, "DRY_RUN": "1"})
     assert proc.returncode == 0, (doc, proc.stderr)
     assert stubs.calls() == []
+    assert plan(proc.stdout)  # each printed command checked for its time limit
 
 
 @pytest.mark.skipif(platform.system() != "Linux", reason="release asset names are per OS")
