@@ -1098,6 +1098,76 @@ def test_a_hung_call_times_out_with_one_line(
         assert not any(a[: len(never)] == never for a in stubs.argvs("kubectl"))
 
 
+class HungApiServer:
+    """A TCP listener on 127.0.0.1 that accepts connections and never answers: the wire of an
+    API server that hangs."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.sock.settimeout(0.2)
+        self.port = self.sock.getsockname()[1]
+        self.held: list[socket.socket] = []
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._accept, daemon=True)
+
+    def _accept(self) -> None:
+        while not self.stop.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except TimeoutError:
+                continue
+            self.held.append(conn)
+
+    def __enter__(self) -> HungApiServer:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.thread.join(timeout=5)
+        for conn in self.held:
+            conn.close()
+        self.sock.close()
+
+
+@pytest.mark.skipif(shutil.which("kubectl") is None, reason="needs a real kubectl")
+def test_real_kubectl_against_a_hung_api_server(stubs: Stubs, tmp_path: Path) -> None:
+    """The printed command is real kubectl syntax (--request-timeout before the verb), and a
+    real kubectl whose API server never answers ends the script with one line."""
+    stubs.remove("kubectl")
+    (stubs.bin / "kubectl").symlink_to(shutil.which("kubectl") or "")
+    with HungApiServer() as server:
+        kubeconfig = tmp_path / "kubeconfig"
+        kubeconfig.write_text(
+            yaml.safe_dump(
+                {
+                    "apiVersion": "v1",
+                    "kind": "Config",
+                    "clusters": [
+                        {"name": "hung", "cluster": {"server": f"http://127.0.0.1:{server.port}"}}
+                    ],
+                    "users": [{"name": "u", "user": {}}],
+                    "contexts": [{"name": "hung", "context": {"cluster": "hung", "user": "u"}}],
+                    "current-context": "hung",
+                }
+            )
+        )
+        kubeconfig.chmod(0o600)
+        proc = stubs.run(
+            "setup_test.sh",
+            env={"MESH": "istio", "KUBECTL_TIMEOUT": "1s", "KUBECONFIG": str(kubeconfig)},
+        )
+        assert server.held  # kubectl did reach the hung server
+    assert proc.returncode == 1, proc.stderr
+    last = proc.stderr.splitlines()[-1]
+    # kubectl may first log its own request time-outs; the script's verdict is the last line
+    assert last.startswith("setup_test.sh: error: kubectl --request-timeout=1s get nodes"), last
+    assert "KUBECTL_TIMEOUT" in last
+    assert "unknown flag" not in proc.stderr
+
+
 def test_a_failed_manifest_is_not_applied(stubs: Stubs) -> None:
     """`linkerd install | kubectl apply -f -`: half a manifest from a failed install never
     reaches the cluster."""
