@@ -153,22 +153,26 @@ check_timeout() {
   return 0
 }
 
-bounded() {
-  limit "$@"
+# exec_limited: run the command limit left in LIMITED; a time-out is a one-line error.
+exec_limited() {
   local rc=0
   "${LIMITED[@]}" || rc=$?
   check_timeout "${rc}" "${LIMITED[@]}"
   return "${rc}"
 }
 
+# bounded CMD...: run CMD under its time limit without printing it (plumbing reads).
+bounded() {
+  limit "$@"
+  exec_limited
+}
+
+# run CMD...: print CMD as it will run (limits included) and, unless DRY_RUN, run it.
 run() {
   limit "$@"
   show "$(quote_cmd "${LIMITED[@]}")"
   is_dry_run && return 0
-  local rc=0
-  "${LIMITED[@]}" || rc=$?
-  check_timeout "${rc}" "${LIMITED[@]}"
-  return "${rc}"
+  exec_limited
 }
 
 run_pipe() {
@@ -198,14 +202,10 @@ run_pipe() {
   return "${rc}"
 }
 
+# query CMD...: a read (kubectl get, ...). It runs like `run`; the name says that the call
+# changes nothing in the cluster.
 query() {
-  limit "$@"
-  show "$(quote_cmd "${LIMITED[@]}")"
-  is_dry_run && return 0
-  local rc=0
-  "${LIMITED[@]}" || rc=$?
-  check_timeout "${rc}" "${LIMITED[@]}"
-  return "${rc}"
+  run "$@"
 }
 
 # fetch_verified URL FILE: download URL to FILE and check it against the sha256 digest the
