@@ -311,15 +311,23 @@ def test_jitter_keeps_the_planned_count(server: EchoServer) -> None:
     assert res["DurationHistogram"]["Count"] == 20
 
 
-def test_server_killed_mid_run_counts_socket_errors(tmp_path: Path) -> None:
-    srv = EchoServer()
-    out = tmp_path / "r.json"
-    proc = subprocess.Popen(
-        [sys.executable, str(LOADGEN), "load", "-c", "2", "-qps", "100", "-t", "2s",
-         "-json", str(out), f"{srv.base}/"],
+def spawn_load(*flags: str, new_session: bool = False) -> subprocess.Popen[str]:
+    """``loadgen.py load FLAGS`` as a child with stdout and stderr piped, for signal tests."""
+    return subprocess.Popen(
+        [sys.executable, str(LOADGEN), "load", *flags],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        start_new_session=new_session,
+    )
+
+
+def test_server_killed_mid_run_counts_socket_errors(tmp_path: Path) -> None:
+    srv = EchoServer()
+    out = tmp_path / "r.json"
+    proc = spawn_load(
+        "-c", "2", "-qps", "100", "-t", "2s",
+        "-json", str(out), f"{srv.base}/"
     )  # fmt: skip
     try:
         assert proc.stderr is not None
@@ -357,12 +365,9 @@ def test_sigint_writes_what_ran(
     server: EchoServer, tmp_path: Path, workers: str, duration: str, requested: str
 ) -> None:
     out = tmp_path / "r.json"
-    proc = subprocess.Popen(
-        [sys.executable, str(LOADGEN), "load", "-c", "4", "-qps", "100", "-t", duration,
-         "-workers", workers, "-json", str(out), f"{server.base}/"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+    proc = spawn_load(
+        "-c", "4", "-qps", "100", "-t", duration,
+        "-workers", workers, "-json", str(out), f"{server.base}/"
     )  # fmt: skip
     try:
         assert proc.stderr is not None
@@ -386,12 +391,9 @@ def test_repeated_sigint_writes_what_ran_without_traceback(
 ) -> None:
     """Ctrl-C pressed again while the run winds down (``timeout -s INT`` also signals twice)."""
     out = tmp_path / "r.json"
-    proc = subprocess.Popen(
-        [sys.executable, str(LOADGEN), "load", "-c", "4", "-qps", "100", "-t", "60s",
-         "-workers", "1", "-json", str(out), f"{server.base}/"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+    proc = spawn_load(
+        "-c", "4", "-qps", "100", "-t", "60s",
+        "-workers", "1", "-json", str(out), f"{server.base}/"
     )  # fmt: skip
     try:
         assert proc.stderr is not None
@@ -436,13 +438,9 @@ def test_stop_signal_before_the_run_listens_stops_at_once(
 def test_sigterm_to_process_group_writes_what_ran(server: EchoServer, tmp_path: Path) -> None:
     """How the local platform stops a test: SIGTERM to the group, workers included."""
     out = tmp_path / "r.json"
-    proc = subprocess.Popen(
-        [sys.executable, str(LOADGEN), "load", "-c", "4", "-qps", "0", "-t", "60s",
-         "-workers", "2", "-json", str(out), f"{server.base}/"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
+    proc = spawn_load(
+        "-c", "4", "-qps", "0", "-t", "60s",
+        "-workers", "2", "-json", str(out), f"{server.base}/", new_session=True
     )  # fmt: skip
     try:
         assert proc.stderr is not None
