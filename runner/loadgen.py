@@ -317,7 +317,7 @@ def _write_json(text: str, dest: str, quiet: bool = False) -> None:
         print(f"Successfully wrote {len(text)} bytes of Json data to {dest}", file=sys.stderr)
 
 
-def do_load(args: argparse.Namespace) -> int:
+def do_load(args: argparse.Namespace, restore_handlers: bool = True) -> int:
     opts = LoadOptions(
         url=args.url,
         connections=args.c,
@@ -354,33 +354,40 @@ def do_load(args: argparse.Namespace) -> int:
             raise ConfigError(f"cannot write -json {dest}: {e.strerror or e}") from None
     if args.a and not Path(args.data_dir).is_dir():
         raise ConfigError(f"-data-dir {args.data_dir} is not a directory")
-    # run_load handles Ctrl-C/SIGTERM while it runs; one more after it (a second Ctrl-C, or
-    # `timeout -s INT` signalling the child and then its group) must not lose the result of
-    # what ran while it is written. One before it (run_load not yet listening) stops at once.
+    # run_load handles Ctrl-C/SIGTERM while it runs. One before it listens stops at once
+    # (nothing ran). One after it (a second Ctrl-C, or `timeout -s INT` signalling the child and
+    # then its group) is only remembered: the result of what ran is still written.
     late: list[int] = []
+    started = False
+
+    def mark_started() -> None:
+        nonlocal started
+        started = True
 
     def on_stop(signum: int, _frame: object) -> None:
-        if not ran:
+        if not started:
             raise KeyboardInterrupt
         late.append(signum)
 
-    ran = False
     old = {s: signal.signal(s, on_stop) for s in _STOP_SIGNALS}
     try:
         if args.quiet:
             with open(os.devnull, "w") as sink:
-                outcome = run_load(opts, log=sink)
+                outcome = run_load(opts, log=sink, on_start=mark_started)
         else:
-            outcome = run_load(opts)
-        ran = True
+            outcome = run_load(opts, on_start=mark_started)
         text = fortiojson.dumps(outcome.result)
         if dest == "":
             dest = str(Path(args.data_dir) / f"{outcome.result['ID']}.json")
         if dest is not None:
             _write_json(text, dest, args.quiet)
     finally:
-        for s, h in old.items():
-            signal.signal(s, h)
+        # As a program, the handler stays until exit: a signal arriving while the interpreter
+        # shuts down would otherwise kill it (exit status -SIGINT instead of 130). Called as a
+        # function, the caller gets its handlers back.
+        if restore_handlers or not started:
+            for s, h in old.items():
+                signal.signal(s, h)
     return ExitCode.INTERRUPTED if outcome.interrupted or late else ExitCode.OK
 
 
@@ -396,7 +403,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(normalize_bools(sys.argv[1:] if argv is None else argv))
     try:
         if args.command == "load":
-            return do_load(args)
+            # argv given: called as a function (tests), so signal handlers are given back.
+            return do_load(args, restore_handlers=argv is not None)
         if args.command == "version":
             print(VERSION)
             return ExitCode.OK

@@ -31,7 +31,7 @@ from meshperf import goduration
 from meshperf.errors import ExitCode
 from meshperf.goduration import MILLISECOND, MINUTE, SECOND, format_duration, parse_duration
 from meshperf.histogram import Histogram, calc_percentile
-from meshperf.loadgen import LoadOptions, Plan, Target, build_request, run_load
+from meshperf.loadgen import LoadOptions, Plan, RunOutcome, Target, build_request, run_load
 
 REPO = Path(__file__).resolve().parents[1]
 LOADGEN = REPO / "runner" / "loadgen.py"
@@ -422,7 +422,7 @@ def test_stop_signal_before_the_run_listens_stops_at_once(
     stopping a test that is just starting) ends the process; it is not kept for later."""
     went_on: list[bool] = []
 
-    def run_load_hit_at_start(opts: LoadOptions, log: Any = None) -> Any:
+    def run_load_hit_at_start(opts: LoadOptions, log: Any = None, on_start: Any = None) -> Any:
         os.kill(os.getpid(), signal.SIGTERM)  # delivered before the next line runs
         went_on.append(True)
         raise AssertionError("the run went on after SIGTERM")
@@ -433,6 +433,28 @@ def test_stop_signal_before_the_run_listens_stops_at_once(
     assert not went_on
     assert capsys.readouterr().err.strip() == "loadgen: interrupted"
     assert signal.getsignal(signal.SIGTERM) is before
+
+
+def test_stop_signal_after_the_run_still_writes_the_result(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """A signal after run_load gave its handlers back (while the summary is computed and the
+    result written) is remembered, not raised: the result of what ran is written, exit 130."""
+    result = json.loads((FIXTURES / "http-with-errors-1.28.0.json").read_text())
+
+    def run_load_then_signal(opts: LoadOptions, log: Any = None, on_start: Any = None) -> Any:
+        on_start()
+        # run_load has restored the CLI's handler by the time it returns; the signal lands here.
+        os.kill(os.getpid(), signal.SIGINT)
+        return RunOutcome(result, False)
+
+    monkeypatch.setattr(cli, "run_load", run_load_then_signal)
+    before = signal.getsignal(signal.SIGINT)
+    out = tmp_path / "r.json"
+    rc = cli.main(["load", "-t", "1s", "-json", str(out), "http://127.0.0.1:1/"])
+    assert rc == ExitCode.INTERRUPTED, capsys.readouterr().err
+    assert json.loads(out.read_text())["DurationHistogram"] == result["DurationHistogram"]
+    assert signal.getsignal(signal.SIGINT) is before
 
 
 def test_sigterm_to_process_group_writes_what_ran(server: EchoServer, tmp_path: Path) -> None:

@@ -896,8 +896,13 @@ class _Interrupt:
             cb()
 
 
-def run_load(o: LoadOptions, log: TextIO | None = None) -> RunOutcome:
+def run_load(
+    o: LoadOptions, log: TextIO | None = None, on_start: Callable[[], None] | None = None
+) -> RunOutcome:
     """Run a load test as ``fortio load`` would; Ctrl-C/SIGTERM end it early (result kept).
+
+    ``on_start`` is called once this function's own SIGINT/SIGTERM handling is in place: from
+    then on a signal ends the run early and its result is still returned.
 
     Raises ``WarmupError`` when warmup fails (unless ``allow_initial_errors``),
     ``ConfigError`` for bad options, ``InterruptedRun`` if stopped before the start.
@@ -930,6 +935,8 @@ def run_load(o: LoadOptions, log: TextIO | None = None) -> RunOutcome:
     intr = _Interrupt()
     old = {s: signal.signal(s, intr) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
+        if on_start is not None:
+            on_start()
         if workers == 1:
             res_list, start_ns, wall = _run_inprocess(o, plan, intr, log, banner)
         else:
