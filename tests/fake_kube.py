@@ -144,6 +144,7 @@ class FakeKube:
         self.patches: list[tuple[str, str, Any]] = []
         self.exec_handler: Callable[[ExecCall], ExecReply] = self.default_exec
         self.exec_refusal: tuple[int, str] | None = None  # (HTTP code, message) before upgrade
+        self.upgrade_delay = 0.0  # seconds before an exec's upgrade is answered (ends on release)
         self.hold_fortio = 0.0  # seconds each ``fortio load`` stays open (ended by pkill)
         self.release = threading.Event()
         self.ephemeral_state: dict[str, Any] = {"running": {"startedAt": "2026-11-26T10:00:00Z"}}
@@ -389,6 +390,7 @@ def _make_handler(fk: FakeKube) -> type[BaseHTTPRequestHandler]:
                     },
                 )
                 return
+            fk.release.wait(fk.upgrade_delay)  # an API server that is slow to answer the upgrade
             offered = [p.strip() for p in self.headers.get("Sec-WebSocket-Protocol", "").split(",")]
             if V4 not in offered:
                 self._send(400, {"message": f"subprotocol {V4} not offered: {offered}"})

@@ -18,7 +18,7 @@ import pytest
 from fake_kube import FIXTURES, ExecCall, ExecReply, FakeKube, closed_port, load
 from meshperf import platform as mp
 from meshperf.errors import ClusterError, ConfigError
-from meshperf.kube import KubernetesPlatform, kube_usable
+from meshperf.kube import KubernetesPlatform, execs, kube_usable
 from meshperf.kube.execs import parse_status, pkill_argv
 from meshperf.kube.perf import (
     debug_container_spec,
@@ -399,6 +399,28 @@ def test_exec_refused_by_rbac(fk: FakeKube, kubeconfig: Path) -> None:
     assert f"cannot exec 'fortio' in pod twopods/{CLIENT_POD}" in msg
     assert 'Handshake status 403 Forbidden: pods "' in msg
     assert 'cannot create resource "pods/exec"' in msg and "\n" not in msg
+
+
+def test_exec_stream_that_never_opens_fails_the_test_in_time(
+    fk: FakeKube, kubeconfig: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An API server that accepts the exec request and never answers the upgrade."""
+    monkeypatch.setattr(execs, "CONNECT_TIMEOUT", 1.0)
+    fk.upgrade_delay = 30.0
+    p = started(opts_for(kubeconfig), ("baseline",))
+    t0 = time.monotonic()
+    try:
+        with pytest.raises(ClusterError) as err:
+            p.run_test(spec("baseline"))
+        waited = time.monotonic() - t0
+    finally:
+        fk.release.set()  # the fake answers now; the late stream is closed by the client
+        p.close()
+    assert waited < 10, waited
+    assert str(err.value) == (
+        f"cannot exec 'fortio' in pod twopods/{CLIENT_POD} container captured: "
+        "the API server did not open the exec stream within 1 s"
+    )
 
 
 def test_large_output_in_many_frames(fk: FakeKube, kubeconfig: Path) -> None:

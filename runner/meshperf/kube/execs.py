@@ -9,6 +9,7 @@ carries the exit code. Every exec has a deadline and can be aborted from another
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import socket
@@ -34,6 +35,8 @@ POLL_SECONDS = 0.2
 SHORT_EXEC_TIMEOUT = 30.0
 # Longest a read or write on the exec websocket may block once connected.
 SOCKET_TIMEOUT = 30.0
+# Longest the API server may take to open an exec stream (TCP, TLS, websocket upgrade).
+CONNECT_TIMEOUT = 30.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -114,29 +117,65 @@ class ExecSession:
         # kubernetes.stream swaps call_api on the ApiClient while it connects: a client of its
         # own keeps concurrent REST calls and other execs (perf, stop) off the websocket path.
         self._api = kclient.ApiClient(configuration=core.api_client.configuration)
-        try:
-            self._ws: Any = stream(
-                kclient.CoreV1Api(self._api).connect_get_namespaced_pod_exec,
-                pod,
-                namespace,
-                command=list(self.argv),
-                container=container,
-                stderr=True,
-                stdin=False,
-                stdout=True,
-                tty=False,
-                binary=True,
-                _preload_content=False,
-            )
-        except ApiException as e:
+        self._ws: Any = self._connect(CONNECT_TIMEOUT)
+        # From here on no socket read or write may block for ever either.
+        self._ws.sock.settimeout(SOCKET_TIMEOUT)
+
+    def _connect(self, limit: float) -> Any:
+        """Open the exec websocket, or raise ``ClusterError`` after ``limit`` seconds.
+
+        kubernetes.stream connects with no timeout at all: an API server (or a proxy in front
+        of it) that accepts the connection and never answers the upgrade would hang the run.
+        The connect runs in a thread of its own; one that finishes after we gave up closes its
+        stream at once (the command, if it started, ends at its own -t).
+        """
+        box: dict[str, Any] = {}
+        gave_up = threading.Event()
+
+        def connect() -> None:
+            try:
+                ws = stream(
+                    kclient.CoreV1Api(self._api).connect_get_namespaced_pod_exec,
+                    self.pod,
+                    self.namespace,
+                    command=list(self.argv),
+                    container=self.container,
+                    stderr=True,
+                    stdin=False,
+                    stdout=True,
+                    tty=False,
+                    binary=True,
+                    _preload_content=False,
+                )
+            except BaseException as e:  # noqa: BLE001 - handed to the waiting thread
+                box["error"] = e
+                return
+            box["ws"] = ws
+            if gave_up.is_set():
+                with contextlib.suppress(Exception):
+                    ws.close()
+
+        t = threading.Thread(target=connect, name=f"exec-connect-{self.argv[0]}", daemon=True)
+        t.start()
+        t.join(limit)
+        where = f"{self.argv[0]!r} in pod {self.namespace}/{self.pod} container {self.container}"
+        if t.is_alive():
+            gave_up.set()
+            if "ws" in box:  # connected in the instant between the join and the flag
+                with contextlib.suppress(Exception):
+                    box["ws"].close()
             self._close_api()
             raise ClusterError(
-                f"cannot exec {self.argv[0]!r} in pod {namespace}/{pod} container {container}: "
-                f"{_api_reason(e)}"
-            ) from e
-        # kubernetes.stream connects without a timeout (the API server answered REST calls
-        # just before); from here on no socket read or write may block for ever.
-        self._ws.sock.settimeout(SOCKET_TIMEOUT)
+                f"cannot exec {where}: the API server did not open the exec stream within "
+                f"{limit:.0f} s"
+            )
+        err = box.get("error")
+        if err is not None:
+            self._close_api()
+            if isinstance(err, ApiException):
+                raise ClusterError(f"cannot exec {where}: {_api_reason(err)}") from err
+            raise err
+        return box["ws"]
 
     def wait(self, timeout: float) -> ExecResult:
         """Read stdout/stderr until the command ends, ``timeout`` passes or ``abort`` is called."""
