@@ -326,13 +326,13 @@ def test_server_killed_mid_run_counts_socket_errors(tmp_path: Path) -> None:
     srv = EchoServer()
     out = tmp_path / "r.json"
     proc = spawn_load(
-        "-c", "2", "-qps", "100", "-t", "2s",
+        "-c", "2", "-qps", "100", "-t", "4s",
         "-json", str(out), f"{srv.base}/"
     )  # fmt: skip
     try:
         assert proc.stderr is not None
         assert "running at 100 queries" in proc.stderr.readline()  # warmup done, run on
-        time.sleep(0.8)
+        time.sleep(0.8)  # well inside the 4 s run, even on a loaded machine
         srv.proc.kill()
         srv.proc.wait(5)
         _, err = proc.communicate(timeout=30)
