@@ -22,7 +22,6 @@ from meshperf.errors import ClusterError
 from meshperf.platform import RunOptions
 
 API_TIMEOUT = (5.0, 20.0)  # (connect, read) seconds for ordinary API calls
-USABLE_TIMEOUT = 2.0  # kube_usable: the cheap "is there a cluster?" probe
 
 CLIENT_LABEL = "app=fortioclient"
 SERVER_LABEL = "app=fortioserver"
@@ -146,27 +145,6 @@ def _current_context(path: str) -> str | None:
     except (ConfigException, OSError, ValueError, TypeError, AttributeError, KeyError):
         return None
     return str(current.get("name")) if current else None
-
-
-def kube_usable(opts: RunOptions) -> tuple[bool, str]:
-    """Is a cluster reachable? A 2 s ``/version`` probe for ``--platform auto``.
-
-    Returns (True, "<context> at <server>, Kubernetes vX") or (False, reason); never raises.
-    """
-    try:
-        conn = connect(opts)
-    except ClusterError as e:
-        return False, str(e)
-    try:
-        info = kclient.VersionApi(conn.api).get_code(_request_timeout=USABLE_TIMEOUT)
-    except Exception as e:  # any failure means "not usable", with the reason
-        return False, (
-            f"cannot reach the Kubernetes API server {conn.server} (context {conn.context}): "
-            f"{_short(e)}; pick another cluster with --context or KUBECONFIG"
-        )
-    finally:
-        _close_api(conn.api)
-    return True, f"context {conn.context} at {conn.server}, Kubernetes {info.git_version}"
 
 
 def _close_api(api: kclient.ApiClient) -> None:
