@@ -394,6 +394,35 @@ def test_auto_falls_back_to_local_and_says_why(
     assert err == f"platform: local (kubeconfig {tmp_path / 'kc'} has no context 'missing')\n"
 
 
+def test_auto_merges_a_kubeconfig_list_as_kubectl_does(
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    api_server: tuple[str, type[_FakeApiServer]],
+) -> None:
+    """KUBECONFIG=a:b with the current context set in a and defined in b (kubectl's merge:
+    the first file to set a name wins); the whole list is handed on to the platform."""
+    url, handler = api_server
+    full = _kubeconfig(tmp_path / "b", url)
+    first = tmp_path / "a"
+    # a names the context and shadows the user of the same name with another token.
+    first.write_text("current-context: perf\nusers:\n- name: u1\n  user: {token: first-wins}\n")
+    monkeypatch.setenv("KUBECONFIG", f"{tmp_path / 'gone'}:{first}:{full}")
+    code, out, err = run(capsys, "1", "10", "100", "--dry-run")
+    assert code == 0
+    assert err.splitlines()[0] == f"platform: kubernetes (context 'perf' at {url} answers)"
+    assert handler.seen == [("/version", "Bearer first-wins")]
+    # The other order: b's current context and b's user.
+    monkeypatch.setenv("KUBECONFIG", f"{full}:{first}")
+    code, out, err = run(capsys, "1", "10", "100", "--dry-run")
+    assert code == 0 and handler.seen[-1] == ("/version", "Bearer sekret")
+    # A context that none of the files defines.
+    first.write_text("current-context: nowhere\n")
+    monkeypatch.setenv("KUBECONFIG", f"{first}:{full}")
+    code, out, err = run(capsys, "1", "10", "1", "--dry-run")
+    assert err == f"platform: local (kubeconfig ({first}:{full}) has no context 'nowhere')\n"
+
+
 def test_auto_gives_up_on_a_slow_server_within_two_seconds(
     capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,

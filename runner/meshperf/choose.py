@@ -1,9 +1,10 @@
 """``--platform auto``: kubernetes when a kubeconfig context is usable, else local.
 
-Usable means: ``$KUBECONFIG`` (first file of the list) or ``~/.kube/config`` names a current
-context (or the one ``--context`` asks for), that context's cluster has a server URL, and the
-server answers ``GET /version`` with 200 within 2 s. The kubeconfig is read as plain YAML so
-the slow ``kubernetes`` package is imported only once kubernetes is actually chosen.
+Usable means: the files of ``$KUBECONFIG`` (merged as kubectl merges them) or
+``~/.kube/config`` name a current context (or the one ``--context`` asks for), that context's
+cluster has a server URL, and the server answers ``GET /version`` with 200 within 2 s. The
+kubeconfig is read as plain YAML so the slow ``kubernetes`` package is imported only once
+kubernetes is actually chosen.
 """
 
 from __future__ import annotations
@@ -27,23 +28,42 @@ class Choice:
     context: str | None = None
 
 
-def kubeconfig_path(env: Mapping[str, str], home: Path | None = None) -> Path | None:
-    """The kubeconfig file kubectl would read first, if it exists."""
+def kubeconfig_paths(env: Mapping[str, str], home: Path | None = None) -> list[Path]:
+    """The kubeconfig files kubectl would merge, in order (those that exist)."""
     listed = env.get("KUBECONFIG", "")
     if listed:
-        for part in listed.split(os.pathsep):
-            if part and Path(part).is_file():
-                return Path(part)
-        return None
+        return [Path(part) for part in listed.split(os.pathsep) if part and Path(part).is_file()]
     p = (home or Path.home()) / ".kube" / "config"
-    return p if p.is_file() else None
+    return [p] if p.is_file() else []
 
 
-def _named(items: Any, name: str, key: str) -> dict[str, Any] | None:
-    if not isinstance(items, list):  # a hand-edited kubeconfig may hold anything here
-        return None
+def _merged(paths: list[Path]) -> tuple[dict[str, Any], str | None]:
+    """kubectl's merge of several kubeconfig files: for ``current-context`` and for each named
+    context, cluster and user, the first file that sets it wins. Returns (config, problem)."""
+    import yaml
+
+    out: dict[str, Any] = {"contexts": [], "clusters": [], "users": []}
+    for path in paths:
+        try:
+            cfg = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
+            return out, f"kubeconfig {path} unreadable ({type(e).__name__})"
+        if not isinstance(cfg, dict):
+            return out, f"kubeconfig {path} is not a mapping"
+        if not out.get("current-context") and cfg.get("current-context"):
+            out["current-context"] = cfg["current-context"]
+        for key in ("contexts", "clusters", "users"):
+            items = cfg.get(key)
+            if not isinstance(items, list):  # a hand-edited kubeconfig may hold anything here
+                continue
+            seen = {i.get("name") for i in out[key]}
+            out[key] += [i for i in items if isinstance(i, dict) and i.get("name") not in seen]
+    return out, None
+
+
+def _named(items: list[dict[str, Any]], name: str, key: str) -> dict[str, Any] | None:
     for item in items:
-        if isinstance(item, dict) and item.get("name") == name and isinstance(item.get(key), dict):
+        if item.get("name") == name and isinstance(item.get(key), dict):
             return item[key]  # type: ignore[no-any-return]
     return None
 
@@ -97,34 +117,30 @@ def choose_platform(
 ) -> Choice:
     """Resolve ``auto``; ``local`` and ``kubernetes`` are taken as given."""
     env = os.environ if env is None else env
-    path = kubeconfig_path(env, home)
-    kc = str(path) if path else None
+    paths = kubeconfig_paths(env, home)
+    # The whole list, as kubectl and the kubernetes client merge it.
+    kc = os.pathsep.join(str(p) for p in paths) or None
     if requested != "auto":
         return Choice(requested, f"--platform {requested}", kc, context)
-    if path is None:
+    if not paths:
         where = "$KUBECONFIG" if env.get("KUBECONFIG") else "~/.kube/config"
         return Choice("local", f"no kubeconfig ({where} not found)")
-
-    import yaml
-
-    try:
-        cfg = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
-        return Choice("local", f"kubeconfig {path} unreadable ({type(e).__name__})")
-    if not isinstance(cfg, dict):
-        return Choice("local", f"kubeconfig {path} is not a mapping")
+    cfg, problem = _merged(paths)
+    if problem:
+        return Choice("local", problem)
+    named = str(paths[0]) if len(paths) == 1 else f"({kc})"
     ctx_name = context or cfg.get("current-context")
     if not ctx_name:
-        return Choice("local", f"kubeconfig {path} has no current context")
-    ctx = _named(cfg.get("contexts"), ctx_name, "context")
+        return Choice("local", f"kubeconfig {named} has no current context")
+    ctx = _named(cfg["contexts"], ctx_name, "context")
     if ctx is None:
-        return Choice("local", f"kubeconfig {path} has no context {ctx_name!r}")
-    cluster = _named(cfg.get("clusters"), ctx.get("cluster", ""), "cluster") or {}
+        return Choice("local", f"kubeconfig {named} has no context {ctx_name!r}")
+    cluster = _named(cfg["clusters"], ctx.get("cluster", ""), "cluster") or {}
     server = cluster.get("server")
     if not isinstance(server, str) or not server.startswith(("http://", "https://")):
         return Choice("local", f"context {ctx_name!r} has no cluster server URL")
-    user = _named(cfg.get("users"), ctx.get("user", ""), "user") or {}
+    user = _named(cfg["users"], ctx.get("user", ""), "user") or {}
     why_not = _probe(server, cluster, user)
     if why_not:
         return Choice("local", f"context {ctx_name!r}: {why_not}")
-    return Choice("kubernetes", f"context {ctx_name!r} at {server} answers", str(path), ctx_name)
+    return Choice("kubernetes", f"context {ctx_name!r} at {server} answers", kc, ctx_name)
