@@ -16,6 +16,7 @@
 #   INGRESS=0         do not create the Istio Gateway + VirtualServices (ingress mode)
 #   EXPOSE_CLIENT=0   fortioclient Service as ClusterIP instead of LoadBalancer
 #   FORTIO_IMAGE      default fortio/fortio:1.75.2
+#   TOOLS_IMAGE       image with sleep and pkill for the tools container (default busybox:1.36.1)
 #   PROXY_CPU, PROXY_MEMORY              proxy requests (default 1000m, 512Mi)
 #   PROXY_CPU_LIMIT, PROXY_MEMORY_LIMIT  proxy limits (default none: a CPU limit throttles)
 #   PROXY_CONCURRENCY Envoy worker threads of Istio sidecars (default 2)
@@ -96,6 +97,7 @@ python3 "${WD}/manifests/render.py" --out-dir "${out_dir}" --mesh "${MESH}" \
   --namespace "${NAMESPACE}" --dns-domain "${DNS_DOMAIN}" --mtls-mode "${MTLS_MODE}" \
   --ingress "${INGRESS}" --expose-client "${EXPOSE_CLIENT}" \
   --fortio-image "${FORTIO_IMAGE:-fortio/fortio:1.75.2}" \
+  --tools-image "${TOOLS_IMAGE:-busybox:1.36.1}" \
   --proxy-cpu "${PROXY_CPU:-1000m}" --proxy-memory "${PROXY_MEMORY:-512Mi}" \
   --proxy-cpu-limit "${PROXY_CPU_LIMIT:-}" --proxy-memory-limit "${PROXY_MEMORY_LIMIT:-}" \
   --proxy-concurrency "${PROXY_CONCURRENCY:-2}" \

@@ -112,6 +112,7 @@ def render(args: argparse.Namespace) -> dict[str, str]:
     _check("NAMESPACE", args.namespace, DNS_LABEL, "a DNS-1123 label (a namespace name)")
     _check("DNS_DOMAIN", args.dns_domain, DNS_DOMAIN, "a DNS domain (e.g. local)")
     _check("FORTIO_IMAGE", args.fortio_image, IMAGE, "an image reference")
+    _check("TOOLS_IMAGE", args.tools_image, IMAGE, "an image reference")
     for name, value in (("PROXY_CPU", args.proxy_cpu), ("APP_CPU", args.app_cpu)):
         _check(name, value, CPU, "a CPU quantity (500m, 1, 1.5)")
     if args.proxy_cpu_limit:
@@ -139,6 +140,7 @@ def render(args: argparse.Namespace) -> dict[str, str]:
             "NAMESPACE": args.namespace,
             "SERVICE_TYPE": service_type,
             "FORTIO_IMAGE": args.fortio_image,
+            "TOOLS_IMAGE": args.tools_image,
             "APP_CPU": args.app_cpu,
             "APP_MEMORY": args.app_memory,
             "POD_ANNOTATIONS": annotation_block(pod_annotations(args, app), 8),
@@ -173,6 +175,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ingress", type=_bool01, default=True, metavar="0|1")
     p.add_argument("--expose-client", type=_bool01, default=True, metavar="0|1")
     p.add_argument("--fortio-image", default="fortio/fortio:1.75.2")
+    p.add_argument("--tools-image", default="busybox:1.36.1", help="holds sleep and pkill")
     p.add_argument("--proxy-cpu", default="1000m")
     p.add_argument("--proxy-memory", default="512Mi")
     p.add_argument("--proxy-cpu-limit", default="")

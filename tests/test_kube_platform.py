@@ -495,8 +495,41 @@ def test_stop_current_interrupts_fortio_in_the_pod(fk: FakeKube, kubeconfig: Pat
         p.run_test(spec("both"))
 
 
+def test_stop_runs_pkill_in_the_tools_container_when_the_pod_has_one(
+    fk: FakeKube, kubeconfig: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """setup_test.sh's pods share one PID namespace and carry a busybox ``tools`` container:
+    the stop signal comes from there (the fortio image has no pkill)."""
+    fk.hold_fortio = 120.0
+    pod = fk.pods[CLIENT_POD]
+    pod["spec"]["shareProcessNamespace"] = True
+    pod["spec"]["containers"].append(
+        {"name": "tools", "image": "busybox:1.36.1", "command": ["sleep", "2147483647"]}
+    )
+    pod["status"]["containerStatuses"].append(
+        {"name": "tools", "ready": True, "restartCount": 0, "image": "busybox:1.36.1",
+         "imageID": "", "state": {"running": {"startedAt": "2026-11-26T10:00:00Z"}}}
+    )  # fmt: skip
+    p = started(opts_for(kubeconfig), ("both",))
+    s = spec("both", duration=100)
+    try:
+        assert p.metadata()["stop_container"] == "tools"
+        t, out = _run_in_thread(p, s)
+        _wait_for(lambda: len(fk.calls("fortio")) == 1)
+        p.stop_current()
+        t.join(timeout=20)
+        assert not t.is_alive()
+    finally:
+        p.close()
+    assert "was stopped" in out["error"]
+    (kill,) = fk.calls("pkill")
+    assert (kill.pod, kill.container, kill.argv) == (CLIENT_POD, "tools", pkill_argv(s.labels))
+    assert fk.calls("fortio")[0].container == "captured"
+    assert capsys.readouterr().err == ""  # stopped: nothing to warn about
+
+
 def test_stop_without_pkill_in_the_image_still_closes_the_stream(
-    fk: FakeKube, kubeconfig: Path
+    fk: FakeKube, kubeconfig: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     fk.hold_fortio = 120.0
 
@@ -517,6 +550,13 @@ def test_stop_without_pkill_in_the_image_still_closes_the_stream(
         p.close()
     assert "was stopped" in out["error"]
     _wait_for(lambda: fk.calls("fortio")[0].closed_by_client)
+    # The run in the pod goes on until its -t: the user is told, in one line.
+    err = capsys.readouterr().err
+    assert err == (
+        f"meshperf: could not stop fortio in pod twopods/{CLIENT_POD} (pkill -INT failed in "
+        'the pod: Internal error occurred: exec: "pkill": executable file not found in $PATH); '
+        "it ends by itself at the end of its -t 100s (setup_test.sh's pods have a tools container with pkill)\n"
+    )
 
 
 def test_stop_with_nothing_running_is_harmless(fk: FakeKube, kubeconfig: Path) -> None:

@@ -719,7 +719,12 @@ def test_workloads_match_what_the_kubernetes_platform_looks_for(stubs: Stubs, me
         assert tmpl["metadata"]["labels"]["app"] == app
         spec = tmpl["spec"]
         containers = {c["name"]: c for c in spec["containers"]}
-        assert set(containers) == {"captured", "uncaptured"}
+        assert set(containers) == {"captured", "uncaptured", "tools"}
+        # The fortio image has no pkill: the runner stops a run from the tools container,
+        # which sees fortio's processes because the pod shares one PID namespace.
+        tools = containers.pop("tools")
+        assert spec["shareProcessNamespace"] is True
+        assert tools["image"] == "busybox:1.36.1" and tools["command"][0] == "sleep"
         ports = {n: [p["containerPort"] for p in c["ports"]] for n, c in containers.items()}
         assert 8080 in ports["captured"] and 8077 in ports["uncaptured"]
         for c in containers.values():
@@ -831,6 +836,7 @@ def test_setup_test_rejects_bad_settings(stubs: Stubs, env: dict[str, str], need
         ({"DNS_DOMAIN": "evil\nkind: Secret"}, "DNS_DOMAIN="),
         ({"PROXY_CPU": "1 core"}, "PROXY_CPU="),
         ({"FORTIO_IMAGE": "fortio/fortio:1.0\n  x: y"}, "FORTIO_IMAGE="),
+        ({"TOOLS_IMAGE": "busybox; rm -rf /"}, "TOOLS_IMAGE="),
         ({"POD_CIDRS": "10.0.0.0/33"}, "POD_CIDRS="),
     ],
 )

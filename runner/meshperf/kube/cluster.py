@@ -29,6 +29,7 @@ SERVER_LABEL = "app=fortioserver"
 PROXY_CONTAINERS: frozenset[str] = frozenset({"istio-proxy", "linkerd-proxy"})
 INIT_CONTAINERS: frozenset[str] = frozenset({"istio-init", "istio-validation", "linkerd-init"})
 LOAD_CONTAINER = "captured"  # the 2019 scripts' fortio container in the client pod
+TOOLS_CONTAINER = "tools"  # setup_test.sh's busybox container: pkill in a shared PID namespace
 INSTANCE_TYPE_LABEL = "node.kubernetes.io/instance-type"
 LEGACY_INSTANCE_TYPE_LABEL = "beta.kubernetes.io/instance-type"
 
@@ -74,6 +75,13 @@ class PodInfo:
             if name not in PROXY_CONTAINERS:
                 return name
         raise ClusterError(f"pod {self.namespace}/{self.name} has no container to run fortio in")
+
+    def stop_container(self) -> str:
+        """Where ``pkill`` runs to stop fortio: the tools container if the pod has one (the
+        fortio image has no pkill), else the load container itself."""
+        if TOOLS_CONTAINER in self.containers:
+            return TOOLS_CONTAINER
+        return self.load_container()
 
     def proxy_resources(self) -> dict[str, dict[str, dict[str, str]]]:
         """requests/limits of the mesh proxy containers, by container name."""

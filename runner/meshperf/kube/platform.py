@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import sys
 import threading
 from typing import Any
 
@@ -120,6 +121,7 @@ class KubernetesPlatform:
         self.client: kc.PodInfo | None = None
         self.server: kc.PodInfo | None = None
         self.load_container = ""
+        self.stop_container = ""
         self.service_host = SERVICE_NAME
         self.waypoint = False  # the Service is bound to a waypoint
         self._lock = threading.RLock()  # stop_current may run in a signal handler on this thread
@@ -170,6 +172,7 @@ class KubernetesPlatform:
         client = self.cluster.find_pod(self.opts.client, kc.CLIENT_LABEL, "fortioclient")
         server = self.cluster.find_pod(self.opts.server, kc.SERVER_LABEL, "fortioserver")
         self.load_container = client.load_container()
+        self.stop_container = client.stop_container()
         if self.perf is not None and self.server is not None and server.name != self.server.name:
             self.perf.close()
             self.perf = PerfRecorder(self.cluster, server, self.opts)
@@ -263,6 +266,7 @@ class KubernetesPlatform:
             "server": self.cluster.conn.server,
             "ports": {"captured": CAPTURED_PORT, "uncaptured": UNCAPTURED_PORT},
             "load_container": self.load_container,
+            "stop_container": self.stop_container,
         }
         errors: list[str] = []
 
@@ -326,20 +330,35 @@ class KubernetesPlatform:
             if session.interrupt_sent or self.client is None:
                 return
             session.interrupt_sent = True
+            pod = self.client
+        problem = ""
         try:
-            run_exec(
+            res = run_exec(
                 self.cluster.core,
-                self.client.name,
-                self.client.namespace,
-                self.load_container,
+                pod.name,
+                pod.namespace,
+                self.stop_container,
                 pkill_argv(label),
                 timeout=STOP_TIMEOUT,
             )
-        except ClusterError:
-            # Without pkill in the image the remote fortio ends by itself after -t.
-            pass
+            if not res.ok and res.exit_code != 1:  # 1: nothing matched, fortio had ended
+                problem = res.describe_failure()
+        except ClusterError as e:
+            problem = str(e)
         finally:
             session.abort()
+        if problem:
+            # Nothing else can signal fortio in its own (shell-less) image: say so, since it
+            # keeps loading the server until its -t ends and would skew a run started now.
+            self._say(
+                f"could not stop fortio in pod {pod.namespace}/{pod.name} ({problem}); it "
+                f"ends by itself at the end of its -t {_argv_value(session.argv, '-t')} "
+                "(setup_test.sh's pods have a tools container with pkill)"
+            )
+
+    def _say(self, message: str) -> None:
+        if self.opts.verbose >= 0:
+            print(f"meshperf: {message}", file=sys.stderr, flush=True)
 
     def close(self) -> None:
         if self._closed:
@@ -348,3 +367,11 @@ class KubernetesPlatform:
         if self.perf is not None:
             self.perf.close()
         self.cluster.close()
+
+
+def _argv_value(argv: tuple[str, ...], flag: str) -> str:
+    """The value after ``flag`` in an argv, or "?"."""
+    try:
+        return argv[argv.index(flag) + 1]
+    except (ValueError, IndexError):
+        return "?"
