@@ -555,7 +555,8 @@ def test_stop_without_pkill_in_the_image_still_closes_the_stream(
     assert err == (
         f"meshperf: could not stop fortio in pod twopods/{CLIENT_POD} (pkill -INT failed in "
         'the pod: Internal error occurred: exec: "pkill": executable file not found in $PATH); '
-        "it ends by itself at the end of its -t 100s (setup_test.sh's pods have a tools container with pkill)\n"
+        "it ends by itself at the end of its -t 100s (setup_test.sh's pods have a tools "
+        "container with pkill)\n"
     )
 
 
