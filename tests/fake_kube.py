@@ -149,6 +149,7 @@ class FakeKube:
         self.release = threading.Event()
         self.ephemeral_state: dict[str, Any] = {"running": {"startedAt": "2026-11-26T10:00:00Z"}}
         self.perf_script_output = ""
+        self.files: dict[str, bytes] = {}  # what fortio wrote into the client's data volume
         self._lock = threading.Lock()
         self._tmp = Path(tempfile.mkdtemp(prefix="fake-kube-"))
         cert, key, ca = server_tls_files(self._tmp)
@@ -220,13 +221,25 @@ class FakeKube:
     def default_exec(self, call: ExecCall) -> ExecReply:
         argv = call.argv
         if argv[:2] == ["fortio", "load"]:
+            dest = argv[argv.index("-json") + 1] if "-json" in argv else ""
             stderr = (
                 b"Fortio 1.69.5 running at 1000 queries per second, 8->8 procs, for 4m0s: "
                 + argv[-1].encode()
                 + b"\nAll done 178123 calls (plus 1 warmup) 1.255 ms avg, 742.2 qps\n"
-                b"Successfully wrote 5263 bytes of Json data to stdout\n"
+                + f"Successfully wrote 5263 bytes of Json data to {dest or '?'}\n".encode()
             )
-            return ExecReply(stdout=self.fortio_json, stderr=stderr, hold=self.hold_fortio)
+            if dest == "-":
+                return ExecReply(stdout=self.fortio_json, stderr=stderr, hold=self.hold_fortio)
+            # fortio writes the file in the load container; the pod's volume shows it to all.
+            with self._lock:
+                self.files[dest] = self.fortio_json
+            return ExecReply(stderr=stderr, hold=self.hold_fortio)
+        if argv[0] == "cat" and call.container == "tools":
+            with self._lock:
+                data = self.files.get(argv[1])
+            if data is None:
+                return ExecReply(stderr=f"cat: can't open '{argv[1]}'\n".encode(), exit_code=1)
+            return ExecReply(stdout=data)
         if argv[0] == "pkill":
             self.release.set()
             return ExecReply()

@@ -7,6 +7,7 @@ token, REST reads and the exec websocket (v4.channel.k8s.io).
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 from collections.abc import Iterator
@@ -495,21 +496,95 @@ def test_stop_current_interrupts_fortio_in_the_pod(fk: FakeKube, kubeconfig: Pat
         p.run_test(spec("both"))
 
 
+def add_tools_container(fk: FakeKube, data_volume: str | None = "shared-data") -> None:
+    """Make the client pod look like setup_test.sh's: a shared PID namespace and a busybox
+    ``tools`` container, mounting fortio's data volume unless ``data_volume`` is None."""
+    pod = fk.pods[CLIENT_POD]
+    pod["spec"]["shareProcessNamespace"] = True
+    tools: dict[str, Any] = {
+        "name": "tools", "image": "busybox:1.36.1", "command": ["sleep", "2147483647"]
+    }  # fmt: skip
+    if data_volume:
+        tools["volumeMounts"] = [
+            {"name": data_volume, "mountPath": "/var/lib/fortio", "readOnly": True}
+        ]
+    pod["spec"]["containers"].append(tools)
+    pod["status"]["containerStatuses"].append(
+        {"name": "tools", "ready": True, "restartCount": 0, "image": "busybox:1.36.1",
+         "imageID": "", "state": {"running": {"startedAt": "2026-11-26T10:00:00Z"}}}
+    )  # fmt: skip
+
+
+def test_result_is_kept_in_the_pods_data_dir_and_read_back(
+    fk: FakeKube, kubeconfig: Path
+) -> None:
+    """With setup_test.sh's tools container, fortio writes the result where the client's report
+    UI lists it (what the 2019 scripts' -a was for), and the runner reads it back from there."""
+    add_tools_container(fk)
+    p = started(opts_for(kubeconfig), ("both",))
+    s = spec("both")
+    try:
+        assert p.metadata()["pod_results_dir"] == "/var/lib/fortio"
+        result = p.run_test(s)
+    finally:
+        p.close()
+    (load,) = fk.calls("fortio")
+    dest = load.argv[load.argv.index("-json") + 1]
+    assert re.fullmatch(r"/var/lib/fortio/\d{4}-\d\d-\d\d-\d{6}_" + re.escape(s.labels)
+                        + r"\.json", dest), dest  # fmt: skip
+    assert load.container == "captured"
+    (cat,) = fk.calls("cat")
+    assert (cat.container, cat.argv) == ("tools", ["cat", dest])
+    want = json.loads(fk.fortio_json)
+    assert result["DurationHistogram"] == want["DurationHistogram"]
+    assert result[RESULT_KEY]["pod_file"] == dest
+
+
+def test_result_comes_from_stdout_without_a_shared_data_dir(
+    fk: FakeKube, kubeconfig: Path
+) -> None:
+    add_tools_container(fk, data_volume=None)  # tools cannot see fortio's files
+    p = started(opts_for(kubeconfig), ("both",))
+    try:
+        assert p.metadata()["pod_results_dir"] == ""
+        result = p.run_test(spec("both"))
+    finally:
+        p.close()
+    (load,) = fk.calls("fortio")
+    assert load.argv[load.argv.index("-json") + 1] == "-"
+    assert fk.calls("cat") == [] and "pod_file" not in result[RESULT_KEY]
+
+
+def test_result_that_cannot_be_read_back_fails_the_test(fk: FakeKube, kubeconfig: Path) -> None:
+    add_tools_container(fk)
+
+    def handler(call: ExecCall) -> ExecReply:
+        if call.argv[:2] == ["fortio", "load"]:
+            return ExecReply(stderr=b"Aborting because of disk full\n")  # exit 0, no file
+        return fk.default_exec(call)
+
+    fk.exec_handler = handler
+    p = started(opts_for(kubeconfig), ("both",))
+    try:
+        with pytest.raises(ClusterError) as err:
+            p.run_test(spec("both"))
+    finally:
+        p.close()
+    (cat,) = fk.calls("cat")
+    path = cat.argv[1]
+    assert str(err.value) == (
+        f"reading the result {path} back: cat {path} failed in the pod: exit code 1; "
+        f"stderr: cat: can't open '{path}'"
+    )
+
+
 def test_stop_runs_pkill_in_the_tools_container_when_the_pod_has_one(
     fk: FakeKube, kubeconfig: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """setup_test.sh's pods share one PID namespace and carry a busybox ``tools`` container:
     the stop signal comes from there (the fortio image has no pkill)."""
     fk.hold_fortio = 120.0
-    pod = fk.pods[CLIENT_POD]
-    pod["spec"]["shareProcessNamespace"] = True
-    pod["spec"]["containers"].append(
-        {"name": "tools", "image": "busybox:1.36.1", "command": ["sleep", "2147483647"]}
-    )
-    pod["status"]["containerStatuses"].append(
-        {"name": "tools", "ready": True, "restartCount": 0, "image": "busybox:1.36.1",
-         "imageID": "", "state": {"running": {"startedAt": "2026-11-26T10:00:00Z"}}}
-    )  # fmt: skip
+    add_tools_container(fk)
     p = started(opts_for(kubeconfig), ("both",))
     s = spec("both", duration=100)
     try:

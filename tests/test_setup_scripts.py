@@ -725,6 +725,10 @@ def test_workloads_match_what_the_kubernetes_platform_looks_for(stubs: Stubs, me
         tools = containers.pop("tools")
         assert spec["shareProcessNamespace"] is True
         assert tools["image"] == "busybox:1.36.1" and tools["command"][0] == "sleep"
+        # ... and reads each result back from fortio's data dir (the report UI's).
+        assert tools["volumeMounts"] == [
+            {"name": "fortio-data", "mountPath": "/var/lib/fortio", "readOnly": True}
+        ]
         ports = {n: [p["containerPort"] for p in c["ports"]] for n, c in containers.items()}
         assert 8080 in ports["captured"] and 8077 in ports["uncaptured"]
         for c in containers.values():

@@ -30,6 +30,7 @@ PROXY_CONTAINERS: frozenset[str] = frozenset({"istio-proxy", "linkerd-proxy"})
 INIT_CONTAINERS: frozenset[str] = frozenset({"istio-init", "istio-validation", "linkerd-init"})
 LOAD_CONTAINER = "captured"  # the 2019 scripts' fortio container in the client pod
 TOOLS_CONTAINER = "tools"  # setup_test.sh's busybox container: pkill in a shared PID namespace
+DATA_DIR = "/var/lib/fortio"  # the client's fortio data dir, listed by its report UI
 INSTANCE_TYPE_LABEL = "node.kubernetes.io/instance-type"
 LEGACY_INSTANCE_TYPE_LABEL = "beta.kubernetes.io/instance-type"
 
@@ -82,6 +83,20 @@ class PodInfo:
         if TOOLS_CONTAINER in self.containers:
             return TOOLS_CONTAINER
         return self.load_container()
+
+    def result_dirs(self) -> tuple[str, str] | None:
+        """(data dir in the load container, the same directory in the tools container) when
+        fortio's data dir (``DATA_DIR``, the report UI's) is also mounted in the tools
+        container, so a result fortio writes there can be read back with ``cat``; else None."""
+        mounts: dict[str, dict[str, str]] = {}
+        for c in self.raw.spec.containers or []:
+            mounts[c.name] = {m.name: m.mount_path for m in c.volume_mounts or []}
+        load = mounts.get(self.load_container(), {})
+        tools = mounts.get(TOOLS_CONTAINER, {})
+        for volume, path in load.items():
+            if path.rstrip("/") == DATA_DIR and volume in tools:
+                return DATA_DIR, tools[volume].rstrip("/")
+        return None
 
     def proxy_resources(self) -> dict[str, dict[str, dict[str, str]]]:
         """requests/limits of the mesh proxy containers, by container name."""

@@ -1,9 +1,12 @@
 """The kubernetes platform: ``fortio load`` in the client pod against the server pod.
 
 Pods are found by label (``app=fortioclient`` / ``app=fortioserver``) or named with
-``--client`` / ``--server``. Each test is one exec of ``fortio load ... -json - <url>`` in the
-client pod's load container; its stdout is the fortio result, to which the ``meshperf`` block is
-added. Targets per mode, as the original runner (istio/tools perf/benchmark) chose them:
+``--client`` / ``--server``. Each test is one exec of ``fortio load`` in the client pod's load
+container. Where the pod's tools container shares fortio's data dir (setup_test.sh's pods),
+fortio writes the result there (``-json /var/lib/fortio/<ID>.json``: the report UI lists it, as
+the 2019 scripts' ``-a`` did) and a ``cat`` in the tools container reads it back; otherwise
+``-json -`` and the result is the exec's stdout. The ``meshperf`` block is added to it.
+Targets per mode, as the original runner (istio/tools perf/benchmark) chose them:
 
     baseline       http://<server pod IP>:8077/echo?size=N   uncaptured port: no proxy
     serversidecar  http://<server pod IP>:8080/echo?size=N   captured port: server proxy
@@ -18,6 +21,7 @@ IP instead, since waypoints only see Service-addressed traffic; ``waypoint`` nee
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import math
 import re
@@ -27,7 +31,13 @@ from typing import Any
 
 from meshperf.errors import ClusterError, ConfigError
 from meshperf.kube import cluster as kc
-from meshperf.kube.execs import ExecResult, ExecSession, pkill_argv, run_exec
+from meshperf.kube.execs import (
+    SHORT_EXEC_TIMEOUT,
+    ExecResult,
+    ExecSession,
+    pkill_argv,
+    run_exec,
+)
 from meshperf.kube.perf import PerfRecorder
 from meshperf.platform import MODES, RESULT_KEY, RunOptions, TestSpec
 
@@ -58,8 +68,9 @@ def _num(x: float) -> str:
     return str(int(x)) if float(x).is_integer() else repr(float(x))
 
 
-def fortio_argv(spec: TestSpec, url: str) -> list[str]:
-    """The ``fortio load`` command for one test (mirrors the local platform's flags)."""
+def fortio_argv(spec: TestSpec, url: str, json_to: str = "-") -> list[str]:
+    """The ``fortio load`` command for one test (mirrors the local platform's flags); the
+    result goes to ``json_to``: a file in the pod, or ``-`` for stdout."""
     label = spec.labels or spec.mode
     if not _LABEL_RE.fullmatch(label):
         raise ClusterError(f"label {label!r} may only hold letters, digits, '_', '.', '-'")
@@ -84,13 +95,21 @@ def fortio_argv(spec: TestSpec, url: str) -> list[str]:
     if spec.nocatchup:
         argv.append("-nocatchup")
     argv += ["-labels", label, "-httpbufferkb", str(httpbuffer_kb(spec.size)), "-a"]
-    argv += ["-json", "-", url]
+    argv += ["-json", json_to, url]
     return argv
 
 
-def parse_fortio_output(res: ExecResult) -> dict[str, Any]:
-    """The fortio result from the exec's stdout; anything else is a ClusterError."""
-    text = res.stdout.decode("utf-8", "replace").strip()
+def pod_result_name(label: str, now: dt.datetime | None = None) -> str:
+    """File name of a result kept in the pod, in fortio's own ID shape
+    ``YYYY-MM-DD-HHMMSS_<labels>`` (``label`` is already restricted to letters, digits, ``_.-``)."""
+    now = now or dt.datetime.now(dt.UTC)
+    return f"{now:%Y-%m-%d-%H%M%S}_{label}.json"
+
+
+def parse_fortio_output(res: ExecResult, raw: bytes | None = None) -> dict[str, Any]:
+    """The fortio result from the exec's stdout (or ``raw``, the file fortio wrote); anything
+    else is a ClusterError."""
+    text = (res.stdout if raw is None else raw).decode("utf-8", "replace").strip()
     if not text:
         raise ClusterError(
             "fortio load printed no JSON result"
@@ -213,7 +232,10 @@ class KubernetesPlatform:
             raise ClusterError("stopped before the test began")
         self._find_pods()  # a pod that restarted or went away fails this test, clearly
         url = self.target(spec.mode, spec.size)
-        argv = fortio_argv(spec, url)
+        # Kept in the pod's data dir (and read back) where the tools container can read it.
+        dirs = self.client.result_dirs()
+        name = pod_result_name(spec.labels or spec.mode)
+        argv = fortio_argv(spec, url, f"{dirs[0]}/{name}" if dirs else "-")
         perf_job = None
         res: ExecResult | None = None
         if self.perf is not None and spec.mode != "baseline":
@@ -248,16 +270,19 @@ class KubernetesPlatform:
             raise ClusterError(f"test {argv[argv.index('-labels') + 1]} was stopped")
         if res is None or not res.ok:
             raise ClusterError(res.describe_failure() if res else "fortio load did not run")
-        result = parse_fortio_output(res)
+        result = parse_fortio_output(res, self._read_back(f"{dirs[1]}/{name}") if dirs else None)
         block = spec.result_block(
             platform=self.name, mesh=self.opts.mesh, run_id=self.opts.run_id, target=url
         )
+        if dirs:
+            block["pod_file"] = f"{dirs[0]}/{name}"  # the copy the client's report UI lists
         if perf_info is not None:
             block["perf"] = perf_info
         result[RESULT_KEY] = block
         return result
 
     def metadata(self) -> dict[str, Any]:
+        dirs = self.client.result_dirs() if self.client is not None else None
         meta: dict[str, Any] = {
             "platform": self.name,
             "mesh": self.opts.mesh,
@@ -267,6 +292,8 @@ class KubernetesPlatform:
             "ports": {"captured": CAPTURED_PORT, "uncaptured": UNCAPTURED_PORT},
             "load_container": self.load_container,
             "stop_container": self.stop_container,
+            # Where results are kept for the client's report UI ("" = not kept in the pod).
+            "pod_results_dir": dirs[0] if dirs else "",
         }
         errors: list[str] = []
 
@@ -316,6 +343,21 @@ class KubernetesPlatform:
                 "deployment", "linkerd.io/control-plane-component=destination", "destination"
             )
         return None
+
+    def _read_back(self, path: str) -> bytes:
+        """The result fortio wrote into the pod's data dir, read in the tools container."""
+        assert self.client is not None
+        res = run_exec(
+            self.cluster.core,
+            self.client.name,
+            self.client.namespace,
+            kc.TOOLS_CONTAINER,
+            ["cat", path],
+            timeout=SHORT_EXEC_TIMEOUT,
+        )
+        if not res.ok:
+            raise ClusterError(f"reading the result {path} back: {res.describe_failure()}")
+        return res.stdout
 
     def stop_current(self) -> None:
         """Interrupt the fortio run in the pod (SIGINT through pkill), then drop its websocket."""
