@@ -268,6 +268,28 @@ def test_failed_and_empty_results_are_skipped_with_reasons() -> None:
     }
 
 
+def test_runs_cut_short_are_kept_and_reported() -> None:
+    """A result fortio saved after a Ctrl-C (for instance from the pod's report UI) is kept,
+    with one line saying it is not the full test."""
+    full = json.loads(ISTIO.read_text())  # RequestedDuration 4m0s, ran 240.0 s
+    short = {**full, "ActualDuration": 12_300_000_000, "Labels": "cut"}
+    counted = {**full, "RequestedDuration": "exactly 1000 calls, interrupted after 12",
+               "Labels": "counted"}  # fmt: skip
+    no_duration = {**full, "RequestedDuration": "until stop", "ActualDuration": 1_000_000_000,
+                   "Labels": "endless"}  # fmt: skip
+    said: list[str] = []
+    got = col.collect(
+        LoadReport(results=[FortioResult(d, f"{d['Labels']}.json")
+                            for d in (full, short, counted, no_duration)]),
+        notify=said.append,
+    )  # fmt: skip
+    assert len(got.rows) == 4
+    assert said == [
+        "cut: ran 12.3 s of the requested 4m0s (stopped early?); kept",
+        "counted: interrupted (exactly 1000 calls, interrupted after 12); kept",
+    ]
+
+
 def rows_for_aggregation() -> list[dict[str, Any]]:
     base = {k: "" for k in col.ROW_COLUMNS}
     rows = []

@@ -457,6 +457,7 @@ def prom_results_dir(tmp_path: Path) -> Path:
         # Another zone on purpose: the window must follow the instant, not the wall clock.
         doc["StartTime"] = start.astimezone(dt.timezone(dt.timedelta(hours=-7))).isoformat()
         doc["ActualDuration"] = duration_ns
+        doc["RequestedDuration"] = "4m0s" if name == "long" else "5s"
         doc["Labels"] = f"ab12_qps_1000_c_1_1024_{name}_both"
         doc["meshperf"] = {
             "format": 1,

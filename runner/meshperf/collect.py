@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
+from meshperf import goduration
 from meshperf.errors import ConfigError, PrometheusError
 from meshperf.results import FortioResult, LoadReport, Skipped, atomic_write_text
 
@@ -191,6 +192,9 @@ class Collected:
 # After this many Prometheus failures in a row the rest are not tried: the server is gone,
 # and each further try would only wait for its timeout.
 MAX_PROM_FAILURES = 3
+# A run that lasted less than this share of its -t is reported as cut short (fortio's own
+# runs end a few ms after -t; its warm-up is not counted).
+SHORT_RUN_FRACTION = 0.9
 
 
 def collect(
@@ -226,8 +230,11 @@ def collect(
             skipped.append(Skipped(r.source, r.problem))
             continue
         row = result_row(r, extra_percentiles)
+        name = r.labels or r.source
+        short = cut_short(r)
+        if short is not None:
+            notify(f"{name}: {short}; kept")
         if prometheus is not None:
-            name = r.labels or r.source
             reason: str | None = None
             if prom_failures >= MAX_PROM_FAILURES:
                 reason = f"Prometheus not queried after {MAX_PROM_FAILURES} failures"
@@ -253,6 +260,27 @@ def collect(
                 partial.append(Skipped(r.source, reason))
         rows.append(row)
     return Collected(rows, len(report.results), skipped, partial, selected_out, duplicates)
+
+
+def cut_short(r: FortioResult) -> str | None:
+    """Why a result looks stopped before the end it was asked for, else None.
+
+    A run ended early (Ctrl-C, a lost exec, a killed pod) is still a valid fortio result and
+    fortio saved it like any other; it is kept, but it is not the test that was planned.
+    """
+    req = r.raw.get("RequestedDuration")
+    if not isinstance(req, str) or not req:
+        return None
+    if "interrupted" in req:  # -n runs: "exactly 1000 calls, interrupted after 12"
+        return f"interrupted ({req})"
+    try:
+        wanted = goduration.parse_duration(req) / 1e9
+    except ValueError:  # "exactly N calls", "until stop"
+        return None
+    got = r.actual_duration
+    if wanted > 0 and 0 < got < SHORT_RUN_FRACTION * wanted:
+        return f"ran {got:.1f} s of the requested {req} (stopped early?)"
+    return None
 
 
 def result_identity(r: FortioResult) -> tuple[Any, ...]:
