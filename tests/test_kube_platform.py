@@ -473,16 +473,23 @@ def _wait_for(cond: Any, timeout: float = 10.0) -> None:
         time.sleep(0.02)
 
 
+def _stop_mid_test(fk: FakeKube, p: KubernetesPlatform, s: mp.TestSpec) -> dict[str, Any]:
+    """Run ``s`` in a thread, Ctrl-C it (``stop_current``) once fortio is running in the pod,
+    and return what ``run_test`` gave; it must return promptly."""
+    t, out = _run_in_thread(p, s)
+    _wait_for(lambda: len(fk.calls("fortio")) == 1)
+    p.stop_current()
+    t.join(timeout=20)
+    assert not t.is_alive()
+    return out
+
+
 def test_stop_current_interrupts_fortio_in_the_pod(fk: FakeKube, kubeconfig: Path) -> None:
     fk.hold_fortio = 120.0  # the test would otherwise hold the exec open for two minutes
     p = started(opts_for(kubeconfig), ("both",))
     s = spec("both", duration=100)
     try:
-        t, out = _run_in_thread(p, s)
-        _wait_for(lambda: len(fk.calls("fortio")) == 1)
-        p.stop_current()
-        t.join(timeout=20)
-        assert not t.is_alive()
+        out = _stop_mid_test(fk, p, s)
     finally:
         p.close()
     assert "was stopped" in out["error"]
@@ -589,11 +596,7 @@ def test_stop_runs_pkill_in_the_tools_container_when_the_pod_has_one(
     s = spec("both", duration=100)
     try:
         assert p.metadata()["stop_container"] == "tools"
-        t, out = _run_in_thread(p, s)
-        _wait_for(lambda: len(fk.calls("fortio")) == 1)
-        p.stop_current()
-        t.join(timeout=20)
-        assert not t.is_alive()
+        out = _stop_mid_test(fk, p, s)
     finally:
         p.close()
     assert "was stopped" in out["error"]
@@ -616,11 +619,7 @@ def test_stop_without_pkill_in_the_image_still_closes_the_stream(
     fk.exec_handler = handler
     p = started(opts_for(kubeconfig), ("both",))
     try:
-        t, out = _run_in_thread(p, spec("both", duration=100))
-        _wait_for(lambda: len(fk.calls("fortio")) == 1)
-        p.stop_current()
-        t.join(timeout=20)
-        assert not t.is_alive()
+        out = _stop_mid_test(fk, p, spec("both", duration=100))
     finally:
         p.close()
     assert "was stopped" in out["error"]
