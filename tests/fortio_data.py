@@ -87,3 +87,75 @@ def write(directory: Path, doc: Mapping[str, Any], name: str | None = None) -> P
     path = directory / (name or f"{doc['ID']}.json")
     path.write_text(fortiojson.dumps(dict(doc)))
     return path
+
+
+# Four samples with the shapes real fortio versions write (an istio/tools label, errors with
+# their own histogram, an old gRPC ping run, an old HTTP run without the newer fields). Their
+# latencies are chosen so a test can work out percentiles by hand: see each docstring.
+
+def istio_tools() -> dict[str, Any]:
+    """istio/tools-style label; 100 calls: 50 at 1.0 ms, 40 at 2.0 ms, 10 at 9.0 ms."""
+    lat = [0.001] * 50 + [0.002] * 40 + [0.009] * 10
+    return http_result(
+        lat, labels="193ff770_qps_1000_c_1_1024_both", qps=1000, threads=1, duration_s=0.1,
+        version="1.3.1", url="http://fortioserver:8080/echo?size=1024",
+        start=dt.datetime(2019, 7, 10, 17, 1, 28, 933303, tzinfo=dt.UTC),
+    )
+
+
+def with_errors() -> dict[str, Any]:
+    """fortio 1.28-style run with errors: 20 OK at 0.3 ms, 5 x 503 and 5 x 429 at 5 ms."""
+    doc = http_result(
+        [0.0003] * 20, error_latencies=[0.005] * 10, labels="Sample with errors", qps=1000,
+        threads=8, duration_s=0.03, retcodes={"200": 20, "429": 5, "503": 5}, version="1.28.0",
+        url="http://localhost:80/echo?delay=250us:30,5ms:5&status=503:0.5,429:1.5",
+        start=dt.datetime(2022, 5, 8, 0, 12, 28, 857554, tzinfo=dt.UTC),
+        extra={"Uniform": True, "NoCatchUp": True, "RunID": 1, "NumConnections": 1},
+    )
+    doc["ID"] = 0  # fortio 1.28 wrote a numeric ID
+    return doc
+
+
+def grpc_ping() -> dict[str, Any]:
+    """fortio 0.9 gRPC ping: 8 calls at 250 ms; numeric RetCodes (1 = SERVING); no Sizes."""
+    doc = http_result(
+        [0.25] * 8, labels="fortio-stage.example , laptop", qps=8, threads=8, duration_s=1.0,
+        version="0.9.0", start=dt.datetime(2018, 4, 3, 16, 32, 58, 895472,
+                                          tzinfo=dt.timezone(dt.timedelta(hours=-7))),
+        divider=0.001,
+    )
+    doc["RunType"] = "GRPC Ping Delay=250ms PayloadLength=11"
+    doc["RetCodes"] = {"1": 8}
+    for key in ("ErrorsDurationHistogram", "Jitter", "Uniform", "NoCatchUp", "RunID",
+                "AccessLoggerInfo", "ID", "URL", "NumConnections", "Sizes", "HeaderSizes",
+                "SocketCount", "AbortOn"):
+        doc.pop(key)
+    doc.update({"Destination": "https://fortio-stage.example", "Streams": 4, "Ping": True})
+    return doc
+
+
+def http_defaults() -> dict[str, Any]:
+    """fortio 1.11-style HTTP run with default flags: 4 calls at 5, 6, 10 and 25 ms."""
+    doc = http_result(
+        [0.005, 0.006, 0.010, 0.025], labels="localhost/post , laptop", qps=8, threads=4,
+        duration_s=0.5, version="1.11.5-pre", url="http://localhost/post", divider=0.001,
+        start=dt.datetime(2021, 5, 30, 18, 3, 29, 389507,
+                          tzinfo=dt.timezone(dt.timedelta(hours=-4))),
+    )
+    for key in ("ErrorsDurationHistogram", "Uniform", "NoCatchUp", "RunID", "AccessLoggerInfo",
+                "ID", "NumConnections"):
+        doc.pop(key)
+    return doc
+
+
+SAMPLES = {
+    "http-istio-tools.json": istio_tools,
+    "http-with-errors.json": with_errors,
+    "grpc-ping.json": grpc_ping,
+    "http-defaults.json": http_defaults,
+}
+
+
+def write_samples(directory: Path) -> dict[str, Path]:
+    """All four samples, as files named in SAMPLES, in ``directory``."""
+    return {name: write(directory, make(), name) for name, make in SAMPLES.items()}

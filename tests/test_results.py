@@ -1,8 +1,8 @@
 """The fortio result model and loaders, checked against real fortio files and their variants.
 
 The fixture checks re-derive fortio's stored numbers (percentiles, Avg, StdDev, cumulative
-Percent, Data edges) from the rules in shared/spec/fortio-format.md, so they also pin
-meshperf.histogram and meshperf.fortiojson to fortio's behaviour.
+Percent, Data edges) by fortio's rules (docs/fortio-format.md); the real fortio files are
+checked in test_conformance_results.py.
 """
 
 from __future__ import annotations
@@ -10,7 +10,6 @@ from __future__ import annotations
 import copy
 import datetime as dt
 import json
-import math
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,9 +17,10 @@ from typing import Any
 
 import pytest
 
+import fortio_data
 from meshperf import fortiojson
 from meshperf.errors import ResultsError
-from meshperf.histogram import Histogram, calc_percentile
+from meshperf.histogram import Histogram
 from meshperf.results import (
     FortioResult,
     LabelShape,
@@ -32,135 +32,17 @@ from meshperf.results import (
     write_result,
 )
 
-FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "fortio"
-FIXTURE_FILES = sorted(FIXTURES.glob("*.json"))
-ISTIO = FIXTURES / "http-istio-tools-1.3.1.json"
-ERRORS = FIXTURES / "http-with-errors-1.28.0.json"
-GRPC = FIXTURES / "grpc-ping-0.9.0.json"
-DEFAULTS = FIXTURES / "http-defaults-1.11.5.json"
-
-# Histogram resolution (divider) of each fixture's histograms: -r for latency, fortio's fixed
-# 100 for Sizes and 5 for HeaderSizes (spec 2.1).
-DIVIDERS: dict[str, dict[str, float]] = {
-    DEFAULTS.name: {"DurationHistogram": 0.001, "Sizes": 100, "HeaderSizes": 5},
-    ISTIO.name: {"DurationHistogram": 0.00005, "Sizes": 100, "HeaderSizes": 5},
-    ERRORS.name: {
-        "DurationHistogram": 0.0001,
-        "ErrorsDurationHistogram": 0.0001,
-        "Sizes": 100,
-        "HeaderSizes": 5,
-    },
-}
+ISTIO_TEXT = fortiojson.dumps(fortio_data.istio_tools())
 
 
-def load_raw(path: Path) -> dict[str, Any]:
-    return json.loads(path.read_text())  # type: ignore[no-any-return]
+def load_raw(make: Any) -> dict[str, Any]:
+    return make()  # type: ignore[no-any-return]
 
 
-def histograms(doc: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
-    for key, value in doc.items():
-        if isinstance(value, dict) and "Count" in value and "Data" in value:
-            yield key, value
-
-
-ALL_HISTOGRAMS = [
-    pytest.param(path, name, id=f"{path.stem}:{name}")
-    for path in FIXTURE_FILES
-    for name, _ in histograms(load_raw(path))
-]
-
-
-def test_fixtures_present() -> None:
-    assert len(FIXTURE_FILES) == 4, FIXTURES
-    assert len(ALL_HISTOGRAMS) >= 10
-
-
-# -- every histogram of every fixture ----------------------------------------------------------
-
-
-@pytest.mark.parametrize(("path", "name"), ALL_HISTOGRAMS)
-def test_stored_percentiles_recompute_exactly(path: Path, name: str) -> None:
-    hist = load_raw(path)[name]
-    stored = hist.get("Percentiles") or []
-    for entry in stored:
-        assert calc_percentile(hist, entry["Percentile"]) == entry["Value"], entry
-    if name in ("DurationHistogram", "ErrorsDurationHistogram"):
-        assert len(stored) == 5  # all latency histograms in the fixtures carry them
-
-
-@pytest.mark.parametrize(("path", "name"), ALL_HISTOGRAMS)
-def test_avg_is_sum_over_count(path: Path, name: str) -> None:
-    hist = load_raw(path)[name]
-    assert hist["Count"] > 0
-    assert hist["Avg"] == hist["Sum"] / hist["Count"]
-
-
-@pytest.mark.parametrize(("path", "name"), ALL_HISTOGRAMS)
-def test_stddev_consistent_with_population_formula(path: Path, name: str) -> None:
-    hist = load_raw(path)[name]
-    lo, hi, n, total, sd = hist["Min"], hist["Max"], hist["Count"], hist["Sum"], hist["StdDev"]
-    if lo == hi:
-        assert sd == 0
-        return
-    # Popoviciu: a population's standard deviation is at most half its range.
-    assert 0 <= sd <= (hi - lo) / 2
-    # Recomputable when every value is Min or Max: integer sizes one apart, or a first bucket
-    # holding only Min with the Sum forcing everything else to Max.
-    first = hist["Data"][0]
-    at_max = (total - lo * n) / (hi - lo)
-    two_valued = (name in ("Sizes", "HeaderSizes") and hi - lo == 1) or (
-        first["Start"] == first["End"] == lo and at_max == n - first["Count"]
-    )
-    if two_valued:
-        assert at_max == int(at_max)
-        expected = math.sqrt(at_max * (n - at_max)) / n * (hi - lo)
-        # Go's sqrt((sum_sq - sum^2/n)/n) loses about 1e-6 relative to cancellation.
-        assert sd == pytest.approx(expected, rel=1e-4)
-
-
-@pytest.mark.parametrize(("path", "name"), ALL_HISTOGRAMS)
-def test_percent_is_cumulative_and_edges_are_min_max(path: Path, name: str) -> None:
-    hist = load_raw(path)[name]
-    data = hist["Data"]
-    cum = 0
-    for b in data:
-        cum += b["Count"]
-        assert b["Percent"] == 100.0 * cum / hist["Count"]
-        assert b["Start"] <= b["End"]
-    assert cum == hist["Count"]
-    assert data[-1]["Percent"] == 100
-    assert data[0]["Start"] == hist["Min"]
-    assert data[-1]["End"] == hist["Max"]
-    starts = [b["Start"] for b in data]
-    assert starts == sorted(starts)
-
-
-DIVIDER_CASES = [
-    pytest.param(FIXTURES / f, name, div, id=f"{Path(f).stem}:{name}")
-    for f, by_name in DIVIDERS.items()
-    for name, div in by_name.items()
-]
-
-
-@pytest.mark.parametrize(("path", "name", "divider"), DIVIDER_CASES)
-def test_histogram_reproduces_fortio_data_export(path: Path, name: str, divider: float) -> None:
-    """Values placed in each stored bucket come back out as fortio's exact ``Data``."""
-    stored = load_raw(path)[name]
-    data = stored["Data"]
-    h = Histogram(offset=0.0, divider=divider)
-    for i, b in enumerate(data):
-        count = b["Count"]
-        inside = b["Start"] if b["Start"] == b["End"] else (b["Start"] + b["End"]) / 2
-        if i == 0:
-            h.record(stored["Min"])
-            count -= 1
-        if i == len(data) - 1 and count > 0:
-            h.record(stored["Max"])
-            count -= 1
-        h.record_n(inside, count)
-    assert h.count == stored["Count"]
-    assert h.min == stored["Min"] and h.max == stored["Max"]
-    assert h.data() == data
+ISTIO = fortio_data.istio_tools
+ERRORS = fortio_data.with_errors
+GRPC = fortio_data.grpc_ping
+DEFAULTS = fortio_data.http_defaults
 
 
 def test_histogram_export_skips_empty_buckets() -> None:
@@ -174,40 +56,33 @@ def test_histogram_export_skips_empty_buckets() -> None:
     assert data[1]["End"] == 0.011
 
 
-@pytest.mark.parametrize("path", FIXTURE_FILES, ids=lambda p: p.stem)
-def test_round_trip_byte_identical(path: Path, tmp_path: Path) -> None:
-    text = path.read_text()
-    doc = json.loads(text)
-    assert fortiojson.dumps(doc, newline=text.endswith("\n")) == text
-    out = write_result(tmp_path / path.name, doc)
-    # write_result writes like fortio's CLI: with the trailing newline.
-    assert out.read_text() == text.rstrip("\n") + "\n"
-
-
 # -- the model ---------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("path", FIXTURE_FILES, ids=lambda p: p.stem)
-def test_every_fixture_loads(path: Path) -> None:
+@pytest.mark.parametrize("name", sorted(fortio_data.SAMPLES))
+def test_every_sample_loads(name: str, tmp_path: Path) -> None:
+    path = fortio_data.write(tmp_path, fortio_data.SAMPLES[name](), name)
     r = load_file(path)
-    raw = load_raw(path)
+    raw = json.loads(path.read_text())
     assert r.raw == raw
     assert r.start_time.tzinfo is not None
     assert r.actual_duration == raw["ActualDuration"] / 1e9
     assert r.num_threads == raw["NumThreads"]
     assert r.labels == raw["Labels"]
-    assert r.count == raw["DurationHistogram"]["Count"]
-    for entry in raw["DurationHistogram"]["Percentiles"]:
-        assert r.percentile(entry["Percentile"]) == entry["Value"]
     assert r.problem is None
 
 
-def test_istio_tools_fixture_facts() -> None:
-    r = load_file(ISTIO)
+def test_istio_tools_sample_facts() -> None:
+    # 100 calls: 50 at 1 ms, 40 at 2 ms, 10 at 9 ms, in 0.1 s.
+    r = FortioResult(fortio_data.istio_tools())
     assert r.start_time == dt.datetime(2019, 7, 10, 17, 1, 28, 933303, tzinfo=dt.UTC)
     assert r.requested_qps == 1000.0
-    assert r.actual_qps == 742.1756283598205
-    assert r.actual_duration == 240.001144195
+    assert r.actual_qps == 1000.0
+    assert r.actual_duration == 0.1
+    assert r.count == 100
+    assert r.percentile(50) == pytest.approx(0.001)
+    assert r.percentile(90) == pytest.approx(0.002)
+    assert r.percentile(100) == 0.009
     assert r.run_type == "HTTP"
     assert r.mode == "both"
     assert (r.conn, r.qps, r.payload_size, r.extra_labels) == (1, 1000.0, 1024, "")
@@ -217,30 +92,31 @@ def test_istio_tools_fixture_facts() -> None:
 
 
 def test_error_percent_prefers_errors_histogram() -> None:
-    r = load_file(ERRORS)
-    assert r.error_count == 70
-    assert r.error_percent == 100.0 * 70 / 3000
-    raw = load_raw(ERRORS)
+    # 20 x 200, 5 x 429, 5 x 503; the ten errors also fill ErrorsDurationHistogram.
+    raw = fortio_data.with_errors()
+    r = FortioResult(raw)
+    assert r.error_count == 10
+    assert r.error_percent == 100.0 * 10 / 30
     del raw["ErrorsDurationHistogram"]
-    # Without it, RetCodes other than 200 count: 56 x 429 + 14 x 503.
-    assert FortioResult(raw).error_count == 70
-    raw["RetCodes"] = {"200": 2990, "-1": 10}
-    assert FortioResult(raw).error_percent == 100.0 * 10 / 3000
+    # Without it, RetCodes other than 200 count: 5 x 429 + 5 x 503.
+    assert FortioResult(raw).error_count == 10
+    raw["RetCodes"] = {"200": 27, "-1": 3}
+    assert FortioResult(raw).error_percent == 10.0
 
 
 def test_grpc_numeric_retcodes() -> None:
-    r = load_file(GRPC)
+    r = FortioResult(fortio_data.grpc_ping())
     assert r.run_type.startswith("GRPC")
     assert r.error_count == 0  # "1" is SERVING in fortio < 1.2.0
-    raw = load_raw(GRPC)
-    raw["RetCodes"] = {"1": 37, "2": 3}
+    raw = fortio_data.grpc_ping()
+    raw["RetCodes"] = {"1": 5, "2": 3}
     assert FortioResult(raw).error_count == 3
-    raw["RetCodes"] = {"SERVING": 39, "ERROR": 1}
+    raw["RetCodes"] = {"SERVING": 7, "ERROR": 1}
     assert FortioResult(raw).error_count == 1
     # For HTTP a "1" is no success.
-    http = load_raw(DEFAULTS)
-    http["RetCodes"] = {"1": 40}
-    assert FortioResult(http).error_count == 40
+    http = fortio_data.http_defaults()
+    http["RetCodes"] = {"1": 4}
+    assert FortioResult(http).error_count == 4
 
 
 @pytest.mark.parametrize(
@@ -275,28 +151,51 @@ def test_start_time_rejected(text: str) -> None:
 REQUIRED = {"DurationHistogram", "StartTime"}
 
 
+# What each accessor gives for the istio/tools sample, and what it falls back to when one key
+# is missing. Keys not listed change nothing an accessor returns.
+FULL = {
+    "run_type": "HTTP", "labels": "193ff770_qps_1000_c_1_1024_both", "requested_qps": 1000.0,
+    "actual_qps": 1000.0, "actual_duration": 0.1, "num_threads": 1, "version": "1.3.1",
+    "mode": "both", "conn": 1, "qps": 1000.0, "payload_size": 1024, "error_count": 0,
+    "error_percent": 0.0, "problem": None, "mesh": "",
+}  # fmt: skip
+FALLBACK: dict[str, dict[str, Any]] = {
+    "RunType": {"run_type": "HTTP"},  # fortio 0.8.x wrote none; those were HTTP runs
+    "Labels": {"labels": "", "mode": "", "conn": None, "qps": 1000.0, "payload_size": 1024},
+    "RequestedQPS": {"requested_qps": None},
+    "ActualQPS": {"actual_qps": 0.0},
+    "ActualDuration": {"actual_duration": 0.0},
+    "NumThreads": {"num_threads": 0},
+    "Version": {"version": ""},
+}
+
+
 def optional_key_variants() -> Iterator[Any]:
-    for path in FIXTURE_FILES:
-        for key in load_raw(path):
-            if key not in REQUIRED:
-                yield pytest.param(path, key, id=f"{path.stem}-{key}")
+    for key in fortio_data.istio_tools():
+        if key not in REQUIRED:
+            yield pytest.param(key, id=key)
 
 
-@pytest.mark.parametrize(("path", "key"), list(optional_key_variants()))
-def test_any_optional_key_may_be_missing(path: Path, key: str) -> None:
-    raw = load_raw(path)
+@pytest.mark.parametrize("key", list(optional_key_variants()))
+def test_any_optional_key_may_be_missing(key: str) -> None:
+    raw = fortio_data.istio_tools()
     del raw[key]
     r = FortioResult(raw, "variant")
-    # Every accessor still works.
-    assert r.percentile(50) == load_raw(path)["DurationHistogram"]["Percentiles"][0]["Value"]
-    assert isinstance(r.error_percent, float)
-    _ = (r.requested_qps, r.actual_qps, r.actual_duration, r.num_threads, r.run_type)
-    _ = (r.mode, r.conn, r.qps, r.payload_size, r.mesh, r.labels, r.version, r.problem)
+    expected = {**FULL, **FALLBACK.get(key, {})}
+    got = {name: getattr(r, name) for name in expected}
+    assert got == expected
+    assert r.percentile(50) == pytest.approx(0.001)
+
+
+def test_labels_and_url_both_missing_leave_no_size() -> None:
+    raw = fortio_data.istio_tools()
+    del raw["Labels"], raw["URL"]
+    assert FortioResult(raw).payload_size is None
 
 
 @pytest.mark.parametrize("key", sorted(REQUIRED))
 def test_required_key_missing_is_results_error(key: str) -> None:
-    raw = load_raw(ISTIO)
+    raw = fortio_data.istio_tools()
     del raw[key]
     with pytest.raises(ResultsError, match=key):
         FortioResult(raw, "variant.json")
@@ -304,7 +203,7 @@ def test_required_key_missing_is_results_error(key: str) -> None:
 
 @pytest.mark.parametrize("how", ["null", "omitted"])
 def test_percentiles_null_or_omitted(how: str) -> None:
-    raw = load_raw(ISTIO)
+    raw = fortio_data.istio_tools()
     stored = raw["DurationHistogram"]["Percentiles"]
     if how == "null":
         raw["DurationHistogram"]["Percentiles"] = None
@@ -316,9 +215,9 @@ def test_percentiles_null_or_omitted(how: str) -> None:
 
 @pytest.mark.parametrize("value", [0, 7, "2022-05-08-001228_1_Sample_with_errors", None])
 def test_id_int_or_string(value: Any) -> None:
-    raw = load_raw(ERRORS)
+    raw = fortio_data.with_errors()
     raw["ID"] = value
-    assert FortioResult(raw).count == 3000
+    assert FortioResult(raw).count == 30
 
 
 @pytest.mark.parametrize(
@@ -326,7 +225,7 @@ def test_id_int_or_string(value: Any) -> None:
     [("max", None), ("1000", 1000.0), ("4.2", 4.2), ("0", None), (250, 250.0)],
 )
 def test_requested_qps(value: Any, expected: float | None) -> None:
-    raw = load_raw(DEFAULTS)
+    raw = fortio_data.http_defaults()
     raw["RequestedQPS"] = value
     assert FortioResult(raw).requested_qps == expected
 
@@ -365,7 +264,7 @@ def test_error_shaped_result_loads_with_its_reason() -> None:
 
 
 def test_count_zero_loads() -> None:
-    raw = load_raw(DEFAULTS)
+    raw = fortio_data.http_defaults()
     raw["DurationHistogram"] = {
         "Count": 0, "Min": 0, "Max": 0, "Sum": 0, "Avg": 0, "StdDev": 0, "Data": None,
     }  # fmt: skip
@@ -382,8 +281,8 @@ def test_count_zero_loads() -> None:
     [
         (lambda d: d.update(NumThreads="four"), "NumThreads"),
         (
-            lambda d: d["DurationHistogram"]["Data"][3].update(End=float("nan")),
-            r"Data\[3\].*finite",
+            lambda d: d["DurationHistogram"]["Data"][2].update(End=float("nan")),
+            r"Data\[2\].*finite",
         ),
         (
             lambda d: d["DurationHistogram"]["Data"][0].pop("Percent"),
@@ -401,7 +300,7 @@ def test_count_zero_loads() -> None:
     ],
 )
 def test_nonsense_is_a_results_error(mutate: Any, match: str) -> None:
-    raw = load_raw(ISTIO)
+    raw = fortio_data.istio_tools()
     mutate(raw)
     with pytest.raises(ResultsError, match=match):
         FortioResult(raw, "bad.json")
@@ -440,13 +339,13 @@ def test_label_shape_shape(label: str, expected: tuple[Any, ...]) -> None:
 )
 def test_other_labels_are_not_parsed(label: str) -> None:
     assert LabelShape.parse(label) is None
-    raw = load_raw(ISTIO)
+    raw = fortio_data.istio_tools()
     raw["Labels"] = label
     assert FortioResult(raw).mode == ""  # no guessing from substrings
 
 
-def with_block(path: Path = ISTIO, **block: Any) -> dict[str, Any]:
-    raw = load_raw(path)
+def with_block(**block: Any) -> dict[str, Any]:
+    raw = fortio_data.istio_tools()
     raw["meshperf"] = {"format": 1, **block}
     return raw
 
@@ -464,7 +363,7 @@ def test_our_block_wins_over_the_label() -> None:
 
 
 def test_payload_size_from_url_when_nothing_else() -> None:
-    raw = load_raw(ERRORS)
+    raw = fortio_data.with_errors()
     assert FortioResult(raw).payload_size is None
     raw["URL"] = "http://127.0.0.1:8080/echo?size=512"
     assert FortioResult(raw).payload_size == 512
@@ -475,7 +374,7 @@ def test_payload_size_from_url_when_nothing_else() -> None:
 
 def test_directory_with_run_metadata(tmp_path: Path) -> None:
     a = with_block(run_id="abc123", mode="both", conn=1, qps=1000.0, size=1024)
-    b = load_raw(DEFAULTS)
+    b = fortio_data.http_defaults()
     (tmp_path / "2019-07-10-170128_a.json").write_text(fortiojson.dumps(a))
     (tmp_path / "2021-05-30-180329_b.json").write_text(fortiojson.dumps(b))
     meta = {"run_id": "abc123", "mesh": "istio", "platform": "local", "envoy": "1.40.0"}
@@ -483,7 +382,7 @@ def test_directory_with_run_metadata(tmp_path: Path) -> None:
     (tmp_path / "notes.txt").write_text("not json")
     sub = tmp_path / "older"
     sub.mkdir()
-    (sub / "x.json").write_text(ISTIO.read_text())  # only the top level is read
+    (sub / "x.json").write_text(ISTIO_TEXT)  # only the top level is read
 
     report = load_dir(tmp_path)
     assert report.skipped == []
@@ -500,14 +399,14 @@ def test_directory_with_run_metadata(tmp_path: Path) -> None:
 
 
 def test_run_named_file_that_is_a_result_stays_a_result(tmp_path: Path) -> None:
-    (tmp_path / "run-7.json").write_text(ISTIO.read_text())
+    (tmp_path / "run-7.json").write_text(ISTIO_TEXT)
     report = load_dir(tmp_path)
     assert len(report.results) == 1 and report.runs == {}
 
 
 def test_directory_with_bad_files(tmp_path: Path) -> None:
-    (tmp_path / "good.json").write_text(ISTIO.read_text())
-    (tmp_path / "cut.json").write_text(ISTIO.read_text()[:1000])
+    (tmp_path / "good.json").write_text(ISTIO_TEXT)
+    (tmp_path / "cut.json").write_text(ISTIO_TEXT[:1000])
     (tmp_path / "other.json").write_text('{"hello": "world"}')
     report = load_dir(tmp_path)
     assert [Path(r.source).name for r in report.results] == ["good.json"]
@@ -528,7 +427,7 @@ def test_load_file_errors(tmp_path: Path) -> None:
 
 
 def test_write_result_refuses_to_overwrite(tmp_path: Path) -> None:
-    raw = load_raw(ISTIO)
+    raw = fortio_data.istio_tools()
     target = tmp_path / "r.json"
     write_result(target, raw)
     changed = copy.deepcopy(raw)
