@@ -1,0 +1,394 @@
+"""The chart model: series of points, titles and notes, built from normalized CSV tables.
+
+Pure data, no Bokeh: ``build_chart`` groups the rows into series and pairs their points by x
+(sorted by x, never by position); ``overhead_chart`` subtracts the baseline. The renderer only
+draws what a ``Chart`` holds. Library functions return notes for the user instead of printing;
+only the CLI decides where they go.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from typing import Any
+
+import pandas as pd
+
+from meshperf.errors import ConfigError, ResultsError
+from meshperf.graphing.csvread import LoadedCsv
+from meshperf.graphing.names import (
+    FORMAT_ISTIO_TOOLS,
+    ISTIO_TOOLS_PROXY_KEYS,
+    LATENCY_METRICS,
+    METRICS,
+    MODE_ORDER,
+    OUR_PROXY_KEYS,
+    PROXIES,
+    PROXY_TITLES,
+    RESOURCE_METRICS,
+    STATS,
+    XAXES,
+    fmt_number,
+    fmt_qps,
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class Series:
+    """One line of a chart: points sorted by x, each the mean of the rows at that x."""
+
+    name: str
+    mesh: str
+    mode: str
+    variant: str
+    source: str
+    held: tuple[tuple[str, float], ...]  # values of split dimensions (other axis, size)
+    x: tuple[float, ...]
+    y: tuple[float, ...]
+    runs: tuple[int, ...]  # rows averaged into each point
+    actual_qps: tuple[float, ...]
+    labels: tuple[str, ...]
+    baseline: str = ""  # overhead series: the baseline series subtracted
+
+    def points(self) -> list[tuple[float, float]]:
+        return list(zip(self.x, self.y, strict=True))
+
+
+@dataclasses.dataclass(frozen=True)
+class Chart:
+    """Everything a figure shows; ``make_figure`` only draws it."""
+
+    metric: str  # p50.., cpu, mem, or overhead-p50..
+    xaxis: str
+    title: str
+    x_label: str
+    y_label: str
+    series: tuple[Series, ...]
+    notes: tuple[str, ...] = ()
+    y_format: str = "0.000"
+
+    def by_name(self) -> dict[str, Series]:
+        return {s.name: s for s in self.series}
+
+
+def _axis_column(xaxis: str) -> str:
+    if xaxis not in XAXES:
+        raise ConfigError(f"unknown x axis {xaxis!r}; expected one of {', '.join(XAXES)}")
+    return "conn" if xaxis == "connections" else "qps"
+
+
+def _metric_values(
+    data: LoadedCsv, metric: str, proxy: str, stat: str
+) -> tuple[pd.Series, str, list[str]]:
+    """The y values of ``metric`` for one CSV, the statistic used and notes."""
+    t = data.table
+    if metric in LATENCY_METRICS:
+        if t[metric].isna().all():
+            raise ResultsError(
+                f"{data.path}: no {metric} column (latency percentile), or no value in it"
+            )
+        return t[metric], "", []
+    if metric not in RESOURCE_METRICS:
+        raise ConfigError(f"unknown metric {metric!r}; expected one of {', '.join(METRICS)}")
+    if proxy not in PROXIES:
+        raise ConfigError(f"unknown proxy {proxy!r}; expected one of {', '.join(PROXIES)}")
+    if stat not in STATS:
+        raise ConfigError(f"unknown statistic {stat!r}; expected one of {', '.join(STATS)}")
+    have = [s for s in STATS if f"{metric}_{proxy}_{s}" in t]
+    if stat in have:
+        return t[f"{metric}_{proxy}_{stat}"], stat, []
+    if len(have) == 1:
+        note = (
+            f"{data.name}: only the {have[0]} of {metric} of the {PROXY_TITLES[proxy]} is in "
+            f"the CSV; plotting it instead of the {stat}"
+        )
+        return t[f"{metric}_{proxy}_{have[0]}"], have[0], [note]
+    if have:
+        raise ResultsError(
+            f"{data.path}: no {stat} of {metric} for the {PROXY_TITLES[proxy]}; "
+            f"choose --stat {' or '.join(have)}"
+        )
+    prefix = (
+        "cpu_mili"
+        if metric == "cpu"
+        else ("mem_Mi" if data.format == FORMAT_ISTIO_TOOLS else "mem_MB")
+    )
+    key = (
+        (ISTIO_TOOLS_PROXY_KEYS[proxy] or (OUR_PROXY_KEYS[proxy],))[0]
+        if (data.format == FORMAT_ISTIO_TOOLS)
+        else OUR_PROXY_KEYS[proxy]
+    )
+    raise ResultsError(
+        f"{data.path}: missing column {prefix}_{stat}_{key} ({metric} of the {PROXY_TITLES[proxy]})"
+    )
+
+
+def _mode_rank(mode: str) -> tuple[int, str]:
+    return (MODE_ORDER.index(mode), "") if mode in MODE_ORDER else (len(MODE_ORDER), mode)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Rows:
+    """The rows of one metric from every CSV, with the y value in column ``y``."""
+
+    rows: pd.DataFrame
+    stats_used: frozenset[str]
+    notes: tuple[str, ...]
+
+
+def _gather(datas: Sequence[LoadedCsv], metric: str, proxy: str, stat: str, xcol: str) -> _Rows:
+    notes: list[str] = []
+    frames: list[pd.DataFrame] = []
+    stats_used: set[str] = set()
+    for d in datas:
+        y, used, more = _metric_values(d, metric, proxy, stat)
+        notes.extend(more)
+        if used:
+            stats_used.add(used)
+        f = d.table.assign(y=y)
+        missing = f["y"].isna()
+        if missing.all():
+            notes.append(f"{d.name}: no {metric} values")
+        elif missing.any():
+            notes.append(f"{d.name}: {int(missing.sum())} rows without a {metric} value skipped")
+        frames.append(f[~missing])
+    rows = pd.concat(frames, ignore_index=True)
+    if rows.empty:
+        raise ResultsError(f"no {metric} values in {', '.join(d.name for d in datas)}")
+    return _Rows(rows[rows[xcol].notna()], frozenset(stats_used), tuple(notes))
+
+
+def _hold(rows: pd.DataFrame, metric: str, other: str, value: float) -> pd.DataFrame:
+    """Only the rows whose other axis has ``value``; an error lists the values there are."""
+    have = sorted(set(rows[other].dropna()))
+    kept = rows[(rows[other] - float(value)).abs() <= 1e-9 * max(1.0, abs(value))]
+    if kept.empty:
+        raise ResultsError(
+            f"no {metric} rows with {other} {fmt_number(value)}; the CSV has "
+            f"{', '.join(fmt_number(v) for v in have) or 'none'}"
+        )
+    return kept
+
+
+def _split_dimensions(rows: pd.DataFrame, other: str) -> tuple[list[str], list[str]]:
+    """The dimensions (other axis, payload size) with several values: a series per value."""
+    split: list[str] = []
+    notes: list[str] = []
+    for dim in (other, "size"):
+        values = sorted(set(rows[dim].dropna()))
+        if len(values) > 1:
+            split.append(dim)
+            unit = {"qps": "qps", "conn": "connections", "size": "byte payloads"}[dim]
+            shown = ", ".join(fmt_qps(v) if dim == "qps" else fmt_number(v) for v in values)
+            notes.append(
+                f"the rows mix {unit} ({shown}): plotting one series per value"
+                + (f"; pick one with --{other}" if dim == other else "")
+            )
+    return split, notes
+
+
+def _series_name(
+    key: dict[str, Any], split: Sequence[str], prefix_mesh: bool, with_source: bool
+) -> str:
+    base = f"{key['variant']}_{key['mode']}" if key["variant"] else key["mode"]
+    if prefix_mesh:
+        base = f"{key['mesh']} {base}"
+    parts = []
+    for dim in split:
+        v = key[dim]
+        if dim == "qps":
+            parts.append(f"{fmt_qps(v)} qps")
+        elif dim == "conn":
+            parts.append(f"{fmt_number(v)} conn")
+        else:
+            parts.append(f"{fmt_number(v)} B")
+    if parts:
+        base += " @ " + ", ".join(parts)
+    if with_source:
+        base += f" ({key['source']})"
+    return base
+
+
+def _make_series(
+    rows: pd.DataFrame, xcol: str, split: Sequence[str], prefix_mesh: bool
+) -> tuple[list[Series], int]:
+    """A series per identity, points grouped by x; also how many points averaged repeats."""
+    keys = ["source", "mesh", "variant", "mode", *split]
+    keyed = [
+        (dict(zip(keys, k, strict=True)), g)
+        for k, g in rows.groupby(keys, sort=False, dropna=False)
+    ]
+    plain = [_series_name(k, split, prefix_mesh, False) for k, _ in keyed]
+    clash = {n for n in plain if plain.count(n) > 1}
+    series: list[Series] = []
+    averaged = 0
+    for (key, g), pname in zip(keyed, plain, strict=True):
+        agg = g.groupby(xcol, sort=True).agg(
+            y=("y", "mean"),
+            runs=("y", "size"),
+            actual_qps=("actual_qps", "mean"),
+            label=("label", lambda s: " | ".join(dict.fromkeys(str(v) for v in s))),
+        )
+        averaged += int((agg["runs"] > 1).sum())
+        series.append(
+            Series(
+                name=_series_name(key, split, prefix_mesh, True) if pname in clash else pname,
+                mesh=str(key["mesh"]),
+                mode=str(key["mode"]),
+                variant=str(key["variant"]),
+                source=str(key["source"]),
+                held=tuple((dim, float(key[dim])) for dim in split),
+                x=tuple(float(v) for v in agg.index),
+                y=tuple(float(v) for v in agg["y"]),
+                runs=tuple(int(v) for v in agg["runs"]),
+                actual_qps=tuple(float(v) for v in agg["actual_qps"]),
+                labels=tuple(str(v) for v in agg["label"]),
+            )
+        )
+    sources = list(dict.fromkeys(rows["source"]))
+    series.sort(
+        key=lambda s: (sources.index(s.source), s.mesh, s.variant, _mode_rank(s.mode), s.held)
+    )
+    return series, averaged
+
+
+def _held_text(rows: pd.DataFrame, other: str, split: Sequence[str]) -> str:
+    if other in split:
+        return f"; {'qps' if other == 'qps' else 'connections'} varies (a series per value)"
+    values = sorted(set(rows[other].dropna()))
+    if not values:
+        return ""
+    if other == "qps":
+        return f" at {fmt_qps(values[0])} qps"
+    return f" at {fmt_number(values[0])} connections"
+
+
+def _labels(
+    datas: Sequence[LoadedCsv], metric: str, proxy: str, stats_used: frozenset[str]
+) -> tuple[str, str, str]:
+    """What the y axis shows (for the title), its label and its hover number format."""
+    if metric in LATENCY_METRICS:
+        return f"{metric} latency", f"{metric} latency (ms)", "0.000"
+    stat_text = "/".join(sorted(stats_used, key=STATS.index))
+    what = f"{PROXY_TITLES[proxy]} {'CPU' if metric == 'cpu' else 'memory'} ({stat_text})"
+    if metric == "cpu":
+        return what, f"{stat_text} CPU (millicores)", "0.0"
+    units = "/".join(sorted({d.mem_unit for d in datas}))
+    return what, f"{stat_text} memory ({units})", "0.0"
+
+
+def build_chart(
+    datas: Sequence[LoadedCsv],
+    metric: str,
+    xaxis: str = "connections",
+    *,
+    qps: float | None = None,
+    conn: int | None = None,
+    proxy: str = "server",
+    stat: str = "max",
+) -> Chart:
+    """Group the rows of every CSV into series and pair their points by x.
+
+    ``qps`` (x = connections) or ``conn`` (x = qps) keeps only the rows with that value of the
+    other axis. Without it, each distinct value of the other axis becomes its own series, as does
+    each payload size, so no line ever mixes them.
+    """
+    if not datas:
+        raise ConfigError("no CSV given")
+    xcol = _axis_column(xaxis)
+    other = "qps" if xcol == "conn" else "conn"
+    if xaxis == "connections" and conn is not None:
+        raise ConfigError("--conn holds connections constant; with --xaxis connections use --qps")
+    if xaxis == "qps" and qps is not None:
+        raise ConfigError("--qps holds QPS constant; with --xaxis qps use --conn")
+    held_value = qps if xcol == "conn" else conn
+
+    gathered = _gather(datas, metric, proxy, stat, xcol)
+    notes = list(gathered.notes)
+    rows = gathered.rows
+    if held_value is not None:
+        rows = _hold(rows, metric, other, held_value)
+    split, more = _split_dimensions(rows, other)
+    notes.extend(more)
+    for dim in split:
+        rows = rows.assign(**{dim: rows[dim].fillna(-1.0)})
+
+    meshes = sorted(set(rows["mesh"]))
+    series, averaged = _make_series(rows, xcol, split, len(meshes) > 1 or len(datas) > 1)
+    if averaged:
+        notes.append(
+            "points with several rows at the same x (repeats) show their mean; "
+            "hover shows how many runs"
+        )
+    x_label = "connections" if xcol == "conn" else "requested QPS"
+    what, y_label, y_format = _labels(datas, metric, proxy, gathered.stats_used)
+    return Chart(
+        metric=metric,
+        xaxis=xaxis,
+        title=f"{', '.join(meshes)}: {what} vs {x_label}{_held_text(rows, other, split)}",
+        x_label=x_label,
+        y_label=y_label,
+        series=tuple(series),
+        notes=tuple(notes),
+        y_format=y_format,
+    )
+
+
+def _baseline_for(s: Series, baselines: Sequence[Series]) -> Series | None:
+    """The baseline a series is compared with: same run first, then the mesh's, then no mesh's."""
+    same_held = [b for b in baselines if b.held == s.held]
+    for pick in (
+        [b for b in same_held if (b.source, b.mesh, b.variant) == (s.source, s.mesh, s.variant)],
+        [b for b in same_held if (b.source, b.mesh) == (s.source, s.mesh)],
+        [b for b in same_held if b.mesh == s.mesh],
+        [b for b in same_held if b.mesh in ("none", "baseline")],
+        same_held if len({b.mesh for b in same_held}) == 1 else [],
+    ):
+        if len(pick) == 1:
+            return pick[0]
+    return None
+
+
+def overhead_chart(chart: Chart) -> Chart:
+    """Each non-baseline series minus its baseline at the same x (only x values both have)."""
+    if chart.metric not in LATENCY_METRICS:
+        raise ConfigError(f"overhead is computed for latency, not {chart.metric}")
+    baselines = [s for s in chart.series if s.mode == "baseline"]
+    notes: list[str] = []
+    out: list[Series] = []
+    if not baselines:
+        notes.append(f"{chart.metric}: no baseline rows, so no overhead view")
+    for s in chart.series:
+        if s.mode == "baseline" or not baselines:
+            continue
+        b = _baseline_for(s, baselines)
+        if b is None:
+            notes.append(f"overhead {chart.metric}: no single baseline matches {s.name}; skipped")
+            continue
+        base = dict(zip(b.x, b.y, strict=True))
+        idx = [i for i, x in enumerate(s.x) if x in base]
+        if not idx:
+            notes.append(f"overhead {chart.metric}: {s.name} shares no x value with {b.name}")
+            continue
+        out.append(
+            dataclasses.replace(
+                s,
+                baseline=b.name,
+                x=tuple(s.x[i] for i in idx),
+                y=tuple(s.y[i] - base[s.x[i]] for i in idx),
+                runs=tuple(s.runs[i] for i in idx),
+                actual_qps=tuple(s.actual_qps[i] for i in idx),
+                labels=tuple(s.labels[i] for i in idx),
+            )
+        )
+    title = chart.title.replace(f"{chart.metric} latency", f"{chart.metric} added latency", 1)
+    return Chart(
+        metric=f"overhead-{chart.metric}",
+        xaxis=chart.xaxis,
+        title=title,
+        x_label=chart.x_label,
+        y_label=f"{chart.metric} minus baseline (ms)",
+        series=tuple(out),
+        notes=tuple(notes),
+        y_format=chart.y_format,
+    )
