@@ -168,8 +168,9 @@ def test_png_without_browser_is_one_line_error(tmp_path: Path,
                                                capsys: pytest.CaptureFixture[str]) -> None:
     # An empty PATH and no Debian paths: nothing to start.
     monkeypatch.setenv("PATH", str(tmp_path))
-    monkeypatch.setattr("meshperf.graphing.export.DEBIAN_CHROMIUM", str(tmp_path / "chromium"))
-    monkeypatch.setattr("meshperf.graphing.export.DEBIAN_CHROMEDRIVER", str(tmp_path / "chromedriver"))
+    export = "meshperf.graphing.export"
+    monkeypatch.setattr(f"{export}.DEBIAN_CHROMIUM", str(tmp_path / "chromium"))
+    monkeypatch.setattr(f"{export}.DEBIAN_CHROMEDRIVER", str(tmp_path / "chromedriver"))
     csv = Path(shutil.copy(DATA / "meshperf.csv", tmp_path / "run.csv"))
     rc = graph.main([str(csv), "p50", "--png"])
     out, err = capsys.readouterr()
