@@ -15,6 +15,7 @@ Use at the top of a conformance test module::
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -57,7 +58,9 @@ def require(*parts: str) -> Path:
     where = path(*parts)
     if where.exists():
         return where
+    module = sys._getframe(1).f_globals.get("__name__", "?")
+    why = f"{module}: {reason(*parts)}"
     if IN_CI:
-        pytest.fail(f"{reason(*parts)}; CI=true: it must be there", pytrace=False)
-    pytest.skip(reason(*parts), allow_module_level=True)
+        pytest.fail(f"{why}; CI=true: it must be there", pytrace=False)
+    pytest.skip(why, allow_module_level=True)
     raise AssertionError("unreachable")  # pragma: no cover

@@ -48,14 +48,15 @@ def http_result(
         h.record(v)
     count = h.count
     codes = dict(retcodes) if retcodes is not None else {"200": count}
-    actual_ns = int(duration_s * 1e9)
+    # A real run ends a little after its requested duration, so ActualQPS is never integral.
+    actual_ns = int(duration_s * 1e9) + 1_234_567
     doc: dict[str, Any] = {
         "RunType": "HTTP",
         "Labels": labels,
         "StartTime": fortiojson.go_time(start),
         "RequestedQPS": "max" if qps == 0 else fortiojson.go_float(qps),
         "RequestedDuration": f"{duration_s:g}s",
-        "ActualQPS": count / duration_s,
+        "ActualQPS": count / (actual_ns / 1e9),
         "ActualDuration": actual_ns,
         "NumThreads": threads,
         "Version": version,
@@ -159,3 +160,25 @@ SAMPLES = {
 def write_samples(directory: Path) -> dict[str, Path]:
     """All four samples, as files named in SAMPLES, in ``directory``."""
     return {name: write(directory, make(), name) for name, make in SAMPLES.items()}
+
+
+_SAMPLES_DIR: Path | None = None
+
+
+def samples_dir() -> Path:
+    """A directory holding the four samples, made once per test process (removed at exit).
+
+    For modules that name sample files at import time (parametrize lists); a test that writes
+    next to the samples must copy them into its own tmp_path first.
+    """
+    global _SAMPLES_DIR
+    if _SAMPLES_DIR is None:
+        import atexit
+        import shutil
+        import tempfile
+
+        made = Path(tempfile.mkdtemp(prefix="meshperf-samples-"))
+        atexit.register(shutil.rmtree, made, True)
+        write_samples(made)
+        _SAMPLES_DIR = made
+    return _SAMPLES_DIR

@@ -1,7 +1,8 @@
-"""Rows, columns, aggregation and CSV/JSON output, with golden values from the fixtures.
+"""Rows, columns, aggregation and CSV/JSON output, with golden values from sample results.
 
-Expected values are computed here, from the fixture files and the spec's rules (section 2.4
-for percentiles, 1.2 for units), never by calling the code under test.
+Expected values are computed here, from the sample files (tests/fortio_data.py) and fortio's
+rules (docs/fortio-format.md: percentiles, units), never by calling the code under test.
+test_conformance_collect.py runs the golden checks on real fortio files.
 """
 
 from __future__ import annotations
@@ -15,13 +16,14 @@ from typing import Any
 
 import pytest
 
+import fortio_data
 from meshperf import collect as col
 from meshperf.errors import ConfigError, ResultsError
 from meshperf.results import FortioResult, LoadReport, load_dir
 
-FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "fortio"
-ISTIO = FIXTURES / "http-istio-tools-1.3.1.json"
-ERRORS = FIXTURES / "http-with-errors-1.28.0.json"
+FIXTURES = fortio_data.samples_dir()
+ISTIO = FIXTURES / "http-istio-tools.json"
+ERRORS = FIXTURES / "http-with-errors.json"
 
 GOLDEN_COLUMNS = (
     "StartTime,ActualDuration,Labels,mode,NumThreads,conn,RequestedQPS,ActualQPS,size,"
@@ -120,8 +122,10 @@ def test_old_files_without_percentiles_get_them(tmp_path: Path) -> None:
     del d["DurationHistogram"]["Percentiles"]
     (tmp_path / "old.json").write_text(json.dumps(d))
     row = col.collect(load_dir(tmp_path)).rows[0]
-    assert row["p50"] == round(0.0011476273249692928 * 1e6, 3)  # spec 2.4's worked example
-    assert row["p999"] == round(0.011919077635327636 * 1e6, 3)
+    # 50 calls at 1 ms, 40 at 2 ms, 10 at 9 ms: p50 is the first bucket's End (1 ms); p99.9
+    # lies 99% of the way through the last bucket, from its Start 8 ms to Max 9 ms.
+    assert row["p50"] == 1000.0
+    assert row["p999"] == pytest.approx(8000 + 0.99 * 1000, abs=0.001)
 
 
 def test_requested_qps_max_is_zero(tmp_path: Path) -> None:
@@ -271,7 +275,8 @@ def test_failed_and_empty_results_are_skipped_with_reasons() -> None:
 def test_runs_cut_short_are_kept_and_reported() -> None:
     """A result fortio saved after a Ctrl-C (for instance from the pod's report UI) is kept,
     with one line saying it is not the full test."""
-    full = json.loads(ISTIO.read_text())  # RequestedDuration 4m0s, ran 240.0 s
+    full = {**json.loads(ISTIO.read_text()), "RequestedDuration": "4m0s",
+            "ActualDuration": 240_001_144_195}  # fmt: skip
     short = {**full, "ActualDuration": 12_300_000_000, "Labels": "cut"}
     counted = {**full, "RequestedDuration": "exactly 1000 calls, interrupted after 12",
                "Labels": "counted"}  # fmt: skip
