@@ -18,13 +18,14 @@ from typing import Any
 
 import pytest
 
+import fortio_data
 from fake_fortio_server import FakeFortio, SilentServer, free_port_url
 from meshperf.errors import ExitCode
 from needs import missing
 
 REPO = Path(__file__).resolve().parents[1]
-FIXTURES = REPO.parent / "shared" / "fixtures" / "fortio"
-ISTIO = FIXTURES / "http-istio-tools-1.3.1.json"
+FIXTURES = fortio_data.samples_dir()
+ISTIO = FIXTURES / "http-istio-tools.json"
 
 
 def load_cli() -> Any:
@@ -121,9 +122,9 @@ def test_server_faults_keep_good_tests(tmp_path: Path, capsys: Any) -> None:
     files["2024-01-01-000000_corrupt.json"] = b'{"RunType": "HTTP", "Labels": '
     with FakeFortio(
         files,
-        fail={"grpc-ping-0.9.0.json": 500},
-        truncate={"http-defaults-1.11.5.json"},
-        tamper={"http-with-errors-1.28.0.json"},
+        fail={"grpc-ping.json": 500},
+        truncate={"http-defaults.json"},
+        tamper={"http-with-errors.json"},
     ) as server:
         code, out, err = run([server.url, "-o", str(tmp_path / "r")], capsys)
     assert code == ExitCode.TESTS_FAILED
@@ -133,9 +134,10 @@ def test_server_faults_keep_good_tests(tmp_path: Path, capsys: Any) -> None:
     assert len(lines) == 4, err
     assert all(line.startswith("fortio.py: skipped ") for line in lines)
     joined = "\n".join(lines)
-    assert "grpc-ping-0.9.0.json: HTTP 500" in joined
-    assert "http-defaults-1.11.5.json: got 1471 bytes, the listing says 2943" in joined
-    assert "http-with-errors-1.28.0.json: MD5 differs from the listing's" in joined
+    size = len(files["http-defaults.json"])
+    assert "grpc-ping.json: HTTP 500" in joined
+    assert f"http-defaults.json: got {size // 2} bytes, the listing says {size}" in joined
+    assert "http-with-errors.json: MD5 differs from the listing's" in joined
     assert "corrupt.json: not valid JSON" in joined
     assert out.splitlines()[-1] == "1 test read, 1 written, 4 skipped"
 
@@ -145,13 +147,16 @@ def test_oversized_file_is_skipped(
 ) -> None:
     from meshperf import results
 
-    monkeypatch.setattr(results, "MAX_FILE_BYTES", 5000)  # the 1.28.0 fixture: 5536 bytes
+    sizes = {p.name: p.stat().st_size for p in FIXTURES.glob("*.json")}
+    biggest = max(sizes, key=sizes.__getitem__)
+    # A limit one byte under the largest sample: only that one is over it.
+    monkeypatch.setattr(results, "MAX_FILE_BYTES", sizes[biggest] - 1)
     with FakeFortio.from_dir(FIXTURES) as server:
         code, _, err = run([server.url, "-o", str(tmp_path / "r")], capsys)
     assert code == ExitCode.TESTS_FAILED
     assert err == (
-        f"fortio.py: skipped {server.data_url}http-with-errors-1.28.0.json: "
-        "5536 bytes, more than a result can be\n"
+        f"fortio.py: skipped {server.data_url}{biggest}: "
+        f"{sizes[biggest]} bytes, more than a result can be\n"
     )
     assert len(read_csv(tmp_path / "r.csv")) == 3
 
@@ -330,7 +335,7 @@ def test_aggregate(tmp_path: Path, capsys: Any) -> None:
     rows = read_csv(tmp_path / "agg.csv")
     assert len(rows) == 1
     row = rows[0]
-    p50 = 0.0011476273249692928 * 1e6  # spec's worked example; scaled copies around it
+    p50 = 1000.0  # the sample's p50 (1 ms, the first bucket's End); scaled copies around it
     assert float(row["repeats"]) == 3
     assert float(row["p50"]) == pytest.approx(p50, abs=0.002)
     assert float(row["p50_min"]) == pytest.approx(p50 * 0.9, abs=0.002)
