@@ -17,7 +17,15 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-from meshperf.argtypes import image_ref, non_negative_int, positive_float, positive_int
+from meshperf import limits
+from meshperf.argtypes import (
+    duration_seconds,
+    image_ref,
+    payload_size,
+    positive_float,
+    positive_int,
+    repeat_count,
+)
 from meshperf.errors import ConfigError, ExitCode, MeshperfError, exit_cli
 from meshperf.plan import (
     CLUSTER_ONLY_MESHES,
@@ -95,18 +103,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "duration",
         nargs="?",
-        type=positive_float,
+        type=duration_seconds,
         metavar="DURATION",
-        help="seconds each test runs (> 0)",
+        help="seconds each test runs (or a Go duration: 90s, 1m30s); 1 ms to 30 days",
     )
 
     m = p.add_argument_group("what to measure")
     m.add_argument(
         "--size",
         metavar="BYTES",
-        type=non_negative_int,
+        type=payload_size,
         default=1024,
-        help="response payload bytes (default: %(default)s)",
+        help="response payload bytes, at most 262144 (the echo server's cap;"
+        " default: %(default)s)",
     )
     m.add_argument(
         "--mesh",
@@ -157,9 +166,9 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument(
         "--repeat",
         metavar="N",
-        type=positive_int,
+        type=repeat_count,
         default=1,
-        help="run the whole matrix N times (default: %(default)s)",
+        help=f"run the whole matrix N times, at most {limits.MAX_REPEAT} (default: %(default)s)",
     )
     m.add_argument(
         "--labels",
@@ -464,6 +473,9 @@ def _main(argv: list[str] | None, created: list[Path]) -> int:
             mesh=args.mesh,
             waypoint=bool(args.waypoint),
         )
+        # Bounds before anything is built or started (docs/runner.md, "Limits and failures").
+        limits.check_connections(args.conn, choice.platform)
+        limits.check_matrix(len(args.conn), len(args.qps), len(modes), args.repeat)
     except argparse.ArgumentTypeError as e:
         return _fail(str(e))
     except ConfigError as e:

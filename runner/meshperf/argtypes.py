@@ -7,6 +7,9 @@ import argparse
 import math
 import re
 
+from meshperf import limits
+from meshperf.goduration import parse_seconds
+
 # registry/path:tag@digest, as Kubernetes accepts it; nothing a manifest could be bent by.
 _IMAGE = re.compile(r"[A-Za-z0-9][A-Za-z0-9./_:@-]{0,254}")
 
@@ -60,3 +63,29 @@ def image_ref(text: str) -> str:
             f"{text!r} is not a container image reference (A-Z a-z 0-9 . / _ : @ -)"
         )
     return text
+
+
+def duration_seconds(text: str) -> float:
+    """DURATION: seconds or a Go duration (``meshperf.goduration.parse_seconds``), bounded by
+    ``limits.MIN_DURATION``/``MAX_DURATION`` so a value that cannot run is refused here."""
+    try:
+        seconds = parse_seconds(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    if seconds <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be > 0")
+    return limits.check_duration(seconds)
+
+
+def repeat_count(text: str) -> int:
+    return limits.check_repeat(positive_int(text))
+
+
+def payload_size(text: str) -> int:
+    """Response payload bytes, at most the echo server's cap (never cut silently)."""
+    return limits.check_size(non_negative_int(text))
+
+
+def workers_count(text: str) -> int:
+    """Worker processes, at most ``limits.max_workers()`` on this machine."""
+    return limits.check_workers(positive_int(text))

@@ -112,3 +112,32 @@ def format_duration(ns: int) -> str:
             if hours > 0:
                 out = f"{hours}h" + out
     return "-" + out if neg else out
+
+
+_SECONDS = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
+
+
+def parse_seconds(text: str) -> float:
+    """A DURATION as the CLIs take it: seconds (``30``, ``2.5``, ``1e3``) or Go text (``1m30s``).
+
+    The one parser of test durations: plain numbers are read as exact decimals and truncated
+    to whole nanoseconds like Go's ``ParseDuration``, so what runs is what ``format_duration``
+    prints. Raises ``ValueError``; bounds are ``meshperf.limits``'s business.
+    """
+    s = text.strip()
+    if _SECONDS.fullmatch(s):
+        from decimal import Decimal, InvalidOperation
+
+        try:
+            ns = int(Decimal(s) * SECOND)  # int() truncates toward zero, as Go does
+        except (InvalidOperation, OverflowError):
+            raise ValueError(f"invalid duration {text!r}") from None
+    else:
+        try:
+            ns = parse_duration(s)
+        except ValueError:
+            raise ValueError(
+                f"invalid duration {text!r}: expected seconds (30, 2.5) or a Go duration"
+                " (1m30s, 500ms)"
+            ) from None
+    return ns / SECOND

@@ -15,6 +15,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from meshperf import limits
 from meshperf.errors import ConfigError
 from meshperf.platform import MODE_LABEL, MODES, TestSpec
 
@@ -61,6 +62,11 @@ def csv_ints(text: str) -> list[int]:
         if n < 1:
             raise argparse.ArgumentTypeError(
                 f"invalid connection count {n} in {text!r}: must be >= 1"
+            )
+        if n > limits.MAX_CONNECTIONS:  # the machine's own bound is checked once it is known
+            raise argparse.ArgumentTypeError(
+                f"invalid connection count {n} in {text!r}: above the bound of"
+                f" {limits.MAX_CONNECTIONS} (the ephemeral port range)"
             )
         if n not in out:
             out.append(n)
@@ -298,7 +304,7 @@ def format_qps(qps: float) -> str:
     """QPS as in labels and tables: ``max`` for 0, no trailing ``.0``."""
     if qps == 0:
         return "max"
-    return str(int(qps)) if float(qps).is_integer() else f"{qps:g}"
+    return str(int(qps)) if float(qps).is_integer() else f"{qps:.15g}"
 
 
 def make_label(run_id: str, qps: float, conn: int, size: int, extra_labels: str, mode: str) -> str:
@@ -424,7 +430,7 @@ def format_plan(plan: Plan, ingress: str | None = None) -> str:
                 t.mode,
                 str(t.conn),
                 format_qps(t.qps),
-                f"{t.duration:g}s",
+                f"{t.duration:.15g}s",
                 t.labels,
                 describe_target(plan.platform, t.mode, ingress),
             )
@@ -440,7 +446,7 @@ def format_plan(plan: Plan, ingress: str | None = None) -> str:
     n = len(plan.tests)
     lines.append(
         f"estimated time: {format_seconds(plan.estimated_seconds())}"
-        f" ({plan.test_seconds:g} s of tests + {n} x {plan.per_test_overhead:g} s per-test"
+        f" ({plan.test_seconds:.15g} s of tests + {n} x {plan.per_test_overhead:g} s per-test"
         f" overhead + {plan.start_overhead:g} s start-up)"
     )
     return "\n".join(lines)
