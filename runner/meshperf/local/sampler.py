@@ -4,6 +4,11 @@ The numbers land under the same names as the Prometheus path (``cpu_mili`` = mil
 ``mem_MB`` = RSS, the working-set-like figure), plus ``mem_uss_MB``: the memory a process
 would free on exit, which for Envoy excludes the ~50 MB of shared binary pages that RSS
 counts. A workload is a process and its descendants (e.g. a load generator's workers).
+
+Beside the workloads, each tick reads the machine's CPU pressure (Linux PSI,
+``/proc/pressure/cpu``): ``pressure(window)`` turns the growth of its ``some total`` over the
+test window into the share of the window in which a task waited for a CPU
+(``meshperf.trust`` warns on it).
 """
 
 from __future__ import annotations
@@ -16,8 +21,27 @@ from typing import Any
 
 import psutil
 
+from meshperf import trust
+
 INTERVAL = 0.5  # seconds between samples
 _MB = 1024 * 1024
+PSI_CPU = "/proc/pressure/cpu"
+
+
+def read_cpu_pressure(path: str = PSI_CPU) -> float | None:
+    """``some total`` of a PSI file in microseconds, or None without PSI (kernel < 4.20,
+    ``psi=0``, macOS)."""
+    try:
+        with open(path, encoding="ascii") as f:
+            for line in f:
+                if line.startswith("some "):
+                    for field in line.split()[1:]:
+                        name, _, value = field.partition("=")
+                        if name == "total":
+                            return float(value)
+    except (OSError, ValueError):
+        return None
+    return None
 
 
 class _Workload:
@@ -90,6 +114,13 @@ class Sampler:
         self.samples: dict[str, list[list[float]]] = {key: [] for key in self._workloads}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self.pressure_samples: list[tuple[float, float]] = []
+        self.psi_path = PSI_CPU
+
+    def _read_pressure(self) -> None:
+        total = read_cpu_pressure(self.psi_path)
+        if total is not None:
+            self.pressure_samples.append((time.time(), total))
 
     def add(self, key: str, pid: int) -> None:
         """Add a workload (e.g. the load generator once it has been started)."""
@@ -102,6 +133,7 @@ class Sampler:
     def start(self) -> None:
         for w in self._workloads.values():
             w.prime()
+        self._read_pressure()
         self._thread = threading.Thread(target=self._run, name="meshperf-sampler", daemon=True)
         self._thread.start()
 
@@ -114,11 +146,35 @@ class Sampler:
                 value = workload.sample()
                 if value is not None:
                     self.samples[key].append([now, *value])
+            self._read_pressure()
 
     def stop(self) -> None:
+        running = not self._stop.is_set()
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=5.0)
+        if running:
+            self._read_pressure()  # the reading that closes the last test window
+
+    def pressure(self, window: tuple[float, float] | None = None) -> dict[str, Any] | None:
+        """``meshperf.pressure`` over ``window`` (unix start, end), or None without PSI.
+
+        The readings that bracket the window are used: the last at or before its start and
+        the first at or after its end (each within half an interval), so the share is over
+        the test and a little around it, never less than the test.
+        """
+        readings = self.pressure_samples
+        if len(readings) < 2:
+            return None
+        if window is None:
+            return trust.pressure_share(readings[0], readings[-1])
+        start, end = window
+        slack = self.interval / 2
+        before = [r for r in readings if r[0] <= start + slack]
+        after = [r for r in readings if r[0] >= end - slack]
+        first = before[-1] if before else readings[0]
+        last = after[0] if after else readings[-1]
+        return trust.pressure_share(first, last)
 
     def resources(self, window: tuple[float, float] | None = None) -> dict[str, Any]:
         """The ``resources`` block; samples restricted to ``window`` (unix start, end) if given.
