@@ -127,6 +127,8 @@ def test_each_mode_runs_fortio_in_the_client_pod(
         "repeat": 0,
         "target": url,
         "arrival": "simultaneous",
+        "protocol": "http",
+        "h2": False,
         "resources": {},
     }
 
@@ -137,7 +139,7 @@ def test_argv_carries_arrival_switches_resolution_and_buffer() -> None:
         nocatchup=True, resolution=5e-05, percentiles=(50.0, 99.99),
     )  # fmt: skip
     assert fortio_argv(s, "http://fortioserver:8080/echo?size=300000") == [
-        "fortio", "load", "-c", "4", "-qps", "250.5", "-t", "1.5s", "-r", "5e-05",
+        "fortio", "load", "-c", "4", "-qps", "250.5", "-t", "1.5s", "-r", "0.00005",
         "-p", "50,99.99", "-uniform", "-nocatchup", "-labels", "x_y", "-httpbufferkb", "294",
         "-a", "-json", "-", "http://fortioserver:8080/echo?size=300000",
     ]  # fmt: skip

@@ -118,7 +118,7 @@ def test_load_generator_argv_carries_fortio_flags() -> None:
         "-t",
         "2.5s",
         "-r",
-        "5e-05",
+        "0.00005",
         "-p",
         "50,75,90,99,99.9",
         "-uniform",

@@ -15,6 +15,9 @@ single key ``RESULT_KEY`` ("meshperf") and never change the meaning of fortio's 
         "repeat": 0,
         "target": "http://127.0.0.1:.../echo?size=1024",
         "arrival": "uniform" | "jitter" | "simultaneous",
+        "protocol": "http" | "grpc" | "tcp", "h2": false,   # h2: the test ran over HTTP/2
+        "headers": [...], "keepalive": false, "connection_reuse": [min, max], "cacert": "...",
+                                      # only where set (see TestSpec)
         "resources": {                # see RESOURCE_* below; may be {}
             "fortioserver_deployment_proxy": {
                 "cpu_mili": {"min": .., "avg": .., "max": ..},
@@ -35,6 +38,8 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 from typing import Any, Protocol
+
+from meshperf import loadcmd
 
 RESULT_KEY = "meshperf"
 RESULT_FORMAT = 1
@@ -76,6 +81,13 @@ class TestSpec:
     nocatchup: bool = False
     resolution: float = 0.0001
     percentiles: tuple[float, ...] = (50.0, 75.0, 90.0, 99.0, 99.9)
+    # Protocol and fortio's connection options (meshperf.loadcmd builds the flags from them).
+    protocol: str = "http"  # "http" | "grpc" | "tcp"
+    h2: bool = False  # HTTP/2 for http; grpc is HTTP/2 whatever this says
+    headers: tuple[str, ...] = ()  # "Name:value", fortio -H
+    keepalive: bool = True  # False: fortio -keepalive=false
+    connection_reuse: tuple[int, int] | None = None  # fortio -connection-reuse MIN:MAX
+    cacert: str = ""  # fortio -cacert, for https:// and TLS gRPC targets
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -90,6 +102,9 @@ class TestSpec:
             raise ValueError(f"size must be >= 0, got {self.size}")
         if not self.resolution > 0:
             raise ValueError(f"resolution must be > 0, got {self.resolution}")
+        loadcmd.check_load_options(
+            self.protocol, self.h2, self.headers, self.keepalive, self.connection_reuse
+        )
 
     def result_block(
         self, *, platform: str, mesh: str, run_id: str, **extra: Any
@@ -108,9 +123,25 @@ class TestSpec:
             "extra_labels": self.extra_labels,
             "repeat": self.repeat,
             "arrival": self.arrival,
+            "protocol": self.protocol,
+            "h2": loadcmd.uses_h2(self.protocol, self.h2),
+            **self._load_options(),
             "resources": {},
             **extra,
         }
+
+    def _load_options(self) -> dict[str, Any]:
+        """fortio's connection options, recorded only where a test changed them."""
+        out: dict[str, Any] = {}
+        if self.headers:
+            out["headers"] = list(self.headers)
+        if not self.keepalive:
+            out["keepalive"] = False
+        if self.connection_reuse is not None:
+            out["connection_reuse"] = list(self.connection_reuse)
+        if self.cacert:
+            out["cacert"] = self.cacert
+        return out
 
     @property
     def arrival(self) -> str:

@@ -29,6 +29,7 @@ import sys
 import threading
 from typing import Any
 
+from meshperf import loadcmd
 from meshperf.errors import ClusterError, ConfigError
 from meshperf.kube import cluster as kc
 from meshperf.kube.execs import (
@@ -63,40 +64,14 @@ def httpbuffer_kb(size: int) -> int:
     return max(DEFAULT_HTTPBUFFER_KB, math.ceil(size / 1024) + 1)
 
 
-def _num(x: float) -> str:
-    """A flag value fortio parses: integers without a decimal point."""
-    return str(int(x)) if float(x).is_integer() else repr(float(x))
-
-
 def fortio_argv(spec: TestSpec, url: str, json_to: str = "-") -> list[str]:
-    """The ``fortio load`` command for one test (mirrors the local platform's flags); the
-    result goes to ``json_to``: a file in the pod, or ``-`` for stdout."""
+    """The ``fortio load`` command for one test (meshperf.loadcmd builds it for both
+    platforms); the result goes to ``json_to``: a file in the pod, or ``-`` for stdout."""
     label = spec.labels or spec.mode
     if not _LABEL_RE.fullmatch(label):
         raise ClusterError(f"label {label!r} may only hold letters, digits, '_', '.', '-'")
-    argv = [
-        "fortio",
-        "load",
-        "-c",
-        str(spec.conn),
-        "-qps",
-        _num(spec.qps),
-        "-t",
-        f"{_num(spec.duration)}s",
-        "-r",
-        _num(spec.resolution),
-        "-p",
-        ",".join(_num(p) for p in spec.percentiles),
-    ]
-    if spec.uniform:
-        argv.append("-uniform")
-    if spec.jitter:
-        argv.append("-jitter")
-    if spec.nocatchup:
-        argv.append("-nocatchup")
-    argv += ["-labels", label, "-httpbufferkb", str(httpbuffer_kb(spec.size)), "-a"]
-    argv += ["-json", json_to, url]
-    return argv
+    extra = ["-httpbufferkb", str(httpbuffer_kb(spec.size)), "-a"]
+    return loadcmd.load_argv(["fortio"], spec, url, json_to=json_to, label=label, extra=extra)
 
 
 def pod_result_name(label: str, now: dt.datetime | None = None) -> str:

@@ -44,10 +44,6 @@ VALIDATE_TIMEOUT = 60.0
 VERSION_TIMEOUT = 20.0
 READY_TIMEOUT = 30.0
 
-SERVER = "server_sidecar"
-CLIENT = "client_sidecar"
-GATEWAY = "gateway"
-
 # Listener names (admin /listeners reports them with their bound ports).
 INBOUND_PLAINTEXT = "virtualInbound_plaintext"
 INBOUND_MTLS = "virtualInbound_mtls"

@@ -38,6 +38,7 @@ from typing import Any
 import psutil
 
 import meshperf
+from meshperf import loadcmd
 from meshperf.errors import ConfigError, PlatformError
 from meshperf.local import certs as certs_mod
 from meshperf.local import envoy as envoy_mod
@@ -360,28 +361,7 @@ class LocalPlatform:
         return pids
 
     def loadgen_argv(self, spec: TestSpec, url: str, json_path: Path) -> list[str]:
-        argv = [
-            *self.loadgen_argv0,
-            "load",
-            "-c",
-            str(spec.conn),
-            "-qps",
-            f"{spec.qps:g}",
-            "-t",
-            f"{spec.duration:g}s",
-            "-r",
-            f"{spec.resolution:g}",
-            "-p",
-            ",".join(f"{p:g}" for p in spec.percentiles),
-        ]
-        if spec.uniform:
-            argv.append("-uniform")
-        if spec.jitter:
-            argv.append("-jitter")
-        if spec.nocatchup:
-            argv.append("-nocatchup")
-        argv += ["-labels", spec.labels, "-json", str(json_path), url]
-        return argv
+        return loadcmd.load_argv(self.loadgen_argv0, spec, url, json_to=str(json_path))
 
     def run_test(self, spec: TestSpec) -> dict[str, Any]:
         if self.group is None or self.work_dir is None or self._closed:
