@@ -26,12 +26,12 @@ from typing import Any
 
 import pytest
 
-import loadgen as cli
 from meshperf import goduration
 from meshperf.errors import ExitCode
 from meshperf.goduration import MILLISECOND, MINUTE, SECOND, format_duration, parse_duration
 from meshperf.histogram import Histogram, calc_percentile
-from meshperf.loadgen import LoadOptions, Plan, RunOutcome, Target, build_request, run_load
+from meshperf.loadgen import CallPlan as Plan
+from meshperf.loadgen import LoadOptions, RunOutcome, Target, build_request, cli, run_load
 
 REPO = Path(__file__).resolve().parents[1]
 LOADGEN = REPO / "runner" / "loadgen.py"

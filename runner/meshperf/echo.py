@@ -18,9 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import email.utils
-import heapq
 import http
 import ipaddress
 import multiprocessing
@@ -35,8 +33,9 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import unquote_plus
 
+from meshperf.clock import Scheduler, libc, new_event_loop
 from meshperf.errors import ConfigError
-from meshperf.goduration import SECOND, parse_duration
+from meshperf.goduration import parse_duration
 
 _now = time.perf_counter_ns
 
@@ -336,7 +335,7 @@ class EchoProtocol(asyncio.Protocol):
             self.closing = True
             t.close()
 
-    def _send_delayed(self, reply: tuple[bytes, bytes, bool]) -> None:
+    def _send_delayed(self, due: int, reply: tuple[bytes, bytes, bool]) -> None:
         self.busy = False
         self._send(*reply)
         self.arrived = _now()  # pipelined requests start their delay now, as in Go's server
@@ -351,131 +350,6 @@ class EchoProtocol(asyncio.Protocol):
                 _status_line(code) + _DATE.get() + b"Content-Length: 0\r\nConnection: close\r\n\r\n"
             )
             t.close()
-
-
-# --------------------------------------------------------------------------- precise timer
-
-
-def libc() -> Any:
-    try:
-        return ctypes.CDLL(None, use_errno=True)
-    except OSError:
-        return None
-
-
-class _Timespec(ctypes.Structure):
-    _fields_ = [("tv_sec", ctypes.c_long), ("tv_nsec", ctypes.c_long)]
-
-
-class _Itimerspec(ctypes.Structure):
-    _fields_ = [("it_interval", _Timespec), ("it_value", _Timespec)]
-
-
-class TimerFd:
-    """A Linux timerfd on CLOCK_MONOTONIC (= ``perf_counter_ns``) armed at absolute ns."""
-
-    def __init__(self, loop: asyncio.AbstractEventLoop, callback: Callable[[], None]) -> None:
-        lib = libc()
-        if (
-            lib is None
-            or not hasattr(lib, "timerfd_create")
-            or time.get_clock_info("perf_counter").implementation
-            != "clock_gettime(CLOCK_MONOTONIC)"
-        ):
-            raise OSError("timerfd unavailable")
-        self._settime = lib.timerfd_settime
-        fd = lib.timerfd_create(1, os.O_NONBLOCK | os.O_CLOEXEC)  # CLOCK_MONOTONIC
-        if fd < 0:
-            raise OSError(ctypes.get_errno(), "timerfd_create failed")
-        self.fd: int = fd
-        self._spec = _Itimerspec()
-        self._ref = ctypes.byref(self._spec)
-        self._loop = loop
-        self._callback = callback
-        # Default timer slack (50 us) would delay every wakeup; 1 ns keeps sends on time.
-        with contextlib.suppress(Exception):
-            lib.prctl(29, 1)  # PR_SET_TIMERSLACK
-        loop.add_reader(fd, self._fire)
-
-    def arm(self, due_ns: int) -> None:
-        v = self._spec.it_value
-        v.tv_sec, v.tv_nsec = divmod(max(due_ns, 1), SECOND)
-        self._settime(self.fd, 1, self._ref, None)  # TFD_TIMER_ABSTIME
-
-    def _fire(self) -> None:
-        with contextlib.suppress(BlockingIOError, InterruptedError):
-            os.read(self.fd, 8)
-        self._callback()
-
-    def close(self) -> None:
-        with contextlib.suppress(Exception):
-            self._loop.remove_reader(self.fd)
-        with contextlib.suppress(OSError):
-            os.close(self.fd)
-
-
-class SpinTimer:
-    """Portable fallback: a loop timer 1 ms early, then a spin to the exact nanosecond."""
-
-    def __init__(self, loop: asyncio.AbstractEventLoop, callback: Callable[[], None]) -> None:
-        self._loop = loop
-        self._callback = callback
-        self._handle: asyncio.TimerHandle | None = None
-        self._due = 0
-
-    def arm(self, due_ns: int) -> None:
-        if self._handle is not None:
-            self._handle.cancel()
-        self._due = due_ns
-        early = (due_ns - _now()) / SECOND - 0.0012
-        self._handle = self._loop.call_later(max(0.0, early), self._fire)
-
-    def _fire(self) -> None:
-        self._handle = None
-        while _now() < self._due:
-            pass
-        self._callback()
-
-    def close(self) -> None:
-        if self._handle is not None:
-            self._handle.cancel()
-
-
-class Scheduler:
-    """Callbacks at absolute ``perf_counter_ns`` instants, to the microsecond, on one loop."""
-
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._heap: list[tuple[int, int, Callable[[Any], None], Any]] = []
-        self._seq = 0
-        self._armed = 0
-        self.timer: TimerFd | SpinTimer
-        try:
-            self.timer = TimerFd(loop, self._on_timer)
-        except OSError:
-            self.timer = SpinTimer(loop, self._on_timer)
-
-    def call_at(self, due_ns: int, fn: Callable[[Any], None], arg: Any) -> None:
-        self._seq += 1
-        heapq.heappush(self._heap, (due_ns, self._seq, fn, arg))
-        if not self._armed or due_ns < self._armed:
-            self._armed = due_ns
-            self.timer.arm(due_ns)
-
-    def _on_timer(self) -> None:
-        self._armed = 0
-        heap = self._heap
-        now = _now()
-        while heap and heap[0][0] <= now:
-            _, _, fn, arg = heapq.heappop(heap)
-            fn(arg)
-            now = _now()
-        if heap and not self._armed:
-            self._armed = heap[0][0]
-            self.timer.arm(self._armed)
-
-    def close(self) -> None:
-        self._heap.clear()
-        self.timer.close()
 
 
 def parse_listen(text: str) -> tuple[str, int]:
@@ -523,15 +397,6 @@ def make_socket(host: str, port: int, reuse_port: bool, listen: bool = True) -> 
         sock.close()
         raise ConfigError(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
     return sock
-
-
-def new_event_loop() -> asyncio.AbstractEventLoop:
-    """uvloop when installed (2-3x the throughput), else the default loop."""
-    try:
-        import uvloop
-    except ImportError:
-        return asyncio.new_event_loop()
-    return uvloop.new_event_loop()  # type: ignore[no-any-return]
 
 
 def _serve_socket(sock: socket.socket, cfg: EchoConfig, ready: Callable[[], None] | None) -> None:

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from meshperf.errors import ConfigError, PlatformError
+from meshperf.loadgen import LIBRARY_DIR
 from meshperf.local.certs import CertFiles
 from meshperf.local.procs import (
     ENVOY_LOG_PREFIX,
@@ -567,4 +568,6 @@ def process_env() -> dict[str, str]:
     keep = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR", "PYTHONPATH", "VIRTUAL_ENV")
     env = {k: v for k, v in os.environ.items() if k in keep}
     env.setdefault("PATH", "/usr/local/bin:/usr/bin:/bin")
+    # The built-in generator and echo server start as `python -m meshperf.loadgen`.
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, (str(LIBRARY_DIR), env.get("PYTHONPATH"))))
     return env

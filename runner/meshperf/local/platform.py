@@ -40,6 +40,7 @@ import psutil
 import meshperf
 from meshperf import loadcmd
 from meshperf.errors import ConfigError, PlatformError
+from meshperf.loadgen import command as loadgen_command
 from meshperf.local import certs as certs_mod
 from meshperf.local import envoy as envoy_mod
 from meshperf.local import perf as perf_mod
@@ -168,7 +169,7 @@ class LocalPlatform:
                 )
             argv0 = [fortio]
         elif opts.load_generator == "builtin":
-            argv0 = [sys.executable, str(LOADGEN)]
+            argv0 = loadgen_command()
         else:
             raise ConfigError(f"unknown load generator {opts.load_generator!r}")
         envoy = None if opts.mesh == "none" else envoy_mod.find_envoy(opts.envoy)
@@ -250,7 +251,7 @@ class LocalPlatform:
 
     def _start_app(self) -> None:
         assert self.group is not None and self.work_dir is not None
-        argv0 = [sys.executable, str(LOADGEN)]
+        argv0 = loadgen_command()
         last: PlatformError | None = None
         # The port is picked free then handed to the app; another process may take it in
         # between, so one retry on a fresh port.

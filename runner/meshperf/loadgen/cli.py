@@ -1,0 +1,412 @@
+"""loadgen: a drop-in for ``fortio load`` and ``fortio server`` where fortio is not installed.
+
+    python runner/loadgen.py load -c 16 -qps 1000 -t 30s -r 0.0001 -uniform -json out.json URL
+    python runner/loadgen.py server -http-port 127.0.0.1:8080
+    python -m meshperf.loadgen ...   (the same, with runner/ on PYTHONPATH)
+
+Flags use fortio's single-dash names and meanings (``-flag value`` or ``-flag=value``; a
+double dash works too, as with Go's flag package). ``load`` writes a fortio >= 1.38 HTTP
+result JSON (``-json FILE``, ``-json -`` for stdout, or ``-a`` for ``<data-dir>/<ID>.json``)
+with one extra histogram, ``SendLagHistogram``. All human output goes to stderr.
+Ctrl-C / SIGTERM ends a load run early: the result of what ran is still written, and the
+exit code is 130. ``server`` answers every path with fortio's echo semantics (size=, status=,
+delay=) on 127.0.0.1 unless another address is given explicitly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import signal
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import NoReturn
+
+from meshperf import echo, fortiojson
+from meshperf.argtypes import finite_float, non_negative_int, positive_float, positive_int
+from meshperf.errors import ConfigError, ExitCode, MeshperfError
+from meshperf.goduration import parse_duration
+from meshperf.histogram import parse_percentiles
+from meshperf.loadgen.load import run_load
+from meshperf.loadgen.options import VERSION, InterruptedRun, LoadOptions, WarmupError
+
+PROG = "loadgen"
+FLAG_RE = re.compile(r"--?[A-Za-z][\w-]*")
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+LOAD_BOOL_FLAGS = ("uniform", "jitter", "nocatchup", "a", "allow-initial-errors", "quiet")
+SERVER_BOOL_FLAGS: tuple[str, ...] = ()
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but errors are the project's one line ``loadgen: error: ...``."""
+
+    def error(self, message: str) -> NoReturn:
+        print(f"{PROG}: error: {message}", file=sys.stderr)
+        sys.exit(ExitCode.USAGE)
+
+
+def go_duration(text: str) -> int:
+    try:
+        return parse_duration(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def non_negative_duration(text: str) -> int:
+    ns = go_duration(text)
+    if ns < 0:
+        raise argparse.ArgumentTypeError(f"duration must be >= 0, got {text!r}")
+    return ns
+
+
+def percentiles(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(parse_percentiles(text))
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def _flag(group: argparse._ActionsContainer, name: str, **kw: object) -> None:
+    """A fortio flag: ``-name`` and ``--name`` (Go's flag package accepts both)."""
+    group.add_argument(f"-{name}", f"--{name}", **kw)  # type: ignore[arg-type]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = OneLineParser(
+        prog=PROG,
+        description=__doc__.split("\n\n")[0] if __doc__ else None,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="examples:\n"
+        "  loadgen.py load -c 16 -qps 1000 -t 30s -r 0.0001 -uniform -json out.json "
+        "'http://127.0.0.1:8080/echo?size=1024'\n"
+        "  loadgen.py load -qps 0 -c 16 -t 10s -json - http://127.0.0.1:8080/\n"
+        "  loadgen.py server -http-port 127.0.0.1:8080 -workers 2",
+        allow_abbrev=False,
+    )
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
+
+    load = sub.add_parser(
+        "load",
+        help="run a load test (fortio load)",
+        allow_abbrev=False,
+        description="Run a load test against an http:// URL; fortio's flags and result JSON.",
+    )
+    g = load.add_argument_group("load shape")
+    _flag(
+        g,
+        "c",
+        type=positive_int,
+        default=4,
+        metavar="N",
+        help="connections (fortio threads), default 4",
+    )
+    _flag(
+        g,
+        "qps",
+        type=finite_float,
+        default=8.0,
+        metavar="QPS",
+        help="total queries per second across connections; 0 or negative = max (default 8)",
+    )
+    _flag(
+        g,
+        "t",
+        type=non_negative_duration,
+        default=parse_duration("5s"),
+        metavar="DUR",
+        help="duration (Go syntax: 30s, 1m, 500ms); 0 = until interrupted (default 5s)",
+    )
+    _flag(
+        g,
+        "n",
+        type=non_negative_int,
+        default=0,
+        metavar="N",
+        help="exactly N calls instead of a duration (no warmup)",
+    )
+    _flag(g, "uniform", action="store_true", help="stagger connections evenly (qps mode)")
+    _flag(g, "jitter", action="store_true", help="+-10%% random jitter on every sleep")
+    _flag(
+        g,
+        "nocatchup",
+        action="store_true",
+        help="skip missed slots instead of catching up (qps becomes a ceiling)",
+    )
+    _flag(
+        g,
+        "workers",
+        type=non_negative_int,
+        default=0,
+        metavar="N",
+        help="worker processes (extension); default: 1 for paced runs up to 4000 qps, "
+        "else one per core (never more than connections)",
+    )
+    g = load.add_argument_group("request")
+    _flag(
+        g,
+        "H",
+        action="append",
+        default=[],
+        metavar="'Name: value'",
+        help="extra request header (repeatable)",
+    )
+    _flag(
+        g,
+        "payload-size",
+        type=non_negative_int,
+        default=0,
+        metavar="BYTES",
+        help="POST this many pseudo-random bytes",
+    )
+    _flag(
+        g,
+        "timeout",
+        type=go_duration,
+        default=parse_duration("3s"),
+        metavar="DUR",
+        help="per-call connect+response timeout (default 3s)",
+    )
+    _flag(g, "allow-initial-errors", action="store_true", help="go on when warmup calls fail")
+    g = load.add_argument_group("results")
+    _flag(
+        g,
+        "r",
+        type=positive_float,
+        default=0.001,
+        metavar="SECONDS",
+        help="histogram resolution (default 0.001)",
+    )
+    _flag(g, "offset", type=go_duration, default=0, metavar="DUR", help="histogram offset")
+    _flag(
+        g,
+        "p",
+        type=percentiles,
+        default=(50.0, 75.0, 90.0, 99.0, 99.9),
+        metavar="LIST",
+        help="percentiles (default 50,75,90,99,99.9)",
+    )
+    _flag(
+        g,
+        "labels",
+        default=None,
+        metavar="TEXT",
+        help="result label (default: URL without scheme , hostname)",
+    )
+    _flag(g, "json", default=None, metavar="FILE", help="write the result JSON here; - = stdout")
+    _flag(g, "a", action="store_true", help="auto-save to <data-dir>/<ID>.json")
+    _flag(g, "data-dir", default=".", metavar="DIR", help="directory for -a (default .)")
+    _flag(g, "runid", type=non_negative_int, default=0, metavar="N", help="RunID in the result")
+    _flag(g, "quiet", action="store_true", help="no human output on stderr except errors")
+    g = load.add_argument_group("accepted for fortio compatibility")
+    _flag(
+        g,
+        "httpbufferkb",
+        type=non_negative_int,
+        default=128,
+        metavar="KB",
+        help="ignored: responses of any size are read whole (Istio's runner passes it)",
+    )
+    load.add_argument("url", metavar="URL", help="http://host:port/path?query")
+
+    sub.add_parser("version", help="print the version (fortio version)")
+    server = sub.add_parser(
+        "server",
+        help="run the echo server (fortio server)",
+        allow_abbrev=False,
+        description="Echo server with fortio's semantics on every path.",
+    )
+    _flag(
+        server,
+        "http-port",
+        default="8080",
+        metavar="[HOST:]PORT",
+        help="listen address; a bare port binds 127.0.0.1 (default 8080)",
+    )
+    _flag(
+        server,
+        "workers",
+        type=positive_int,
+        default=1,
+        metavar="N",
+        help="processes sharing the port with SO_REUSEPORT (default 1)",
+    )
+    _flag(
+        server,
+        "max-echo-delay",
+        type=non_negative_duration,
+        default=echo.DEFAULT_MAX_DELAY_NS,
+        metavar="DUR",
+        help="cap of each delay= value (default 1.5s)",
+    )
+    _flag(
+        server,
+        "maxpayloadsizekb",
+        type=non_negative_int,
+        default=256,
+        metavar="KB",
+        help="cap of size= (default 256)",
+    )
+    return parser
+
+
+def normalize_bools(argv: Sequence[str]) -> list[str]:
+    """Go's flag forms that argparse cannot take as is.
+
+    ``-flag=true|false`` for booleans; and a value that starts with a dash (``-qps -5x``,
+    ``-offset -1ms``): Go gives a flag that takes a value the next argument whatever it is,
+    argparse would read it as another flag ("expected one argument").
+    """
+    out: list[str] = []
+    bools = set(LOAD_BOOL_FLAGS) | set(SERVER_BOOL_FLAGS)
+    pending = list(argv)
+    while pending:
+        arg = pending.pop(0)
+        name = arg.lstrip("-")
+        if (
+            FLAG_RE.fullmatch(arg)
+            and name not in bools
+            and name not in ("h", "help")
+            and pending
+            and pending[0].startswith("-")
+        ):
+            out.append(f"{arg}={pending.pop(0)}")
+            continue
+        if arg.startswith("-") and "=" in arg:
+            name, _, value = arg.lstrip("-").partition("=")
+            if name in bools:
+                v = value.lower()
+                if v in ("1", "t", "true"):
+                    out.append("-" + name)
+                    continue
+                if v in ("0", "f", "false"):
+                    continue
+        out.append(arg)
+    return out
+
+
+def _write_json(text: str, dest: str, quiet: bool = False) -> None:
+    if dest == "-":
+        sys.stdout.write(text)
+        sys.stdout.flush()
+        return
+    path = Path(dest)
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    except OSError:
+        tmp.unlink(missing_ok=True)
+        raise
+    if not quiet:
+        print(f"Successfully wrote {len(text)} bytes of Json data to {dest}", file=sys.stderr)
+
+
+def do_load(args: argparse.Namespace, restore_handlers: bool = True) -> int:
+    opts = LoadOptions(
+        url=args.url,
+        connections=args.c,
+        qps=args.qps,
+        duration_ns=args.t,
+        exactly=args.n,
+        resolution=args.r,
+        offset_ns=args.offset,
+        percentiles=tuple(args.p),
+        uniform=args.uniform,
+        jitter=args.jitter,
+        nocatchup=args.nocatchup,
+        labels=args.labels,
+        headers=tuple(args.H),
+        payload_size=args.payload_size,
+        timeout_ns=args.timeout,
+        allow_initial_errors=args.allow_initial_errors,
+        run_id=args.runid,
+        workers=args.workers,
+    )
+    dest = args.json
+    if dest is None and args.a:
+        dest = ""  # resolved once the ID is known
+    if dest and dest != "-":
+        # Checked before the run, so a run is never made only to lose its result.
+        parent = Path(dest).parent
+        if not parent.is_dir():
+            raise ConfigError(f"cannot write -json {dest}: directory {parent} does not exist")
+        if Path(dest).is_dir():
+            raise ConfigError(f"cannot write -json {dest}: it is a directory")
+        try:
+            tempfile.TemporaryFile(dir=parent).close()
+        except OSError as e:
+            raise ConfigError(f"cannot write -json {dest}: {e.strerror or e}") from None
+    if args.a and not Path(args.data_dir).is_dir():
+        raise ConfigError(f"-data-dir {args.data_dir} is not a directory")
+    # run_load handles Ctrl-C/SIGTERM while it runs. One before it listens stops at once
+    # (nothing ran). One after it (a second Ctrl-C, or `timeout -s INT` signalling the child and
+    # then its group) is only remembered: the result of what ran is still written.
+    late: list[int] = []
+    started = False
+
+    def mark_started() -> None:
+        nonlocal started
+        started = True
+
+    def on_stop(signum: int, _frame: object) -> None:
+        if not started:
+            raise KeyboardInterrupt
+        late.append(signum)
+
+    old = {s: signal.signal(s, on_stop) for s in _STOP_SIGNALS}
+    try:
+        if args.quiet:
+            with open(os.devnull, "w") as sink:
+                outcome = run_load(opts, log=sink, on_start=mark_started)
+        else:
+            outcome = run_load(opts, on_start=mark_started)
+        text = fortiojson.dumps(outcome.result)
+        if dest == "":
+            dest = str(Path(args.data_dir) / f"{outcome.result['ID']}.json")
+        if dest is not None:
+            _write_json(text, dest, args.quiet)
+    finally:
+        # As a program, the handler stays until exit: a signal arriving while the interpreter
+        # shuts down would otherwise kill it (exit status -SIGINT instead of 130). Called as a
+        # function, the caller gets its handlers back.
+        if restore_handlers or not started:
+            for s, h in old.items():
+                signal.signal(s, h)
+    return ExitCode.INTERRUPTED if outcome.interrupted or late else ExitCode.OK
+
+
+def do_server(args: argparse.Namespace) -> int:
+    host, port = echo.parse_listen(args.http_port)
+    cfg = echo.EchoConfig(args.max_echo_delay, args.maxpayloadsizekb * 1024)
+    echo.serve(host, port, args.workers, cfg, on_listening=echo.print_listening)
+    return ExitCode.OK
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(normalize_bools(sys.argv[1:] if argv is None else argv))
+    try:
+        if args.command == "load":
+            # argv given: called as a function (tests), so signal handlers are given back.
+            return do_load(args, restore_handlers=argv is not None)
+        if args.command == "version":
+            print(VERSION)
+            return ExitCode.OK
+        return do_server(args)
+    except InterruptedRun as e:
+        print(f"{PROG}: {e}", file=sys.stderr)
+        return ExitCode.INTERRUPTED
+    except (WarmupError, ConfigError, MeshperfError) as e:
+        hint = f" ({e.hint})" if e.hint else ""
+        print(f"{PROG}: error: {e}{hint}", file=sys.stderr)
+        return ExitCode.ERROR
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return ExitCode.INTERRUPTED
+    except OSError as e:
+        print(f"{PROG}: error: {e}", file=sys.stderr)
+        return ExitCode.ERROR

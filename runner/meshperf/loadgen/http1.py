@@ -1,0 +1,348 @@
+"""The HTTP/1.1 client of the generator: one keep-alive connection per fortio "thread".
+
+Latency is ``perf_counter_ns`` from just before the request is written to the moment the last
+byte of the response is parsed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from typing import TYPE_CHECKING, Any
+
+from meshperf.clock import now_ns as _now
+from meshperf.goduration import SECOND
+from meshperf.loadgen.options import USER_AGENT, LoadOptions, Target, payload_bytes
+
+if TYPE_CHECKING:
+    from meshperf.loadgen.worker import Worker
+
+
+def _chunked_end(data: bytes | bytearray, pos: int) -> int:
+    """End offset of a complete chunked body starting at ``pos``, or -1 if incomplete."""
+    n = len(data)
+    while True:
+        eol = data.find(b"\r\n", pos)
+        if eol < 0:
+            return -1
+        size_text = bytes(data[pos:eol]).split(b";", 1)[0].strip()
+        try:
+            size = int(size_text, 16)
+        except ValueError:
+            raise ValueError("bad chunk size") from None
+        pos = eol + 2
+        if size == 0:
+            # Trailers (usually none) end with an empty line.
+            end = data.find(b"\r\n\r\n", pos - 2)
+            return -1 if end < 0 else end + 4
+        pos += size + 2
+        if pos > n:
+            return -1
+
+
+class _Detached(asyncio.Protocol):
+    """Protocol of a socket being torn down: ignores whatever it still reports."""
+
+
+class Conn(asyncio.Protocol):
+    """One fortio "thread": one keep-alive connection making calls on its own schedule."""
+
+    def __init__(self, w: Worker, tid: int, calls: int) -> None:
+        self.w = w
+        self.tid = tid
+        self.calls = calls  # planned calls, 0 = unbounded
+        self.i = 0
+        self.start_ns = 0
+        self.end_ns = 0
+        self.transport: asyncio.Transport | None = None
+        self.connecting: asyncio.Future[Any] | None = None
+        self.buf = bytearray()
+        self.t0 = 0  # start of the call in flight, 0 when idle
+        self.head_len = -1  # parsed header length of the response being read, -1 = not yet
+        self.body_end = 0  # total response length when known
+        self.chunked = False
+        self.until_close = False
+        self.code = 0
+        self.close_after = False
+        self.sockets = 0
+        self.done = False
+        self.warmup: asyncio.Future[tuple[int, str]] | None = None
+        # Paced with a duration (even with -n): spread so the thread's last call lands at t.
+        self.den = float(calls - 1) if w.plan.spread and calls > 1 else 0.0
+        self.last_head = b""  # header block (with CRLFCRLF) of the last fast-path response
+        self.last_total = -1
+        self.last_code = 0
+
+    # -- asyncio.Protocol
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.transport = None
+        if self.t0:
+            if self.until_close and self.head_len >= 0:
+                self._complete(_now(), len(self.buf))
+            else:
+                self._failed(_now(), f"connection lost: {exc or 'closed by peer'}")
+
+    def data_received(self, data: bytes) -> None:
+        now = _now()
+        if self.head_len < 0 and self.warmup is None and self.t0 and not self.buf:
+            # Fast path (nearly every response): one chunk holding a complete keep-alive
+            # HTTP/1.1 answer with Content-Length. Anything else takes the general path.
+            # Servers repeat the same header block (it changes with Date once a second):
+            # a prefix compare then replaces the parse.
+            lh = self.last_head
+            if len(data) == self.last_total and lh and data.startswith(lh):
+                t0 = self.t0
+                self.t0 = 0
+                # Next request first: the server works on it while this one is recorded.
+                self.next_call(now)
+                self.w.record(now - t0, self.last_code, self.last_total, len(lh))
+                return
+            end = data.find(b"\r\n\r\n")
+            if end > 12:
+                lower = data[:end].lower()
+                i = lower.find(b"\r\ncontent-length:")
+                if (
+                    i > 0
+                    and lower.startswith(b"http/1.1 ")
+                    and b"\r\nconnection: close" not in lower
+                    and b"\r\ntransfer-encoding:" not in lower
+                ):
+                    j = lower.find(b"\r\n", i + 17)
+                    try:
+                        body = int(lower[i + 17 : j] if j > 0 else lower[i + 17 :])
+                        code = int(data[9:12])
+                    except ValueError:
+                        body = code = -1
+                    if len(data) == end + 4 + body and code >= 200 and code not in (204, 304):
+                        self.last_head = data[: end + 4]
+                        self.last_total = len(data)
+                        self.last_code = code
+                        t0 = self.t0
+                        self.t0 = 0
+                        self.next_call(now)
+                        self.w.record(now - t0, code, len(data), end + 4)
+                        return
+        self._data_slow(data, now)
+
+    def _data_slow(self, data: bytes, now: int) -> None:
+        if not self.t0:
+            return  # nothing asked: stray bytes from a misbehaving server
+        buf = self.buf
+        if buf:
+            buf += data
+            view: bytes | bytearray = buf
+        else:
+            view = data
+        if self.head_len < 0:
+            end = view.find(b"\r\n\r\n")
+            if end < 0:
+                if not buf:
+                    buf += data
+                return
+            try:
+                self._parse_head(bytes(view[:end]))
+            except ValueError as e:
+                self._failed(now, f"bad response: {e}")
+                return
+            self.head_len = end + 4
+            if not self.chunked and not self.until_close:
+                self.body_end += self.head_len
+        if self.chunked:
+            try:
+                total = _chunked_end(view, self.head_len)
+            except ValueError as e:
+                self._failed(now, f"bad response: {e}")
+                return
+            if total < 0:
+                if not buf:
+                    buf += data
+                return
+            self.body_end = total
+        elif self.until_close:
+            if not buf:
+                buf += data
+            return
+        elif len(view) < self.body_end:
+            if not buf:
+                buf += data
+            return
+        self._complete(now, self.body_end)
+
+    def _parse_head(self, head: bytes) -> None:
+        if not head.startswith(b"HTTP/1.") or len(head) < 12:
+            raise ValueError("not an HTTP/1.x status line")
+        self.code = int(head[9:12])
+        lower = head.lower()
+        self.close_after = b"\r\nconnection: close" in lower or head.startswith(b"HTTP/1.0")
+        if self.code < 200 or self.code in (204, 304):
+            self.body_end = 0
+            return
+        i = lower.find(b"\r\ncontent-length:")
+        if i >= 0:
+            j = lower.find(b"\r\n", i + 17)
+            self.body_end = int(lower[i + 17 : j if j >= 0 else None])
+        elif b"\r\ntransfer-encoding:" in lower and b"chunked" in lower:
+            self.chunked = True
+        else:
+            self.until_close = True
+
+    def _reset_response(self) -> None:
+        if self.buf:
+            self.buf = bytearray()
+        self.head_len = -1
+        self.body_end = 0
+        self.chunked = False
+        self.until_close = False
+
+    def _complete(self, now: int, size: int) -> None:
+        code = self.code
+        head_len = self.head_len
+        t0 = self.t0
+        self.t0 = 0
+        self._reset_response()
+        if self.close_after or self.until_close:
+            self._drop()
+        if self.warmup is not None:
+            ok = 200 <= code < 300 or code == 418
+            self.warmup.set_result((code, "" if ok else f"HTTP status {code}"))
+            return
+        self.w.record(now - t0, code, size, head_len)
+        self.next_call(now)
+
+    def _failed(self, now: int, why: str) -> None:
+        t0 = self.t0
+        self.t0 = 0
+        self._reset_response()
+        self._drop()
+        if self.warmup is not None:
+            if not self.warmup.done():
+                self.warmup.set_result((-1, why))
+            return
+        if t0:
+            self.w.record(now - t0, -1, 0, 0)
+            self.w.note_error(why)
+        self.next_call(now)
+
+    def _drop(self) -> None:
+        t = self.transport
+        self.transport = None
+        if t is not None:
+            # The same Conn is the protocol of its next socket: detach the old one so its
+            # late connection_lost cannot fail the next call.
+            t.set_protocol(_Detached())
+            t.abort()
+        if self.connecting is not None:
+            self.connecting.cancel()
+            self.connecting = None
+
+    # -- calls
+    def target_ns(self, i: int) -> int:
+        """When call ``i`` is due after this thread's start (fortio's formula, float64 then
+        truncated to integer nanoseconds)."""
+        ptq = self.w.ptq
+        if self.den:
+            return int((i + i / self.den) / ptq * SECOND)
+        return int(i / ptq * SECOND)
+
+    def send(self) -> None:
+        """Start one call now (connecting first if needed)."""
+        self.t0 = _now()
+        t = self.transport
+        if t is not None:
+            if not t.is_closing():
+                t.write(self.w.request)
+                return
+            self._drop()  # the server closed it while idle: reconnect, as fortio does
+        self.connecting = asyncio.ensure_future(self._connect(self.t0))
+
+    async def _connect(self, t0: int) -> None:
+        w = self.w
+        try:
+            await w.loop.create_connection(lambda: self, w.addr[0], w.addr[1])
+        except asyncio.CancelledError:
+            return
+        except OSError as e:
+            self.connecting = None
+            self._failed(_now(), e.strerror or str(e))
+            return
+        self.connecting = None
+        self.sockets += 1
+        w.stats.connect.record((_now() - t0) / SECOND)
+        if self.transport is not None and self.t0 == t0:
+            self.transport.write(w.request)
+
+    def next_call(self, now: int) -> None:
+        """Fortio's ``runOne`` loop tail: count the call, then sleep, skip, or fire."""
+        w = self.w
+        self.i += 1
+        if w.stopping or (self.calls and self.i >= self.calls):
+            self._finish()
+            return
+        if w.ptq <= 0:  # max speed
+            if w.deadline and now > self.end_ns:
+                self._finish()
+                return
+            self.send()
+            return
+        while True:
+            target = self.start_ns + self.target_ns(self.i)
+            sleep = target - now
+            if w.nocatchup and sleep < 0:
+                self.i += 1
+                if self.calls and self.i >= self.calls:
+                    self._finish()
+                    return
+                continue
+            if sleep > 0:
+                if w.jitter:
+                    j = (sleep + 5) // 10  # +-10% of the sleep, rounded like fortio
+                    target += random.randint(-j, j)
+                w.schedule(target, self)
+            else:
+                self.fire(target, now)
+            return
+
+    def fire(self, due: int, now: int) -> None:
+        """A scheduled call is due: check fortio's deadline rule, then send."""
+        w = self.w
+        if self.done or w.stopping:
+            self._finish()
+            return
+        if w.deadline and now > self.end_ns and self.i >= 2 and self.i != self.calls - 1:
+            if self.calls:
+                w.warn(f"T{self.tid:03d} warning only did {self.i} out of {self.calls} calls")
+            self._finish()
+            return
+        self.send()
+        if w.ptq > 0:  # a paced call: how late did it leave?
+            lag = self.t0 - due
+            w.stats.send_lag.record((lag if lag > 0 else 0) / SECOND)
+
+    def _finish(self) -> None:
+        if not self.done:
+            self.done = True
+            self.w.thread_done()
+
+
+def build_request(o: LoadOptions, t: Target) -> bytes:
+    """The exact bytes of one request (fortio's fast client shape), built once."""
+    method = "POST" if o.payload_size else "GET"
+    lines = [f"{method} {t.request_target} HTTP/1.1"]
+    names = {h.partition(":")[0].strip().lower() for h in o.headers}
+    if "host" not in names:
+        lines.append(f"Host: {t.host_header}")
+    if "user-agent" not in names:
+        lines.append(f"User-Agent: {USER_AGENT}")
+    for h in o.headers:
+        name, _, value = h.partition(":")
+        lines.append(f"{name.strip()}: {value.strip()}")
+    body = b""
+    if o.payload_size:
+        body = payload_bytes(o.payload_size)
+        if "content-type" not in names:
+            lines.append("Content-Type: application/octet-stream")
+        lines.append(f"Content-Length: {len(body)}")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
