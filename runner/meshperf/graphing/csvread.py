@@ -168,6 +168,43 @@ def _parse_label(label: str) -> dict[str, Any] | None:
     }
 
 
+def _drop_impossible(
+    t: pd.DataFrame, name: str, resource_columns: Sequence[str]
+) -> tuple[pd.DataFrame, list[str]]:
+    """Skip rows whose latency is infinite or negative, and drop such resource values.
+
+    A latency of inf (fortio's histogram end) or below zero cannot be a measurement: the row
+    is skipped as a whole, since its other percentiles come from the same broken histogram.
+    A negative or infinite CPU/memory value is dropped alone, so the latency still draws.
+    """
+    notes: list[str] = []
+    bad_rows = pd.Series(False, index=t.index)
+    causes: list[str] = []
+    for metric in LATENCY_METRICS:
+        v = t[metric]
+        inf = v.isin([math.inf, -math.inf])
+        neg = (v < 0) & ~inf
+        if inf.any():
+            causes.append(f"{metric} = inf in {int(inf.sum())}")
+        if neg.any():
+            causes.append(f"{metric} negative in {int(neg.sum())}")
+        bad_rows |= inf | neg
+    if bad_rows.any():
+        example = str(t.loc[bad_rows, "label"].iloc[0])
+        notes.append(
+            f"{name}: {int(bad_rows.sum())} rows with impossible latency skipped "
+            f"({', '.join(causes)})" + (f", e.g. {example!r}" if example else "")
+        )
+        t = t[~bad_rows]
+    for col in resource_columns:
+        v = t[col]
+        bad = v.isin([math.inf, -math.inf]) | (v < 0)
+        if bad.any():
+            notes.append(f"{name}: {int(bad.sum())} negative or infinite {col} values dropped")
+            t = t.assign(**{col: v.where(~bad)})
+    return t, notes
+
+
 def load_csv(path: str | os.PathLike[str], mesh: str | None = None) -> LoadedCsv:
     """Read one CSV of any supported shape into the normalized table.
 
@@ -299,10 +336,14 @@ def load_csv(path: str | os.PathLike[str], mesh: str | None = None) -> LoadedCsv
     if bad_conn.any():
         notes.append(f"{p.name}: {int(bad_conn.sum())} rows without a connection count skipped")
         t = t[~bad_conn]
+    t, more = _drop_impossible(t, p.name, list(resources))
+    notes.extend(more)
     t["mode"] = t["mode"].astype(str)
     t["variant"] = t["variant"].astype(str)
     if t.empty:
-        raise ResultsError(f"{p}: no usable rows")
+        # Say why: the notes hold every reason rows were skipped.
+        why = "; ".join(n.removeprefix(f"{p.name}: ") for n in notes)
+        raise ResultsError(f"{p}: no usable rows" + (f" ({why})" if why else ""))
     return LoadedCsv(
         path=p, format=fmt, table=t.reset_index(drop=True), mem_unit=mem_unit, notes=tuple(notes)
     )

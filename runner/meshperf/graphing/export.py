@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from meshperf.errors import ConfigError
 from meshperf.graphing.names import fmt_number
+from meshperf.results import atomic_write_text
 
 if TYPE_CHECKING:
     from bokeh.models.ui.ui_element import UIElement
@@ -40,14 +41,11 @@ def write_html(layout: UIElement, path: Path, title: str) -> Path:
     from bokeh.resources import INLINE
 
     text = file_html(layout, resources=INLINE, title=title)
-    tmp = path.with_name(f".{path.name}.tmp")
     try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    except OSError as e:
-        tmp.unlink(missing_ok=True)
-        raise ConfigError(f"cannot write {path}: {e.strerror or e}") from None
-    return path
+        # The project's one atomic writer; a chart is redrawn in place, as the 2019 script did.
+        return atomic_write_text(path, text, overwrite=True)
+    except OSError as e:  # a failure inside the write itself (a full disk)
+        raise ConfigError(f"{path}: cannot write ({e.strerror or e})") from None
 
 
 def find_chromium() -> tuple[str, str]:
@@ -117,6 +115,8 @@ def export_png(layout: UIElement, path: Path, *, timeout: int = 30) -> Path:
         bokeh_export_png(layout, filename=path, webdriver=wd, timeout=timeout)
     except (WebDriverException, RuntimeError) as e:
         raise ConfigError(f"PNG export failed: {str(e).strip().splitlines()[0]}") from None
+    except OSError as e:  # writing the PNG itself
+        raise ConfigError(f"{path}: cannot write ({e.strerror or e})") from None
     finally:
         wd.quit()
     return path
