@@ -182,3 +182,21 @@ def samples_dir() -> Path:
         write_samples(made)
         _SAMPLES_DIR = made
     return _SAMPLES_DIR
+
+
+def spec_percentile(h: Mapping[str, Any], p: float) -> float:
+    """fortio's CalcPercentile (stats.go), transcribed independently of meshperf.histogram:
+    linear interpolation inside the bucket holding p, Min below 100/Count %, Max at 100."""
+    data = h.get("Data") or []
+    if not data:
+        return 0.0
+    if p >= 100:
+        return float(h["Max"])
+    pp = 100.0 / h["Count"]
+    if p <= pp:
+        return float(h["Min"])
+    for b in data:
+        if p <= b["Percent"]:
+            return float(b["Start"] + (p - pp) / (b["Percent"] - pp) * (b["End"] - b["Start"]))
+        pp = b["Percent"]
+    return float(h["Max"])

@@ -31,23 +31,6 @@ GOLDEN_COLUMNS = (
 )
 
 
-def spec_percentile(h: dict[str, Any], p: float) -> float:
-    """Spec 2.4, transcribed independently of meshperf.histogram."""
-    data = h.get("Data") or []
-    if not data:
-        return 0.0
-    if p >= 100:
-        return float(h["Max"])
-    pp = 100.0 / h["Count"]
-    if p <= pp:
-        return float(h["Min"])
-    for b in data:
-        if p <= b["Percent"]:
-            return float(b["Start"] + (p - pp) / (b["Percent"] - pp) * (b["End"] - b["Start"]))
-        pp = b["Percent"]
-    return float(h["Max"])
-
-
 def us(seconds: float) -> str:
     return repr(round(seconds * 1e6, 3))
 
@@ -81,9 +64,9 @@ def expected_line(path: Path) -> tuple[str, str]:
         size,
         repr(100.0 * errors / h["Count"]),
         us(h["Min"]),
-        *(us(spec_percentile(h, p)) for p in (50, 75, 90, 99, 99.9)),
+        *(us(fortio_data.spec_percentile(h, p)) for p in (50, 75, 90, 99, 99.9)),
         us(h["Max"]),
-        us(spec_percentile(h, 95)),
+        us(fortio_data.spec_percentile(h, 95)),
     ]
     return d["StartTime"], ",".join(cells)
 
@@ -191,7 +174,7 @@ def test_sendlag_p99() -> None:
     lag = json.loads(ERRORS.read_text())["DurationHistogram"]
     d["SendLagHistogram"] = lag
     row = col.collect(LoadReport(results=[FortioResult(d)])).rows[0]
-    assert row["sendlag_p99"] == round(spec_percentile(lag, 99) * 1e6, 3)
+    assert row["sendlag_p99"] == round(fortio_data.spec_percentile(lag, 99) * 1e6, 3)
     assert "sendlag_p99" in col.default_columns([row])
 
 

@@ -16,7 +16,8 @@ from typing import Any
 
 import pytest
 
-from fake_kube import FIXTURES, ExecCall, ExecReply, FakeKube, closed_port, load
+import fortio_data
+from fake_kube import ExecCall, ExecReply, FakeKube, closed_port, load
 from meshperf import platform as mp
 from meshperf.errors import ClusterError, ConfigError
 from meshperf.kube import KubernetesPlatform, execs
@@ -427,7 +428,7 @@ def test_exec_stream_that_never_opens_fails_the_test_in_time(
 
 
 def test_large_output_in_many_frames(fk: FakeKube, kubeconfig: Path) -> None:
-    big = json.loads((FIXTURES / "http-with-errors-1.28.0.json").read_text())
+    big = fortio_data.with_errors()
     big["Labels"] = "x" * 200_000  # several 32 KiB frames
     fk.fortio_json = json.dumps(big).encode()
     p = started(opts_for(kubeconfig), ("baseline",))
