@@ -17,7 +17,8 @@ from typing import Any
 
 from meshperf import limits
 from meshperf.errors import ConfigError
-from meshperf.platform import MODE_LABEL, MODES, TestSpec
+from meshperf.labels import format_label, format_qps
+from meshperf.platform import MODES, TestSpec
 
 MESHES: tuple[str, ...] = ("istio", "istio-ambient", "linkerd", "none")
 # Meshes whose control plane only exists in a cluster; the local platform emulates Istio.
@@ -300,20 +301,9 @@ def select_modes(
     return modes
 
 
-def format_qps(qps: float) -> str:
-    """QPS as in labels and tables: ``max`` for 0, no trailing ``.0``."""
-    if qps == 0:
-        return "max"
-    return str(int(qps)) if float(qps).is_integer() else f"{qps:.15g}"
-
-
 def make_label(run_id: str, qps: float, conn: int, size: int, extra_labels: str, mode: str) -> str:
     """The 2019 scripts' label shape ``<runid>_qps_<qps>_c_<conn>_<size>[_<labels>]_<mode>``."""
-    parts = [run_id, "qps", format_qps(qps), "c", str(conn), str(size)]
-    if extra_labels:
-        parts.append(extra_labels)
-    parts.append(MODE_LABEL[mode])
-    return "_".join(parts)
+    return format_label(run_id, qps, conn, size, mode, extra=extra_labels)
 
 
 @dataclasses.dataclass(frozen=True)

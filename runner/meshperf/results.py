@@ -34,18 +34,14 @@ import requests
 from meshperf import fortiojson
 from meshperf.errors import ResultsError
 from meshperf.histogram import calc_percentile
-from meshperf.platform import LABEL_MODE, MODES, RESULT_KEY
+from meshperf.labels import parse as label_facts
+from meshperf.platform import MODES, RESULT_KEY
 
 DEFAULT_TIMEOUT = 10.0
 FETCH_WORKERS = 8
 # Far above any fortio result (a 256 KiB payload makes ~350 KB); guards against serving junk.
 MAX_FILE_BYTES = 64 * 1024 * 1024
 
-# The 2019 runner's label: <runid>_qps_<qps>_c_<conn>_<size>[_<extra labels>]_<mode suffix>.
-LABEL_SHAPE = re.compile(
-    r"^(?P<run_id>[A-Za-z0-9]+)_qps_(?P<qps>max|[0-9]+(?:\.[0-9]+)?)_c_(?P<conn>[0-9]+)"
-    r"_(?P<size>[0-9]+)(?:_(?P<extra>.+?))?_(?P<mode>" + "|".join(LABEL_MODE) + r")$"
-)
 RUN_FILE = re.compile(r"^run-(?P<run_id>.+)\.json$")
 # Names a fortio listing may offer: plain file names only, never a path elsewhere.
 _SAFE_NAME = re.compile(r"^[^/\\?#]+\.json$")
@@ -132,7 +128,8 @@ def parse_requested_qps(value: Any) -> float | None:
 
 @dataclasses.dataclass(frozen=True)
 class LabelShape:
-    """The parts of a label written by the 2019 runner (old results only)."""
+    """The parts of a label (``meshperf.labels`` reads it); ``extra_labels`` is the whole
+    variant between size and mode, telemetry mode included, as the 2019 scripts saw it."""
 
     run_id: str
     qps: float | None  # None = max
@@ -140,20 +137,27 @@ class LabelShape:
     size: int
     extra_labels: str
     mode: str
+    telemetry: str = ""
+    extra: str = ""
+    scheme: str = ""
+    mode_spelling: str = ""
 
     @classmethod
     def parse(cls, labels: str) -> LabelShape | None:
-        m = LABEL_SHAPE.match(labels or "")
-        if m is None:
+        f = label_facts(labels)
+        if f is None:
             return None
-        qps = None if m["qps"] == "max" else float(m["qps"])
         return cls(
-            run_id=m["run_id"],
-            qps=qps,
-            conn=int(m["conn"]),
-            size=int(m["size"]),
-            extra_labels=m["extra"] or "",
-            mode=LABEL_MODE[m["mode"]],
+            run_id=f.run_id,
+            qps=f.qps,
+            conn=f.conn,
+            size=f.size,
+            extra_labels=f.variant,
+            mode=f.mode,
+            telemetry=f.telemetry,
+            extra=f.extra,
+            scheme=f.scheme,
+            mode_spelling=f.mode_spelling,
         )
 
 
