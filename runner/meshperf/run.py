@@ -268,6 +268,10 @@ class Progress:
     def begin(self, outcome: Outcome, eta: float) -> None:
         pass
 
+    def resize(self, total: int) -> None:
+        """The run grew (SLO search steps are decided as it goes)."""
+        self.total = total
+
     def end(self, outcome: Outcome, eta: float) -> None:
         print(f"[{outcome.index}/{self.total}] {describe(outcome)}", file=self.stream, flush=True)
 
@@ -309,6 +313,11 @@ class BarProgress(Progress):
         while not self._stop.wait(1.0):
             with self._lock:
                 self._postfix()
+
+    def resize(self, total: int) -> None:
+        with self._lock:
+            self.total = self.bar.total = total
+            self.bar.refresh()
 
     def begin(self, outcome: Outcome, eta: float) -> None:
         s = outcome.spec
@@ -408,11 +417,15 @@ def run_matrix(
     options: dict[str, Any] | None = None,
     progress: Callable[[int, TextIO], Progress] | None = None,
     stream: TextIO | None = None,
+    more: Callable[[Outcome], Sequence[TestSpec]] | None = None,
+    run_fields: Callable[[], dict[str, Any]] | None = None,
 ) -> RunReport:
     """Run every test of ``plan`` on ``platform``; always closes the platform.
 
     Raises only what makes the whole run impossible (ConfigError/PlatformError/ClusterError
-    from ``platform.start``); per-test failures are recorded in the report.
+    from ``platform.start``); per-test failures are recorded in the report. ``more``, called
+    with each finished test, may return tests to append to the run (the SLO search,
+    ``meshperf.search``); ``run_fields`` adds keys to the run file each time it is saved.
     """
     stream = stream if stream is not None else sys.stderr
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -453,6 +466,8 @@ def run_matrix(
         header["status"] = status
         header["tests"] = [o.record() for o in outcomes]
         header["wall_seconds"] = round(time.monotonic() - started, 3)
+        if run_fields is not None:
+            header.update(run_fields())
         if status != "running":
             header["finished"] = fortiojson.go_time(dt.datetime.now().astimezone())
         write_json_atomic(run_file, header)
@@ -478,6 +493,11 @@ def run_matrix(
                 if guard.requested:
                     raise KeyboardInterrupt
                 _run_one(platform, plan, output_dir, o, guard, bar, todo)
+                if more is not None:  # appended tests are reached by this same loop
+                    for spec in more(o):
+                        todo.append(Outcome(len(outcomes) + 1, spec))
+                        outcomes.append(todo[-1])
+                    bar.resize(len(outcomes))
                 save_run("running")
                 if guard.requested:
                     raise KeyboardInterrupt

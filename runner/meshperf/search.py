@@ -1,0 +1,688 @@
+"""The highest request rate that meets a latency/error SLO: ``runner.py --find-max --slo``.
+
+For each selected mode and connection count a bracketing search runs real tests: an
+exponential ramp (the rate doubles from the start rate while the SLO holds, halves while it
+does not), then bisection between the highest rate that met the SLO and the lowest that did
+not, until the two are within the resolution (``--find-max-resolution 5%``: the bracket is at
+most 5% of the rate found). What it reports, ``max_qps``, is always a rate a real test met.
+
+A step whose load could not be offered as asked (the generator, or connections busy with
+slow responses, sent fewer requests than planned, or sent them late) hides latency
+(coordinated omission), so it is neither met nor not met: it ends that search with the
+reason, and ``max_qps`` is then a lower bound, said so wherever it is shown.
+
+The logic is pure: ``Search`` is a state machine fed one ``Step`` at a time, ``find_max``
+drives it with any "run one test at this rate" callable (a fake platform in the tests), and
+``SearchRun`` drives it from ``meshperf.run.run_matrix``, where every step is an ordinary test
+with an ordinary result file (label tag ``findmax``, ``meshperf.search`` block) and the run
+file gets ``"slo_search"``: one record per search with its steps.
+
+Nighthawk's adaptive load controller (envoyproxy/nighthawk, ``source/adaptive_load/``,
+``api/adaptive_load/``) searches the same way: a metric threshold per step, a step
+controller that raises or lowers the rate, and it too refuses to judge steps whose offered
+load did not materialize.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import math
+import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+from meshperf.goduration import SECOND, parse_duration
+from meshperf.histogram import calc_percentile
+
+FIND_MAX_LABEL = "findmax"  # label tag of every search step (the facts are in the block)
+DEFAULT_START_QPS = 100.0  # QPS 0 on the command line: start the ramp here
+DEFAULT_RESOLUTION = 0.05
+RAMP_FACTOR = 2.0
+MAX_RAMP_STEPS = 14  # 100 req/s doubled 13 times is 819200 req/s: beyond any one client
+MIN_QPS = 1.0  # below this a downward ramp gives up: the SLO is not met at any useful rate
+
+# A step judges the SLO only if the load was offered as planned (coordinated omission hides
+# latency otherwise): at least this share of the requested rate achieved ...
+ACHIEVED_MIN_SHARE = 0.995
+# ... and requests sent at most this late (p99 of the built-in generator's send lag;
+# fortio itself does not record it). About 4x what a quiet 2-core machine shows (0.15-0.25 ms,
+# docs/loadgen.md), far below the millisecond SLOs searched for.
+SEND_LAG_P99_MAX = 0.001  # seconds
+
+_LATENCY_KEY = re.compile(r"p(\d{1,2}(?:\.\d+)?)")
+
+
+# ---- the SLO --------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Slo:
+    """Latency bounds (percentile -> seconds) and an error budget (percent of requests)."""
+
+    latency: tuple[tuple[float, float], ...] = ()  # ((99.0, 0.005), ...), sorted by percentile
+    errors_pct: float | None = None
+
+    def __post_init__(self) -> None:
+        if not self.latency and self.errors_pct is None:
+            raise ValueError("an SLO needs at least one bound")
+        for p, limit in self.latency:
+            if not 0 < p < 100 or not limit > 0:
+                raise ValueError(f"bad latency bound p{p:g} <= {limit!r} s")
+        if self.errors_pct is not None and not 0 <= self.errors_pct <= 100:
+            raise ValueError(f"error budget {self.errors_pct!r}% is not in 0-100")
+
+    @property
+    def text(self) -> str:
+        """The canonical ``--slo`` form: ``p99=5ms,errors=0.1%``."""
+        parts = [f"p{p:g}={_duration_text(s)}" for p, s in self.latency]
+        if self.errors_pct is not None:
+            parts.append(f"errors={self.errors_pct:g}%")
+        return ",".join(parts)
+
+    def describe(self) -> str:
+        """For people: ``p99 5 ms, errors 0.1%``."""
+        parts = [f"p{p:g} {s * 1000:g} ms" for p, s in self.latency]
+        if self.errors_pct is not None:
+            parts.append(f"errors {self.errors_pct:g}%")
+        return ", ".join(parts)
+
+    def record(self) -> dict[str, Any]:
+        return {
+            "text": self.text,
+            "latency_ms": {f"p{p:g}": s * 1000 for p, s in self.latency},
+            "errors_pct": self.errors_pct,
+        }
+
+
+def _duration_text(seconds: float) -> str:
+    for unit, scale in (("s", 1.0), ("ms", 1e-3), ("us", 1e-6)):
+        v = seconds / scale
+        if v >= 1 and math.isclose(v, round(v, 6)):
+            return f"{round(v, 6):g}{unit}"
+    return f"{seconds * 1e6:g}us"
+
+
+def parse_slo(text: str) -> Slo:
+    """``--slo p99=5ms[,p50=1ms][,errors=0.1%]``; argparse type (ArgumentTypeError)."""
+    latency: dict[float, float] = {}
+    errors: float | None = None
+    items = [i.strip() for i in text.split(",")]
+    if not text.strip() or any(not i for i in items):
+        raise argparse.ArgumentTypeError(f"invalid SLO {text!r}: empty item")
+    for item in items:
+        key, sep, value = item.partition("=")
+        key, value = key.strip().lower(), value.strip()
+        if not sep or not value:
+            raise argparse.ArgumentTypeError(
+                f"invalid SLO item {item!r}: expected pNN=DURATION or errors=PCT%"
+            )
+        if key == "errors":
+            if not value.endswith("%"):
+                raise argparse.ArgumentTypeError(
+                    f"invalid SLO item {item!r}: the error budget is a percentage (errors=0.1%)"
+                )
+            try:
+                errors = float(value[:-1])
+            except ValueError:
+                raise argparse.ArgumentTypeError(
+                    f"invalid SLO item {item!r}: {value!r} is not a percentage"
+                ) from None
+            if not 0 <= errors < 100 or math.isnan(errors):
+                raise argparse.ArgumentTypeError(
+                    f"invalid SLO item {item!r}: the error budget must be >= 0% and < 100%"
+                )
+            continue
+        m = _LATENCY_KEY.fullmatch(key)
+        if m is None:
+            raise argparse.ArgumentTypeError(
+                f"invalid SLO item {item!r}: {key!r} is neither a percentile (p50, p99, p99.9)"
+                " nor errors"
+            )
+        p = float(m.group(1))
+        if not 0 < p < 100:
+            raise argparse.ArgumentTypeError(
+                f"invalid SLO item {item!r}: percentile must be > 0 and < 100"
+            )
+        try:
+            ns = parse_duration(value)  # the Go duration syntax fortio's flags use
+        except ValueError:
+            ns = -1
+        if ns <= 0 or value[-1].isdigit():
+            raise argparse.ArgumentTypeError(
+                f"invalid SLO item {item!r}: {value!r} is not a duration > 0 with a unit"
+                " (5ms, 500us, 1.5s)"
+            )
+        latency[p] = ns / SECOND
+    return Slo(tuple(sorted(latency.items())), errors)
+
+
+def resolution_text(text: str) -> float:
+    """``--find-max-resolution 5%``: the bracket's width relative to the rate found."""
+    t = text.strip()
+    if not t.endswith("%"):
+        raise argparse.ArgumentTypeError(f"resolution {text!r} must be a percentage, e.g. 5%")
+    try:
+        v = float(t[:-1])
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"resolution {text!r} is not a percentage") from None
+    if not 0.1 <= v <= 100:
+        raise argparse.ArgumentTypeError(f"resolution {text!r} must be between 0.1% and 100%")
+    return v / 100.0
+
+
+# ---- one step -------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Step:
+    """One test of a search and its verdict against the SLO."""
+
+    qps: float  # requested
+    achieved: float = 0.0
+    latency_ms: Mapping[str, float] = dataclasses.field(default_factory=dict)  # "p99" -> ms
+    errors_pct: float = 0.0
+    met: bool | None = None  # None: the step could not judge the SLO (see reason)
+    reason: str = ""  # why not met, or why it could not judge
+    file: str = ""
+
+    def record(self) -> dict[str, Any]:
+        rec: dict[str, Any] = {
+            "qps": self.qps,
+            "achieved": round(self.achieved, 3),
+            "p99": _round(self.latency_ms.get("p99")),
+            "errors": round(self.errors_pct, 4),
+            "met": self.met,
+        }
+        for key, v in self.latency_ms.items():
+            if key != "p99":
+                rec[key] = _round(v)
+        if self.reason:
+            rec["reason"] = self.reason
+        if self.file:
+            rec["file"] = self.file
+        return rec
+
+
+def _round(v: float | None) -> float | None:
+    return None if v is None else round(v, 4)
+
+
+def percentile_ms(hist: Mapping[str, Any], p: float) -> float:
+    """Percentile ``p`` of a fortio ``HistogramData`` in ms: fortio's stored value where it
+    wrote one, else fortio's rule on the buckets (the same number, ``meshperf.histogram``)."""
+    for item in hist.get("Percentiles") or []:
+        if float(item["Percentile"]) == p:
+            return 1000.0 * float(item["Value"])
+    return 1000.0 * calc_percentile(hist, p)
+
+
+def _error_pct(result: Mapping[str, Any], count: int) -> float:
+    from meshperf.run import result_stats  # the one rule for counting failed calls
+
+    return result_stats(dict(result))["errors_pct"] if count else 100.0
+
+
+def load_not_offered(result: Mapping[str, Any], qps: float) -> str:
+    """Why this result's load was not the one asked for, or "" when it was."""
+    # meshperf.trust (the verdicts' trust checks) is to hold these rules; until it does they
+    # live here, and only here.
+    achieved = float(result.get("ActualQPS") or 0.0)
+    if qps > 0 and achieved < ACHIEVED_MIN_SHARE * qps:
+        return (
+            f"load not offered: achieved {achieved:.1f} of {qps:g} req/s"
+            f" ({100 * achieved / qps:.1f}% < {100 * ACHIEVED_MIN_SHARE:g}%): the generator or"
+            " its connections fell behind, so latency is understated (coordinated omission)"
+        )
+    lag = result.get("SendLagHistogram")
+    if isinstance(lag, Mapping) and lag.get("Count"):
+        lag_p99 = percentile_ms(lag, 99.0) / 1000.0
+        if lag_p99 > SEND_LAG_P99_MAX:
+            return (
+                f"load not offered: send lag p99 {lag_p99 * 1000:.2f} ms"
+                f" > {SEND_LAG_P99_MAX * 1000:g} ms: requests left late, so latency is"
+                " understated (coordinated omission)"
+            )
+    return ""
+
+
+def judge(slo: Slo, result: Mapping[str, Any], qps: float, file: str = "") -> Step:
+    """The step a fortio result makes: its numbers and met / not met / cannot judge."""
+    dh = result.get("DurationHistogram") or {}
+    count = int(dh.get("Count") or 0)
+    lat = {"p99": percentile_ms(dh, 99.0)} if count else {}
+    for p, _ in slo.latency:
+        if count:
+            lat[f"p{p:g}"] = percentile_ms(dh, p)
+    base = Step(
+        qps=qps,
+        achieved=float(result.get("ActualQPS") or 0.0),
+        latency_ms=lat,
+        errors_pct=_error_pct(result, count),
+        file=file,
+    )
+    if count == 0:
+        return dataclasses.replace(base, reason="no request completed")
+    why = load_not_offered(result, qps)
+    if why:
+        return dataclasses.replace(base, reason=why)
+    broken = [
+        f"p{p:g} {lat[f'p{p:g}']:.3f} ms > {limit * 1000:g} ms"
+        for p, limit in slo.latency
+        if lat[f"p{p:g}"] > limit * 1000
+    ]
+    if slo.errors_pct is not None and base.errors_pct > slo.errors_pct:
+        broken.append(f"errors {base.errors_pct:.3f}% > {slo.errors_pct:g}%")
+    return dataclasses.replace(base, met=not broken, reason="; ".join(broken))
+
+
+# ---- the search -----------------------------------------------------------------------------
+
+FOUND = "found"  # bracket narrowed to the resolution
+LOAD_LIMIT = "load-not-offered"  # a step could not judge: max_qps is a lower bound
+CEILING = "no-failure"  # the ramp never broke the SLO: max_qps is a lower bound
+NEVER_MET = "never-met"  # not met even at MIN_QPS
+STEP_FAILED = "step-failed"  # a test did not run; max_qps so far is a lower bound
+UNFINISHED = "unfinished"  # the run stopped (Ctrl-C) before the search ended
+
+
+class Search:
+    """The bracketing search as a state machine: ``next_qps()``, run it, ``add(step)``, repeat
+    until ``done``. Pure: no clock, no I/O."""
+
+    def __init__(
+        self,
+        start_qps: float = DEFAULT_START_QPS,
+        resolution: float = DEFAULT_RESOLUTION,
+        *,
+        max_ramp_steps: int = MAX_RAMP_STEPS,
+        min_qps: float = MIN_QPS,
+    ) -> None:
+        if not start_qps > 0:
+            raise ValueError(f"start rate must be > 0, got {start_qps!r}")
+        if not 0 < resolution <= 1:
+            raise ValueError(f"resolution must be in (0, 1], got {resolution!r}")
+        self.start_qps = float(start_qps)
+        self.resolution = resolution
+        self.max_ramp_steps = max_ramp_steps
+        self.min_qps = min_qps
+        self.steps: list[Step] = []
+        self.lo: float | None = None  # highest rate met
+        self.hi: float | None = None  # lowest rate not met
+        self.outcome = ""  # one of FOUND ... once done
+        self.reason = ""
+        self._next: float | None = self.start_qps
+
+    @property
+    def done(self) -> bool:
+        return self._next is None
+
+    @property
+    def max_qps(self) -> float:
+        """The highest rate a step met (0 if none did)."""
+        return self.lo or 0.0
+
+    @property
+    def lower_bound(self) -> bool:
+        """``max_qps`` is only a lower bound: the search could not bracket the limit."""
+        return self.outcome not in (FOUND, NEVER_MET)
+
+    def next_qps(self) -> float | None:
+        return self._next
+
+    def add(self, step: Step) -> None:
+        if self._next is None:
+            raise RuntimeError("search already finished")
+        self.steps.append(step)
+        q = step.qps
+        if step.met is None:
+            self._stop(LOAD_LIMIT, f"stopped at {q:g} req/s: {step.reason}")
+            return
+        if step.met:
+            self.lo = q if self.lo is None else max(self.lo, q)
+        else:
+            self.hi = q if self.hi is None else min(self.hi, q)
+        self._next = self._choose()
+
+    def fail(self, qps: float, reason: str) -> None:
+        """The test at ``qps`` did not run at all (platform error): end with what is known."""
+        self.steps.append(Step(qps=qps, reason=reason))
+        self._stop(STEP_FAILED, f"the test at {qps:g} req/s failed: {reason}")
+
+    def interrupt(self, reason: str) -> None:
+        if not self.done:
+            self._stop(UNFINISHED, reason)
+
+    def _stop(self, outcome: str, reason: str) -> None:
+        self._next = None
+        self.outcome, self.reason = outcome, reason
+
+    def _choose(self) -> float | None:
+        lo, hi = self.lo, self.hi
+        if hi is None:  # only met so far: ramp up
+            assert lo is not None
+            if len(self.steps) >= self.max_ramp_steps:
+                self._stop(CEILING, f"the SLO held up to {lo:g} req/s, the ramp's last step")
+                return None
+            return lo * RAMP_FACTOR
+        if lo is None:  # only not met so far: ramp down
+            if hi <= self.min_qps:
+                self._stop(NEVER_MET, f"the SLO was not met even at {hi:g} req/s")
+                return None
+            q = hi / RAMP_FACTOR
+            return max(_whole(q) if q >= 10 else q, self.min_qps)
+        if hi - lo <= self.resolution * lo:
+            self._stop(
+                FOUND,
+                f"between {lo:g} (met) and {hi:g} req/s (not met), within"
+                f" {100 * self.resolution:g}%",
+            )
+            return None
+        mid = _whole((lo + hi) / 2) if lo >= 10 else (lo + hi) / 2
+        if not lo < mid < hi:  # whole rates cannot split the bracket any further
+            self._stop(FOUND, f"between {lo:g} (met) and {hi:g} req/s (not met)")
+            return None
+        return mid
+
+    def record(self) -> dict[str, Any]:
+        return {
+            "max_qps": self.max_qps,
+            "lower_bound": self.lower_bound,
+            "outcome": self.outcome or UNFINISHED,
+            "reason": self.reason,
+            "steps": [s.record() for s in self.steps],
+        }
+
+
+def _whole(q: float) -> float:
+    return float(round(q))
+
+
+def worst_case_steps(
+    resolution: float, max_ramp_steps: int = MAX_RAMP_STEPS, start_qps: float = DEFAULT_START_QPS
+) -> int:
+    """The most steps one search can take: the longest ramp, then a bisection of the last
+    doubling down to the resolution (each halving the bracket)."""
+    down = max(1, math.floor(math.log(start_qps / MIN_QPS, RAMP_FACTOR)) + 1)
+    ramp = max(max_ramp_steps, down + 1)
+    bisect = max(0, math.ceil(math.log2((RAMP_FACTOR - 1) / resolution)))
+    return ramp + bisect
+
+
+def find_max(
+    run_at: Callable[[float], Step],
+    start_qps: float = DEFAULT_START_QPS,
+    resolution: float = DEFAULT_RESOLUTION,
+    **kwargs: Any,
+) -> Search:
+    """Run a whole search with ``run_at(qps) -> Step`` (judged, e.g. with ``judge``)."""
+    search = Search(start_qps, resolution, **kwargs)
+    while (q := search.next_qps()) is not None:
+        search.add(run_at(q))
+    return search
+
+
+# ---- the search inside a run ----------------------------------------------------------------
+
+
+def step_labels(extra_labels: str) -> str:
+    """The label tag of search steps: the user's labels plus ``findmax``."""
+    return f"{extra_labels}_{FIND_MAX_LABEL}" if extra_labels else FIND_MAX_LABEL
+
+
+@dataclasses.dataclass
+class _Entry:
+    mode: str
+    conn: int
+    search: Search
+    first: Any  # the TestSpec of step 1, the template of the others
+
+
+class SearchRun:
+    """The searches of one run, driven from ``run_matrix`` one finished test at a time.
+
+    ``plan`` holds step 1 of every (conn, mode) search; ``more(outcome)`` judges a finished
+    step and returns the next test of its search (appended to the run, so the searches of
+    the modes interleave and run side by side in time); ``run_fields()`` is the run file's
+    ``slo_search``; ``wrap(platform)`` adds the ``search`` block to each step's result.
+    """
+
+    def __init__(self, plan: Any, slo: Slo, resolution: float, output_dir: Any) -> None:
+        self.plan = plan
+        self.slo = slo
+        self.resolution = resolution
+        self.output_dir = output_dir
+        self.entries: list[_Entry] = []
+        self._by_spec: dict[Any, tuple[_Entry, int]] = {}
+        for spec in plan.tests:
+            e = _Entry(spec.mode, spec.conn, Search(spec.qps, resolution), spec)
+            self.entries.append(e)
+            self._by_spec[spec] = (e, 1)
+
+    def spec_at(self, e: _Entry, qps: float) -> Any:
+        from meshperf.plan import make_label
+
+        s = e.first
+        label = make_label(self.plan.run_id, qps, s.conn, s.size, s.extra_labels, s.mode)
+        return dataclasses.replace(s, qps=float(qps), labels=label)
+
+    def more(self, outcome: Any) -> list[Any]:
+        """Judge a finished step; the next test of its search, if any."""
+        import json
+
+        from meshperf.run import ERRORS, OK
+
+        found = self._by_spec.get(outcome.spec)
+        if found is None:
+            return []
+        e, _ = found
+        if e.search.done:
+            return []
+        if outcome.status in (OK, ERRORS) and outcome.file:
+            try:
+                text = (self.output_dir / outcome.file).read_text(encoding="utf-8")
+                result = json.loads(text)
+            except (OSError, ValueError) as err:
+                e.search.fail(outcome.spec.qps, f"result {outcome.file} unreadable: {err}")
+                return []
+            e.search.add(judge(self.slo, result, outcome.spec.qps, outcome.file))
+        else:
+            e.search.fail(outcome.spec.qps, f"{outcome.status}: {outcome.reason}")
+            return []
+        q = e.search.next_qps()
+        if q is None:
+            return []
+        spec = self.spec_at(e, q)
+        self._by_spec[spec] = (e, len(e.search.steps) + 1)
+        return [spec]
+
+    def step_info(self, spec: Any) -> dict[str, Any] | None:
+        found = self._by_spec.get(spec)
+        if found is None:
+            return None
+        e, n = found
+        return {"slo": self.slo.text, "step": n, "mode": e.mode, "conn": e.conn}
+
+    def finish(self, reason: str) -> None:
+        for e in self.entries:
+            e.search.interrupt(reason)
+
+    def records(self) -> list[dict[str, Any]]:
+        return [
+            {"mode": e.mode, "conn": e.conn, "slo": self.slo.text, **e.search.record()}
+            for e in self.entries
+        ]
+
+    def run_fields(self) -> dict[str, Any]:
+        return {
+            "slo_search": self.records(),
+            "slo_search_settings": {
+                "slo": self.slo.record(),
+                "resolution": self.resolution,
+                "ramp_factor": RAMP_FACTOR,
+                "achieved_min_share": ACHIEVED_MIN_SHARE,
+                "send_lag_p99_max_ms": SEND_LAG_P99_MAX * 1000,
+            },
+        }
+
+    def wrap(self, platform: Any) -> SearchPlatform:
+        return SearchPlatform(platform, self)
+
+
+class SearchPlatform:
+    """A platform whose results say which search step they are (``meshperf.search``)."""
+
+    def __init__(self, inner: Any, run: SearchRun) -> None:
+        self.inner = inner
+        self.run = run
+        self.name = inner.name
+
+    def start(self, modes: tuple[str, ...]) -> None:
+        self.inner.start(modes)
+
+    def run_test(self, spec: Any) -> dict[str, Any]:
+        from meshperf.platform import RESULT_KEY
+
+        result: dict[str, Any] = self.inner.run_test(spec)
+        info = self.run.step_info(spec)
+        if info is not None and isinstance(result, dict):
+            block = result.setdefault(RESULT_KEY, {})
+            if isinstance(block, dict):
+                block["search"] = info
+        return result
+
+    def metadata(self) -> dict[str, Any]:
+        return self.inner.metadata()  # type: ignore[no-any-return]
+
+    def stop_current(self) -> None:
+        self.inner.stop_current()
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+# ---- what people read -----------------------------------------------------------------------
+
+
+def _qps_cell(r: Mapping[str, Any]) -> str:
+    q = float(r.get("max_qps") or 0.0)
+    text = f"{q:g}" if q else "0"
+    return f">= {text}" if r.get("lower_bound") and q else text
+
+
+def shares(records: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Each non-baseline mode's max rate as a share of the baseline's, per conn."""
+    out: list[dict[str, Any]] = []
+    base = {r["conn"]: r for r in records if r["mode"] == "baseline"}
+    for r in records:
+        b = base.get(r["conn"])
+        if r["mode"] == "baseline" or b is None:
+            continue
+        bq, q = float(b.get("max_qps") or 0), float(r.get("max_qps") or 0)
+        if bq <= 0 or (q <= 0 and r.get("lower_bound")):
+            continue
+        # A lower bound for the baseline makes the share an upper bound, and the other way
+        # round; both lower bounds: nothing can be said.
+        if b.get("lower_bound") and r.get("lower_bound"):
+            continue
+        qualifier = ""
+        if b.get("lower_bound"):
+            qualifier = "at most "
+        elif r.get("lower_bound"):
+            qualifier = "at least "
+        out.append(
+            {
+                "mode": r["mode"],
+                "conn": r["conn"],
+                "share_pct": 100.0 * q / bq,
+                "qualifier": qualifier,
+            }
+        )
+    return out
+
+
+def summary_text(records: Sequence[Mapping[str, Any]], slo: Slo) -> str:
+    """The end-of-run lines: max_qps per mode and conn, and the sidecars' share of baseline."""
+    if not records:
+        return ""
+    rows = [("mode", "conn", "max_qps", "steps", "how it ended")]
+    for r in records:
+        rows.append(
+            (r["mode"], str(r["conn"]), _qps_cell(r), str(len(r["steps"])), r.get("reason") or "")
+        )
+    widths = [max(len(row[c]) for row in rows) for c in range(4)]
+    lines = [f"SLO search ({slo.describe()}): highest rate that met it"]
+    for row in rows:
+        cells = [
+            row[0].ljust(widths[0]),
+            row[1].rjust(widths[1]),
+            row[2].rjust(widths[2]),
+            row[3].rjust(widths[3]),
+        ]
+        lines.append(("  ".join(cells) + "  " + row[4]).rstrip())
+    for s in shares(records):
+        lines.append(
+            f"{s['mode']} sustains {s['qualifier']}{s['share_pct']:.0f}% of baseline's rate"
+            f" under {slo.describe()} ({s['conn']} connections)"
+        )
+    if any(r.get("lower_bound") for r in records):
+        lines.append(
+            ">= : a lower bound; the search stopped before it bracketed the limit (see why)"
+        )
+    return "\n".join(lines)
+
+
+def dry_run_text(
+    plan: Any, slo: Slo, resolution: float, per_test_overhead: float, start_overhead: float
+) -> str:
+    """What ``--find-max --dry-run`` prints: how the search goes and its worst-case time."""
+    n = len(plan.tests)
+    if n == 0:
+        return "SLO search: nothing selected"
+    start = plan.tests[0].qps
+    worst = worst_case_steps(resolution, start_qps=start)
+    duration = plan.tests[0].duration
+    worst_s = start_overhead + n * worst * (duration + per_test_overhead)
+    from meshperf.plan import format_seconds
+
+    lines = [
+        f"SLO search: {n} searches ({', '.join(f'{t.mode} c={t.conn}' for t in plan.tests)}),"
+        f" each for the highest rate meeting {slo.describe()}",
+        f"  each step is a {duration:g} s test, written as a result (label tag"
+        f" {FIND_MAX_LABEL!r}); the rate starts at {start:g} req/s and doubles while the"
+        " SLO holds (halves while it does not),",
+        f"  then bisects between the highest rate met and the lowest not met until they are"
+        f" within {100 * resolution:g}%;",
+        f"  a step whose load was not offered as asked (achieved < {100 * ACHIEVED_MIN_SHARE:g}%"
+        f" of the rate, or send lag p99 > {SEND_LAG_P99_MAX * 1000:g} ms) ends its search:"
+        " the rate found is then a lower bound",
+        f"  worst case {worst} steps per search ({MAX_RAMP_STEPS} ramp +"
+        f" {worst - MAX_RAMP_STEPS} bisection): {format_seconds(worst_s)}"
+        f" ({n} x {worst} x ({duration:g} s + {per_test_overhead:g} s) +"
+        f" {start_overhead:g} s start-up); a search usually needs about half",
+    ]
+    return "\n".join(lines)
+
+
+def records_in(run_doc: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The ``slo_search`` records of a run file (``[]`` when it has none)."""
+    recs = run_doc.get("slo_search")
+    if not isinstance(recs, list):
+        return []
+    return [r for r in recs if isinstance(r, dict) and "mode" in r and "steps" in r]
+
+
+def knee(record: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The step at ``max_qps`` (the last rate that met the SLO), for marking charts."""
+    best = None
+    for s in record.get("steps") or []:
+        if s.get("met") and (best is None or s["qps"] > best["qps"]):
+            best = s
+    return best
+
+
+def by_mode(records: Iterable[Mapping[str, Any]]) -> dict[str, list[Mapping[str, Any]]]:
+    out: dict[str, list[Mapping[str, Any]]] = {}
+    for r in records:
+        out.setdefault(str(r["mode"]), []).append(r)
+    return out
