@@ -9,6 +9,8 @@
 #   die MSG / usage MSG   one-line `prog: error: MSG` on stderr, exit 1 / exit 2
 #   need CMD HINT         die unless CMD is on PATH (skipped under DRY_RUN: nothing runs)
 #   bounded CMD...        run a command under its time limit, unprinted (see below)
+#   fetch_verified URL FILE, fetch_release_asset REPO TAG ASSET FILE
+#                         downloads checked against the release's sha256 digests
 #
 # Commands are printed as `+ cmd`, quoted with printf %q so that the line can be pasted back
 # into a shell: to stdout under DRY_RUN (the output is the plan), to stderr otherwise.
@@ -214,29 +216,95 @@ query() {
 fetch_verified() {
   local url="$1" file="$2"
   need curl "https://curl.se/download.html"
-  local -a sha256=(sha256sum)
-  # macOS has shasum instead of coreutils' sha256sum.
-  if ! command -v sha256sum >/dev/null 2>&1 && command -v shasum >/dev/null 2>&1; then
-    sha256=(shasum -a 256)
-  fi
-  need "${sha256[0]}" "GNU coreutils, or shasum from Perl"
+  sha256_cmd
   run curl -fsSL --retry 3 --max-time 300 -o "${file}" "${url}"
   run curl -fsSL --retry 3 --max-time 60 -o "${file}.sha256" "${url}.sha256"
   if is_dry_run; then
     printf '# check: sha256sum %s equals the digest in %s.sha256\n' "${file}" "${file}" >&3
     return 0
   fi
-  local want got
+  local want
   want="$(tr -d '\r' <"${file}.sha256" | awk 'NR == 1 {print tolower($1)}')"
   if [[ ! "${want}" =~ ^[0-9a-f]{64}$ ]]; then
     rm -f "${file}"
     die "${url}.sha256 does not hold a sha256 digest"
   fi
-  got="$("${sha256[@]}" "${file}" | awk '{print $1}')"
+  check_sha256 "${file}" "${want}" "${url##*/}"
+}
+
+# sha256_cmd: sets SHA256 to the sha256 tool of this machine (macOS has shasum, not sha256sum).
+SHA256=()
+sha256_cmd() {
+  SHA256=(sha256sum)
+  if ! command -v sha256sum >/dev/null 2>&1 && command -v shasum >/dev/null 2>&1; then
+    SHA256=(shasum -a 256)
+  fi
+  need "${SHA256[0]}" "GNU coreutils, or shasum from Perl"
+}
+
+# check_sha256 FILE HEX NAME: FILE's sha256 must be HEX, else FILE is removed and we die.
+check_sha256() {
+  local file="$1" want="$2" name="$3" got
+  sha256_cmd
+  got="$("${SHA256[@]}" "${file}" | awk '{print $1}')"
   if [[ "${got}" != "${want}" ]]; then
     rm -f "${file}"
-    die "checksum mismatch for ${url##*/}: expected ${want}, got ${got}; not installing it"
+    die "checksum mismatch for ${name}: expected ${want}, got ${got}; not installing it"
   fi
+}
+
+# fetch_release_asset REPO TAG ASSET FILE: download the asset ASSET of the GitHub release TAG
+# of REPO (owner/name) to FILE, verified against the sha256 digest GitHub's release API lists
+# for it (`assets[].digest`, "sha256:<hex>", in GET /repos/REPO/releases/tags/TAG). Linkerd
+# stopped publishing <asset>.sha256 files in edge-25.9.4 (linkerd2 commit da4e1940c); older
+# releases whose metadata lists no digest are checked against their <asset>.sha256 instead.
+# A release that offers neither cannot be verified and is not installed.
+fetch_release_asset() {
+  local repo="$1" tag="$2" asset="$3" file="$4"
+  local api="https://api.github.com/repos/${repo}/releases/tags/${tag}"
+  local url="https://github.com/${repo}/releases/download/${tag}/${asset}"
+  need curl "https://curl.se/download.html"
+  need python3 "any Python 3.8+; it reads the release metadata"
+  run curl -fsSL --retry 3 --max-time 60 -H 'Accept: application/vnd.github+json' \
+    -o "${file}.release.json" "${api}" ||
+    die "cannot read release ${tag} of ${repo} (${api}): no such release, or no network"
+  if is_dry_run; then
+    run curl -fsSL --retry 3 --max-time 300 -o "${file}" "${url}"
+    printf '# check: sha256sum %s equals the digest %s lists for %s (else %s.sha256)\n' \
+      "${file}" "${api}" "${asset}" "${url}" >&3
+    return 0
+  fi
+  local want rc=0
+  want="$(python3 -c '
+import json, sys
+try:
+    release = json.load(open(sys.argv[1], encoding="utf-8"))
+except ValueError:
+    sys.exit(5)
+for a in release.get("assets") or []:
+    if isinstance(a, dict) and a.get("name") == sys.argv[2]:
+        digest = a.get("digest") or ""
+        if digest.startswith("sha256:"):
+            print(digest[len("sha256:"):].lower())
+            sys.exit(0)
+        sys.exit(4)
+sys.exit(3)
+' "${file}.release.json" "${asset}")" || rc=$?
+  case "${rc}" in
+    0) ;;
+    3) die "release ${tag} of ${repo} has no asset ${asset} (${api})" ;;
+    4)
+      # No digest in the metadata: a release from before GitHub listed them. Its .sha256 then.
+      # -S left out: a missing .sha256 is expected here, and the next line says it in one line.
+      run curl -fsL --retry 3 --max-time 60 -o "${file}.sha256" "${url}.sha256" ||
+        die "cannot verify ${asset} of ${repo} ${tag}: the release lists no sha256 digest for it and publishes no ${asset}.sha256; not installing it (check a download yourself and pass it in, e.g. LINKERD=/path/to/linkerd)"
+      want="$(tr -d '\r' <"${file}.sha256" | awk 'NR == 1 {print tolower($1)}')"
+      ;;
+    *) die "the release metadata of ${repo} ${tag} (${api}) is not JSON" ;;
+  esac
+  [[ "${want}" =~ ^[0-9a-f]{64}$ ]] || die "the sha256 digest listed for ${asset} of ${repo} ${tag} is malformed: '${want}'"
+  run curl -fsSL --retry 3 --max-time 300 -o "${file}" "${url}"
+  check_sha256 "${file}" "${want}" "${asset}"
 }
 
 # Values that end up in manifests or command lines are checked against a pattern first.

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Install an Istio release for meshperf with istioctl and the perf overlay, then Prometheus.
 #
-# usage: setup_istio.sh RELEASE [istioctl install flags...]
-#   RELEASE          an Istio release, e.g. 1.24.2 (1.22 or later)
+# usage: setup_istio.sh [RELEASE [istioctl install flags...]]
+#   RELEASE          an Istio release (1.22 or later), default 1.30.3; any release listed at
+#                    https://github.com/istio/istio/releases works
 #   PROFILE          default (sidecars, the default) | ambient (ztunnel + istio-cni; 1.24 or later)
 #   ISTIOCTL         use this istioctl instead of downloading one (must be version RELEASE)
 #   ISTIO_CACHE      where downloaded istioctl binaries are kept
@@ -22,9 +23,10 @@ WD="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 # shellcheck source=SCRIPTDIR/lib.sh
 source "${WD}/lib.sh"
 
-(($#)) || usage "missing RELEASE; usage: ${PROG} RELEASE [istioctl install flags] (e.g. ${PROG} 1.24.2)"
-RELEASE="$1"
-shift
+# The newest Istio release when this was written (istio/istio releases, 1.30.3).
+DEFAULT_RELEASE=1.30.3
+RELEASE="${1:-${DEFAULT_RELEASE}}"
+(($# == 0)) || shift
 check_value RELEASE "${RELEASE}" '^[0-9]+\.[0-9]+\.[0-9]+(-[A-Za-z0-9.]+)?$' \
   "an Istio release like 1.24.2 (daily builds such as release-1.2-latest no longer exist)"
 
@@ -112,7 +114,19 @@ fi
 run kubectl -n istio-system rollout status deployment/istiod "--timeout=${WAIT_TIMEOUT}"
 run kubectl -n istio-system rollout status deployment/istio-ingressgateway "--timeout=${WAIT_TIMEOUT}"
 if [[ "${PROFILE}" == "ambient" ]]; then
-  run kubectl -n istio-system rollout status daemonset/istio-cni-node "--timeout=${WAIT_TIMEOUT}"
+  # istio-cni is not always in istio-system: on GKE istioctl puts it in kube-system (istio
+  # operator/pkg/render/manifest.go sets components.cni.namespace for "-gke" cluster versions).
+  # Find its DaemonSet by the label the chart gives it, in any namespace.
+  cni_ns=""
+  if is_dry_run; then
+    query kubectl get daemonset -A -l k8s-app=istio-cni-node -o 'jsonpath={.items[0].metadata.namespace}'
+    cni_ns="istio-system"
+    printf '# istio-cni namespace unknown under DRY_RUN; shown as %s\n' "${cni_ns}"
+  else
+    cni_ns="$(query kubectl get daemonset -A -l k8s-app=istio-cni-node -o 'jsonpath={.items[0].metadata.namespace}')"
+    [[ -n "${cni_ns}" ]] || die "no istio-cni DaemonSet (label k8s-app=istio-cni-node) in any namespace; did istioctl install the ambient profile?"
+  fi
+  run kubectl -n "${cni_ns}" rollout status daemonset/istio-cni-node "--timeout=${WAIT_TIMEOUT}"
   run kubectl -n istio-system rollout status daemonset/ztunnel "--timeout=${WAIT_TIMEOUT}"
 fi
 run "${ISTIOCTL_BIN}" version

@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# Install Linkerd for meshperf with its CLI (downloaded, pinned to VERSION, sha256-checked),
-# run `linkerd check`, optionally linkerd-viz, then meshperf's Prometheus.
+# Install Linkerd for meshperf with its CLI (downloaded, pinned to VERSION, sha256-checked
+# against the digest GitHub's release metadata lists for the asset), run `linkerd check`,
+# optionally linkerd-viz, then meshperf's Prometheus.
 #
 # usage: setup_linkerd.sh [VERSION]
-#   VERSION          a Linkerd release tag, default edge-25.4.4 (Linkerd 2.18); the project
-#                    publishes edge-YY.M.N tags, older stable-X.Y.Z tags work too
+#   VERSION          a Linkerd release tag, default edge-26.8.3; the project publishes
+#                    edge-YY.M.N tags (https://github.com/linkerd/linkerd2/releases), older
+#                    stable-X.Y.Z tags work too
 #   LINKERD          use this linkerd CLI instead of downloading one (must match VERSION)
 #   LINKERD_CACHE    where downloaded CLIs are kept (default ${XDG_CACHE_HOME:-~/.cache}/meshperf/linkerd)
 #   GATEWAY_API_VERSION  Gateway API CRDs to install when missing (default v1.2.1)
@@ -20,10 +22,12 @@ ROOT="$(dirname "${WD}")"
 # shellcheck source=SCRIPTDIR/../istio-install/lib.sh
 source "${ROOT}/istio-install/lib.sh"
 
-(($# <= 1)) || usage "too many arguments; usage: ${PROG} [VERSION] (e.g. ${PROG} edge-25.4.4)"
-VERSION="${1:-edge-25.4.4}"
+# The newest Linkerd release when this was written (linkerd/linkerd2 releases, edge-26.8.3).
+DEFAULT_VERSION=edge-26.8.3
+(($# <= 1)) || usage "too many arguments; usage: ${PROG} [VERSION] (e.g. ${PROG} ${DEFAULT_VERSION})"
+VERSION="${1:-${DEFAULT_VERSION}}"
 check_value VERSION "${VERSION}" '^(edge-[0-9]{2}\.[0-9]{1,2}\.[0-9]+|stable-[0-9]+\.[0-9]+\.[0-9]+)$' \
-  "a Linkerd release tag like edge-25.4.4 or stable-2.14.10"
+  "a Linkerd release tag like ${DEFAULT_VERSION} or stable-2.14.10"
 VIZ="${VIZ:-0}"
 check_bool VIZ "${VIZ}"
 SKIP_PROMETHEUS="${SKIP_PROMETHEUS:-0}"
@@ -61,7 +65,7 @@ resolve_linkerd() {
   LINKERD_BIN="${cache}/linkerd"
   [[ -x "${LINKERD_BIN}" ]] && return
   local asset="linkerd2-cli-${VERSION}-${suffix}"
-  fetch_verified "https://github.com/linkerd/linkerd2/releases/download/${VERSION}/${asset}" "${tmp}/${asset}"
+  fetch_release_asset linkerd/linkerd2 "${VERSION}" "${asset}" "${tmp}/${asset}"
   run mkdir -p "${cache}"
   run install -m 0755 "${tmp}/${asset}" "${LINKERD_BIN}"
 }

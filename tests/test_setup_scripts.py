@@ -1293,6 +1293,13 @@ def fake_release(
     # .sha256 first: its URL contains the asset's URL
     stubs.rule("curl", [url + ".sha256"], copy_to_o=str(sha))
     stubs.rule("curl", [url], copy_to_o=str(asset))
+    # GitHub's release metadata lists the same digest (what setup_linkerd.sh checks)
+    repo, tag = url.split("github.com/", 1)[1].split("/releases/download/", 1)
+    meta = stubs.root / "srv" / (name + ".release.json")
+    hexdigest = digest or hashlib.sha256(data).hexdigest()
+    meta.write_text(json.dumps({"assets": [{"name": name, "digest": f"sha256:{hexdigest}"}]}))
+    api = f"https://api.github.com/repos/{repo}/releases/tags/{tag.split('/', 1)[0]}"
+    stubs.rule("curl", [api], copy_to_o=str(meta))
 
 
 def stub_script(stubs: Stubs, name: str) -> bytes:
@@ -1313,6 +1320,7 @@ def test_setup_istio_downloads_verifies_and_installs(stubs: Stubs, profile: str)
     stubs.remove("istioctl")  # only the downloaded one may run
     fake_release(stubs, ISTIO_URL, "istioctl", stub_script(stubs, "istioctl-1.24.2"), tarball=True)
     stubs.rule("kubectl", ["get", "crd"], rc=1)  # no Gateway API CRDs yet
+    stubs.rule("kubectl", ["get", "daemonset", "-A"], stdout="istio-system")
     cache = stubs.root / "cache"
     proc = stubs.run(
         "istio-install/setup_istio.sh",
@@ -1398,6 +1406,7 @@ def test_setup_istio_refuses_a_bad_checksum(stubs: Stubs) -> None:
 
 
 def test_setup_istio_with_given_istioctl_and_platform(stubs: Stubs) -> None:
+    stubs.rule("kubectl", ["get", "daemonset", "-A"], stdout="kube-system")
     proc = stubs.run(
         "istio-install/setup_istio.sh",
         "1.25.0",
@@ -1432,7 +1441,6 @@ def test_setup_istio_with_given_istioctl_and_platform(stubs: Stubs) -> None:
 @pytest.mark.parametrize(
     ("args", "env", "needle"),
     [
-        ([], {}, "missing RELEASE; usage: setup_istio.sh RELEASE"),
         (["release-1.2-latest"], {}, "RELEASE='release-1.2-latest'"),
         (["1.20.3"], {}, "too old"),
         (["1.23.0"], {"PROFILE": "ambient"}, "too old for PROFILE=ambient"),
@@ -1564,9 +1572,10 @@ def test_create_cluster_usage_errors(
 
 
 LINKERD_URL = (
-    f"https://github.com/linkerd/linkerd2/releases/download/edge-25.4.4/"
-    f"linkerd2-cli-edge-25.4.4-linux-{ARCH}"
+    f"https://github.com/linkerd/linkerd2/releases/download/edge-26.8.3/"
+    f"linkerd2-cli-edge-26.8.3-linux-{ARCH}"
 )
+LINKERD_API = "https://api.github.com/repos/linkerd/linkerd2/releases/tags/edge-26.8.3"
 
 
 @pytest.mark.skipif(platform.system() != "Linux", reason="release asset names are per OS")
@@ -1581,7 +1590,7 @@ def test_setup_linkerd(stubs: Stubs, viz: str) -> None:
         "linkerd/setup_linkerd.sh", env={"VIZ": viz, "LINKERD_CACHE": str(stubs.root / "lc")}
     )
     assert proc.returncode == 0, proc.stderr
-    assert [a[-1] for a in stubs.argvs("curl")] == [LINKERD_URL, LINKERD_URL + ".sha256"]
+    assert [a[-1] for a in stubs.argvs("curl")] == [LINKERD_API, LINKERD_URL]
     cli = stubs.argvs("linkerd-cli")
     expected = [
         ["version", "--client"],
@@ -1607,11 +1616,11 @@ def test_setup_linkerd_refuses_a_bad_checksum(stubs: Stubs) -> None:
         stubs, LINKERD_URL, "", stub_script(stubs, "linkerd-cli"), tarball=False, digest="f" * 64
     )
     proc = stubs.run(
-        "linkerd/setup_linkerd.sh", "edge-25.4.4", env={"LINKERD_CACHE": str(stubs.root / "lc")}
+        "linkerd/setup_linkerd.sh", "edge-26.8.3", env={"LINKERD_CACHE": str(stubs.root / "lc")}
     )
     assert "checksum mismatch" in one_line_error(proc, "setup_linkerd.sh", 1)
     assert stubs.calls("linkerd-cli") == [] and stubs.calls("kubectl") == []
-    assert not (stubs.root / "lc" / "edge-25.4.4" / "linkerd").exists()
+    assert not (stubs.root / "lc" / "edge-26.8.3" / "linkerd").exists()
 
 
 def test_setup_linkerd_usage_errors(stubs: Stubs) -> None:
