@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 from bokeh.models import GlyphRenderer, HoverTool, Legend
 
+import fortio_data
 import graph
 from meshperf.errors import ExitCode, ResultsError
 from meshperf.graphing import (
@@ -400,12 +401,12 @@ def test_axis_filter_mismatch_is_a_usage_error(csv_copy: Path,
 # ---------------------------------------------------------------- with runner/fortio.py
 
 
-def test_csv_written_by_fortio_py_from_real_fortio_results(
+def test_csv_written_by_fortio_py_from_fortio_results(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     import fortio  # runner/fortio.py
 
-    fixtures = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "fortio"
+    fixtures = fortio_data.samples_dir()
     assert fortio.main([str(fixtures), "--output", str(tmp_path / "summary")]) == ExitCode.OK
     capsys.readouterr()
     data = load_csv(tmp_path / "summary.csv")
@@ -414,8 +415,8 @@ def test_csv_written_by_fortio_py_from_real_fortio_results(
     # fortio runs, skipped with a note rather than guessed.
     assert any("3 rows without a mode skipped" in n for n in data.notes)
     chart = build_chart([data], "p50")
-    # The fixture's own DurationHistogram percentile 50: 0.0011476273 s.
-    assert points(chart) == {"both": [(1.0, pytest.approx(1.1476273, abs=1e-6))]}
+    # The sample's p50: 50 of its 100 calls at 1 ms, the first bucket's End.
+    assert points(chart) == {"both": [(1.0, pytest.approx(1.0, abs=1e-9))]}
     assert "at 1000 qps" in chart.title
 
 

@@ -2,7 +2,7 @@
 
 The two set-up commands are make targets; the rest are the scripts' own command lines. Runner
 lines run with --dry-run (a real run is the end-to-end test's job); the collect and chart lines
-run for real on results made from the shared fortio fixtures; cluster lines run with DRY_RUN=1.
+run for real on sample fortio results (tests/fortio_data.py); cluster lines run with DRY_RUN=1.
 """
 
 from __future__ import annotations
@@ -17,8 +17,10 @@ from pathlib import Path
 
 import pytest
 
+import fortio_data
+
 ROOT = Path(__file__).resolve().parents[1]
-FIXTURES = ROOT.parent / "shared" / "fixtures" / "fortio"
+FIXTURES = fortio_data.samples_dir()
 README = (ROOT / "README.md").read_text()
 
 

@@ -14,7 +14,6 @@ import io
 import json
 import os
 import shlex
-import shutil
 import signal
 import subprocess
 import sys
@@ -25,6 +24,7 @@ from typing import Any
 
 import pytest
 
+import fortio_data
 from meshperf import fortiojson
 from meshperf.errors import ExitCode, PlatformError
 from meshperf.histogram import Histogram
@@ -350,10 +350,8 @@ def test_next_steps_run_as_printed(
 ) -> None:
     """The printed commands work pasted as they are: from the results dir itself
     (``--output-dir .``, no name to build a summary name on) and from outside the repo."""
-    fixture = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "fortio"
     results = tmp_path / "my results"
-    results.mkdir()
-    shutil.copy(fixture / "http-istio-tools-1.3.1.json", results)
+    fortio_data.write(results, fortio_data.istio_tools())
     if where == "inside":
         monkeypatch.chdir(results)
         text = next_steps(Path("."))

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import pytest
 
+import fortio_data
 import runner
 from meshperf.errors import ExitCode
 from meshperf.plan import PER_TEST_OVERHEAD, START_OVERHEAD, Plan, build_plan
@@ -687,9 +688,6 @@ def test_ctrl_c_before_the_run_starts_is_one_line(
 
 # ---- --resume: the start line counts only what runs -------------------------------------------
 
-FORTIO_FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "fortio"
-
-
 def _resume_plan(run_id: str) -> Plan:
     return build_plan(conns=(1, 2), qpss=(10.0,), duration=100.0, modes=("baseline",),
                       platform="local", mesh="none", run_id=run_id)  # fmt: skip
@@ -701,7 +699,7 @@ def _store(out: Path, plan: Plan, conns: tuple[int, ...]) -> None:
     out.mkdir(parents=True, exist_ok=True)
     for spec in plan.tests:
         if spec.conn in conns:
-            result = json.loads((FORTIO_FIXTURES / "http-defaults-1.11.5.json").read_text())
+            result = fortio_data.http_defaults()
             store_result(out, plan, spec, result)
 
 
