@@ -98,7 +98,7 @@ def test_judge_error_budget() -> None:
 
 def test_judge_cannot_judge_when_the_load_was_not_offered() -> None:
     short = search.judge(SLO_2MS, _result([0.001] * 200, 1000, achieved=990.0), 1000)
-    assert short.met is None and "achieved 990.0 of 1000 req/s" in short.reason
+    assert short.met is None and "achieved 990.0 of 1000 qps" in short.reason
     ok = search.judge(SLO_2MS, _result([0.001] * 200, 1000, achieved=996.0), 1000)
     assert ok.met is True
     lag = fortio_data.histogram([0.002] * 100).export()  # every request left 2 ms late

@@ -32,8 +32,10 @@ import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
+from meshperf import trust
+from meshperf.errors import ResultsError
 from meshperf.goduration import SECOND, parse_duration
-from meshperf.histogram import calc_percentile
+from meshperf.results import FortioResult
 
 FIND_MAX_LABEL = "findmax"  # label tag of every search step (the facts are in the block)
 DEFAULT_START_QPS = 100.0  # QPS 0 on the command line: start the ramp here
@@ -43,12 +45,9 @@ MAX_RAMP_STEPS = 14  # 100 req/s doubled 13 times is 819200 req/s: beyond any on
 MIN_QPS = 1.0  # below this a downward ramp gives up: the SLO is not met at any useful rate
 
 # A step judges the SLO only if the load was offered as planned (coordinated omission hides
-# latency otherwise): at least this share of the requested rate achieved ...
-ACHIEVED_MIN_SHARE = 0.995
-# ... and requests sent at most this late (p99 of the built-in generator's send lag;
-# fortio itself does not record it). About 4x what a quiet 2-core machine shows (0.15-0.25 ms,
-# docs/loadgen.md), far below the millisecond SLOs searched for.
-SEND_LAG_P99_MAX = 0.001  # seconds
+# latency otherwise): meshperf.trust's "behind" rule, with its thresholds.
+ACHIEVED_MIN_SHARE = trust.ACHIEVED_MIN_FRACTION
+SEND_LAG_P99_MAX = trust.SENDLAG_P99_S  # seconds; only the built-in generator records it
 
 _LATENCY_KEY = re.compile(r"p(\d{1,2}(?:\.\d+)?)")
 
@@ -185,6 +184,7 @@ class Step:
     met: bool | None = None  # None: the step could not judge the SLO (see reason)
     reason: str = ""  # why not met, or why it could not judge
     file: str = ""
+    warnings: str = ""  # meshperf.trust's other warnings on the result (cpu-pressure, ...)
 
     def record(self) -> dict[str, Any]:
         rec: dict[str, Any] = {
@@ -201,6 +201,8 @@ class Step:
             rec["reason"] = self.reason
         if self.file:
             rec["file"] = self.file
+        if self.warnings:
+            rec["warnings"] = self.warnings
         return rec
 
 
@@ -208,64 +210,40 @@ def _round(v: float | None) -> float | None:
     return None if v is None else round(v, 4)
 
 
-def percentile_ms(hist: Mapping[str, Any], p: float) -> float:
-    """Percentile ``p`` of a fortio ``HistogramData`` in ms: fortio's stored value where it
-    wrote one, else fortio's rule on the buckets (the same number, ``meshperf.histogram``)."""
-    for item in hist.get("Percentiles") or []:
-        if float(item["Percentile"]) == p:
-            return 1000.0 * float(item["Value"])
-    return 1000.0 * calc_percentile(hist, p)
-
-
-def _error_pct(result: Mapping[str, Any], count: int) -> float:
-    from meshperf.run import result_stats  # the one rule for counting failed calls
-
-    return result_stats(dict(result))["errors_pct"] if count else 100.0
-
-
-def load_not_offered(result: Mapping[str, Any], qps: float) -> str:
-    """Why this result's load was not the one asked for, or "" when it was."""
-    # meshperf.trust (the verdicts' trust checks) is to hold these rules; until it does they
-    # live here, and only here.
-    achieved = float(result.get("ActualQPS") or 0.0)
-    if qps > 0 and achieved < ACHIEVED_MIN_SHARE * qps:
-        return (
-            f"load not offered: achieved {achieved:.1f} of {qps:g} req/s"
-            f" ({100 * achieved / qps:.1f}% < {100 * ACHIEVED_MIN_SHARE:g}%): the generator or"
-            " its connections fell behind, so latency is understated (coordinated omission)"
-        )
-    lag = result.get("SendLagHistogram")
-    if isinstance(lag, Mapping) and lag.get("Count"):
-        lag_p99 = percentile_ms(lag, 99.0) / 1000.0
-        if lag_p99 > SEND_LAG_P99_MAX:
-            return (
-                f"load not offered: send lag p99 {lag_p99 * 1000:.2f} ms"
-                f" > {SEND_LAG_P99_MAX * 1000:g} ms: requests left late, so latency is"
-                " understated (coordinated omission)"
-            )
-    return ""
-
-
 def judge(slo: Slo, result: Mapping[str, Any], qps: float, file: str = "") -> Step:
-    """The step a fortio result makes: its numbers and met / not met / cannot judge."""
-    dh = result.get("DurationHistogram") or {}
-    count = int(dh.get("Count") or 0)
-    lat = {"p99": percentile_ms(dh, 99.0)} if count else {}
+    """The step a fortio result makes: its numbers and met / not met / cannot judge.
+
+    Whether the load was offered as asked is ``meshperf.trust``'s ``behind`` rule (achieved
+    rate, send lag); its other warnings (CPU pressure, errors, ...) are kept with the step but
+    do not stop the search: the SLO itself decides on errors.
+    """
+    try:
+        r = FortioResult(result, file)
+    except ResultsError as e:
+        return Step(qps=qps, reason=f"unreadable result: {e}", file=file)
+    count = r.count
+    lat = {"p99": 1000.0 * r.percentile(99.0)} if count else {}
     for p, _ in slo.latency:
         if count:
-            lat[f"p{p:g}"] = percentile_ms(dh, p)
+            lat[f"p{p:g}"] = 1000.0 * r.percentile(p)
+    warnings = trust.assess(r) if count else []
     base = Step(
         qps=qps,
-        achieved=float(result.get("ActualQPS") or 0.0),
+        achieved=r.actual_qps,
         latency_ms=lat,
-        errors_pct=_error_pct(result, count),
+        errors_pct=r.error_percent if count else 100.0,
         file=file,
+        warnings=trust.text([w for w in warnings if w.code != "behind"]),
     )
     if count == 0:
         return dataclasses.replace(base, reason="no request completed")
-    why = load_not_offered(result, qps)
-    if why:
-        return dataclasses.replace(base, reason=why)
+    behind = [w.detail for w in warnings if w.code == "behind"]
+    if behind:
+        return dataclasses.replace(
+            base,
+            reason=f"load not offered: {'; '.join(behind)}: the generator or its connections"
+            " fell behind, so latency is understated (coordinated omission)",
+        )
     broken = [
         f"p{p:g} {lat[f'p{p:g}']:.3f} ms > {limit * 1000:g} ms"
         for p, limit in slo.latency
