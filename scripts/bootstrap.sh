@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Prepare this checkout: a project virtualenv (.venv) from Pipfile.lock, and with
-# --system-deps the Debian packages the tests need (Prometheus, Chromium, shellcheck, wrk, h2load, perf).
+# --system-deps the Debian packages the tests need (Prometheus, Chromium, shellcheck, wrk, h2load, perf, kubectl).
 # Safe to re-run: it only does what is missing.
 set -Eeuo pipefail
 
@@ -23,7 +23,8 @@ command -v "$PYTHON" >/dev/null || { echo "bootstrap.sh: error: $PYTHON not foun
 if [ "$system_deps" = 1 ]; then
   # Debian package -> a command it provides.
   declare -A want=([prometheus]=promtool [chromium]=chromium [chromium-driver]=chromedriver
-                   [shellcheck]=shellcheck [wrk]=wrk [linux-perf]=perf [nghttp2-client]=h2load)
+                   [shellcheck]=shellcheck [wrk]=wrk [linux-perf]=perf [nghttp2-client]=h2load
+                   [kubernetes-client]=kubectl)
   missing=()
   for pkg in "${!want[@]}"; do
     command -v "${want[$pkg]}" >/dev/null || missing+=("$pkg")

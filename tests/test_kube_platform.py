@@ -963,8 +963,8 @@ def _real_perf_script(tmp_path: Path) -> str:
         capture_output=True,
         timeout=60,
     )
-    if rec.returncode != 0:
-        pytest.skip(f"perf record not permitted here: {rec.stderr.decode()[-200:]}")
+    if rec.returncode != 0:  # installed, but the kernel forbids it here (perf_event_paranoid)
+        missing(f"perf record not permitted here: {rec.stderr.decode()[-200:]}")
     out = subprocess.run(
         [perf, "script", "-i", str(data), "--demangle"], capture_output=True, timeout=60
     )

@@ -1142,7 +1142,9 @@ class HungApiServer:
         self.sock.close()
 
 
-@pytest.mark.skipif(shutil.which("kubectl") is None, reason="needs a real kubectl")
+@skip_unless(
+    shutil.which("kubectl") is not None, "needs a real kubectl (Debian kubernetes-client)"
+)
 def test_real_kubectl_against_a_hung_api_server(stubs: Stubs, tmp_path: Path) -> None:
     """The printed command is real kubectl syntax (--request-timeout before the verb), and a
     real kubectl whose API server never answers ends the script with one line."""
