@@ -66,7 +66,22 @@ def test_runner_lines_parse_and_plan(line: str, tmp_path: Path) -> None:
     argv += ["--dry-run", "--platform", "local", "--output-dir", str(tmp_path / "out")]
     proc = _run(argv, tmp_path)
     assert proc.returncode == 0, proc.stderr
-    assert "plan:" in proc.stdout
+    assert re.search(rf"^plan: {expected_tests(line)} tests on local ", proc.stdout, re.M), (
+        line, proc.stdout[:300],
+    )  # fmt: skip
+
+
+def expected_tests(line: str) -> int:
+    """The README's rule, worked out from the line itself: every CONN x QPS combination once
+    per selected mode (both by default, plus --baseline/--serversidecar/--ingress), times
+    --repeat."""
+    words = shlex.split(line)
+    args = [w for w in words[words.index(next(w for w in words if w.endswith("runner.py"))) + 1:]]
+    conns, qpss = args[0].split(","), args[1].split(",")
+    modes = 1 + sum(f in args for f in ("--baseline", "--serversidecar", "--ingress",
+                                        "--clientonly")) - ("--no-clientsidecar" in args)
+    repeat = int(args[args.index("--repeat") + 1]) if "--repeat" in args else 1
+    return len(conns) * len(qpss) * modes * repeat
 
 
 def test_collect_and_chart_lines_run_on_real_results(tmp_path: Path) -> None:
@@ -100,4 +115,11 @@ def test_cluster_lines_dry_run(line: str, tmp_path: Path) -> None:
     words[0] = str(ROOT / words[0])
     proc = _run(words, ROOT, env)
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.startswith("+ ") or "\n+ " in proc.stdout
+    planned = [ln for ln in proc.stdout.splitlines() if ln.startswith("+ ")]
+    # What each script is for must be among the commands it would run.
+    want = {
+        "create_cluster.sh": r"gcloud container clusters create \S+ --project my-project",
+        "setup_istio.sh": r"istioctl install ",
+        "setup_test.sh": r"kubectl .*apply -f -",
+    }[Path(words[0]).name]
+    assert any(re.search(want, ln) for ln in planned), (line, planned)

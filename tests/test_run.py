@@ -360,6 +360,7 @@ def test_next_steps_run_as_printed(
         text = next_steps(Path("my results"))
     lines = text.splitlines()[1:]
     assert len(lines) == 2
+    said: list[str] = []
     for line in lines:
         argv = shlex.split(line)
         values = [a for a in argv[2:] if a != "--output"]
@@ -369,7 +370,10 @@ def test_next_steps_run_as_printed(
             check=False, env={k: v for k, v in os.environ.items() if k != "PROMETHEUS_URL"},
         )  # fmt: skip
         assert proc.returncode == 0, (line, proc.stderr)
-    assert len(list(tmp_path.rglob("*summary*p99*.html"))) == 1
+        said.append(proc.stdout)
+    assert "1 test read, 1 written" in said[0], said[0]
+    (html,) = tmp_path.rglob("*summary*p99*.html")
+    assert html.name in said[1], said[1]
 
 
 def test_progress_is_plain_on_a_terminal_without_columns() -> None:
