@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-from meshperf import limits
+from meshperf import limits, search
 from meshperf.argtypes import (
     duration_seconds,
     image_ref,
@@ -285,6 +285,8 @@ def build_parser() -> argparse.ArgumentParser:
         " too short for CPU/memory (default: %(default)s)",
     )
 
+    search.add_arguments(p)
+
     o = p.add_argument_group("run control and output")
     o.add_argument(
         "--output-dir",
@@ -453,6 +455,8 @@ def _main(argv: list[str] | None, created: list[Path]) -> int:
     if args.quiet and args.verbose:
         parser.error("--quiet and --verbose contradict each other")
 
+    search.check_args(parser, args)
+
     from meshperf.choose import choose_platform
 
     env = dict(os.environ)
@@ -514,8 +518,13 @@ def _main(argv: list[str] | None, created: list[Path]) -> int:
         nocatchup=args.nocatchup,
         resolution=args.resolution,
     )
+    slo_run = search.prepare(args, plan)  # --find-max: each search's first step
+    if slo_run is not None:
+        plan = slo_run.plan
     if args.dry_run:
         print(format_plan(plan, args.ingress))
+        if slo_run is not None:
+            print(slo_run.dry_run())
         return int(ExitCode.OK)
 
     opts = RunOptions(
@@ -566,19 +575,22 @@ def _main(argv: list[str] | None, created: list[Path]) -> int:
     _note(args, start_line(plan, todo, args.output_dir))
     try:
         report = run_matrix(
-            platform,
+            slo_run.wrap(platform) if slo_run is not None else platform,
             plan,
             args.output_dir,
             resume=args.resume,
             command_line=[sys.executable, sys.argv[0], *argv],
             options=options,
             progress=(lambda n, s: Progress(n, s)) if args.quiet else None,
+            **(slo_run.hooks() if slo_run is not None else {}),
         )
     except MeshperfError as e:
         return _fail(e)
     except OSError as e:  # e.g. the disk filled up: what was written before stays
         return _fail(f"cannot write results to {args.output_dir}: {e}")
     print(summary_table(report))
+    if slo_run is not None:
+        print(slo_run.summary())
     if report.interrupted:
         print(f"interrupted by {report.signal_name}: finished results kept in {args.output_dir}")
     if report.run_file is not None:

@@ -172,8 +172,24 @@ def test_search_stops_where_the_load_cannot_be_offered() -> None:
     assert s.outcome == search.LOAD_LIMIT
     assert s.lower_bound
     assert s.max_qps == 1600.0  # the last doubling below the limit that met
-    assert s.steps[-1].met is None and s.steps[-1].qps == 3200.0
+    # The step that could not judge was run once more before the search gave up.
+    assert [(st.qps, st.met) for st in s.steps[-2:]] == [(3200.0, None), (3200.0, None)]
     assert "load not offered" in s.reason
+
+
+def test_search_retries_a_step_that_could_not_judge_once() -> None:
+    system = knee_system(1000.0)
+    hiccups = {400.0}
+
+    def run_at(q: float) -> search.Step:
+        if q in hiccups:  # someone else's CPU burst, once
+            hiccups.discard(q)
+            return search.Step(qps=q, achieved=q * 0.9, reason="load not offered")
+        return system(q)  # type: ignore[no-any-return]
+
+    s = search.find_max(run_at, 100.0, 0.05)
+    assert s.outcome == search.FOUND and s.max_qps == 1000.0
+    assert [st.met for st in s.steps if st.qps == 400.0] == [None, True]
 
 
 def test_search_ceiling_is_a_lower_bound() -> None:
@@ -291,11 +307,12 @@ def test_dry_run_text_names_the_worst_case() -> None:
     )  # fmt: skip
     text = search.dry_run_text(plan, search.parse_slo("p99=2ms"), 0.05, 0.5, 2.0)
     worst = search.worst_case_steps(0.05)
-    assert worst == search.MAX_RAMP_STEPS + 5  # 2^5 = 32 >= 1/0.05 halvings of the last doubling
+    # 2^5 = 32 >= 1/0.05 halvings of the last doubling, and the retry of the last step
+    assert worst == search.MAX_RAMP_STEPS + 5 + 1
     assert f"worst case {worst} steps per search" in text
-    assert "2 searches (baseline c=8, both c=8)" in text
-    # 2 searches x 19 steps x 3.5 s + 2 s = 135 s
-    assert "0:02:15" in text
+    assert "first steps of 2 searches (baseline c=8, both c=8)" in text
+    # 2 searches x 20 steps x 3.5 s + 2 s = 142 s
+    assert "0:02:22" in text
 
 
 def test_a_failed_step_ends_its_search(tmp_path: Path) -> None:
