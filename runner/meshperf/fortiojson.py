@@ -14,6 +14,7 @@ from decimal import Decimal
 from typing import Any
 
 _ID_UNSAFE = re.compile(r"[^A-Za-z0-9]+")
+_ISO_FRACTION = re.compile(r"(T\d{2}:\d{2}:\d{2})\.(\d+)")
 ID_MAX_BYTES = 96
 
 
@@ -111,6 +112,25 @@ def go_time(t: dt.datetime) -> str:
     sign = "+" if total >= 0 else "-"
     total = abs(total)
     return f"{base}{sign}{total // 3600:02d}:{(total % 3600) // 60:02d}"
+
+
+def parse_start_time(text: str) -> dt.datetime:
+    """Go's RFC 3339 (nanoseconds, ``Z`` or any offset) as an aware datetime, truncated to µs."""
+    if not isinstance(text, str) or not text:
+        raise ValueError(f"StartTime must be a non-empty string, got {text!r}")
+    s = text.strip()
+    if s[-1:] in "zZ":
+        s = s[:-1] + "+00:00"
+    # Python keeps microseconds; more digits are truncated here rather than relying on the
+    # exact fraction lengths a given Python version accepts.
+    s = _ISO_FRACTION.sub(lambda m: f"{m.group(1)}.{(m.group(2) + '000000')[:6]}", s, count=1)
+    try:
+        t = dt.datetime.fromisoformat(s)
+    except ValueError:
+        raise ValueError(f"StartTime {text!r} is not RFC 3339") from None
+    if t.tzinfo is None:
+        raise ValueError(f"StartTime {text!r} has no UTC offset")
+    return t
 
 
 def gen_id(when: dt.datetime, labels: str = "", run_id: int = 0) -> str:

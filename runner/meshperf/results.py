@@ -33,6 +33,7 @@ import requests
 
 from meshperf import fortiojson
 from meshperf.errors import ResultsError
+from meshperf.fortiojson import parse_start_time
 from meshperf.histogram import calc_percentile
 from meshperf.labels import parse as label_facts
 from meshperf.platform import MODES, RESULT_KEY
@@ -45,30 +46,67 @@ MAX_FILE_BYTES = 64 * 1024 * 1024
 RUN_FILE = re.compile(r"^run-(?P<run_id>.+)\.json$")
 # Names a fortio listing may offer: plain file names only, never a path elsewhere.
 _SAFE_NAME = re.compile(r"^[^/\\?#]+\.json$")
-_ISO_FRACTION = re.compile(r"(T\d{2}:\d{2}:\d{2})\.(\d+)")
-# Return codes fortio counts as success when no ErrorsDurationHistogram exists (its UI's rule).
+# Return codes that count as success when a result has no ErrorsDurationHistogram (fortio
+# < 1.28.0; from 1.28.0 on, periodic.go records every call its runner judged failed there).
+# gRPC health/ping: "SERVING" (fgrpc/grpcrunner.go); TCP and UDP: "OK" (tcprunner.go,
+# udprunner.go); their errors are the error text. HTTP: see http_code_ok.
 OK_CODES = frozenset({"200", "SERVING", "OK"})
 # gRPC before fortio 1.2.0 wrote the health-status enum number; 1 is SERVING.
 GRPC_NUMERIC_OK = frozenset({"1"})
+# fortio 1.7.0 (commit ec8adab, "allow all 2xx code and 418 to be considered ok") made
+# fhttp's codeIsOK accept 200-299 and 418; before it, only 200 was a success.
+HTTP_ANY_2XX_SINCE = (1, 7)
+_VERSION_RE = re.compile(r"^v?(\d+)\.(\d+)")
 
 
-def parse_start_time(text: str) -> dt.datetime:
-    """Go's RFC 3339 (nanoseconds, ``Z`` or any offset) as an aware datetime, truncated to µs."""
-    if not isinstance(text, str) or not text:
-        raise ValueError(f"StartTime must be a non-empty string, got {text!r}")
-    s = text.strip()
-    if s[-1:] in "zZ":
-        s = s[:-1] + "+00:00"
-    # Python keeps microseconds; more digits are truncated here rather than relying on the
-    # exact fraction lengths a given Python version accepts.
-    s = _ISO_FRACTION.sub(lambda m: f"{m.group(1)}.{(m.group(2) + '000000')[:6]}", s, count=1)
-    try:
-        t = dt.datetime.fromisoformat(s)
-    except ValueError:
-        raise ValueError(f"StartTime {text!r} is not RFC 3339") from None
-    if t.tzinfo is None:
-        raise ValueError(f"StartTime {text!r} has no UTC offset")
-    return t
+def _fortio_version(text: str) -> tuple[int, int] | None:
+    m = _VERSION_RE.match(text or "")
+    return (int(m[1]), int(m[2])) if m else None
+
+
+def http_code_ok(code: str, version: str) -> bool:
+    """Whether fortio ``version``'s HTTP runner counted ``code`` a success (fhttp codeIsOK)."""
+    if code == "200":
+        return True
+    v = _fortio_version(version)
+    if v is None or v < HTTP_ANY_2XX_SINCE or not code.isdigit():
+        return False
+    c = int(code)
+    return 200 <= c <= 299 or c == 418
+
+
+def error_count(raw: Mapping[str, Any]) -> int:
+    """Calls that failed, as the fortio that wrote ``raw`` judged them: the one rule.
+
+    ErrorsDurationHistogram's Count when present; otherwise the RetCodes that version of
+    fortio did not count as success (see OK_CODES and http_code_ok). Our own generator writes
+    the histogram, so its results take the first branch.
+    """
+    errs = raw.get("ErrorsDurationHistogram")
+    if isinstance(errs, Mapping) and errs.get("Count") is not None:
+        return int(errs["Count"])
+    run_type = str(raw.get("RunType") or "HTTP")
+    version = str(raw.get("Version") or "")
+    grpc = run_type.upper().startswith("GRPC")
+    codes: Mapping[str, Any] = raw.get("RetCodes") or {}
+    failed = 0
+    for code, n in codes.items():
+        c = str(code)
+        ok = c in OK_CODES or (grpc and c in GRPC_NUMERIC_OK)
+        if not ok and not grpc:
+            ok = http_code_ok(c, version)
+        if not ok:
+            failed += int(n)
+    return failed
+
+
+def error_percent(raw: Mapping[str, Any]) -> float:
+    """Failed calls in % of all calls; 0 when there were no calls (``problem`` says so)."""
+    hist = raw.get("DurationHistogram") or {}
+    count = int(hist.get("Count") or 0) if isinstance(hist, Mapping) else 0
+    if count == 0:
+        return 0.0
+    return min(100.0, 100.0 * error_count(raw) / count)
 
 
 def _num(value: Any, what: str, default: float | None = None) -> float:
@@ -276,19 +314,12 @@ class FortioResult:
 
     @property
     def error_count(self) -> int:
-        """Failed calls: ErrorsDurationHistogram's Count, else non-OK RetCodes (spec 2.4 end)."""
-        errs = self.raw.get("ErrorsDurationHistogram")
-        if errs is not None:
-            return int(errs["Count"])
-        codes: Mapping[str, int] = self.raw.get("RetCodes") or {}
-        ok = OK_CODES | (GRPC_NUMERIC_OK if self.run_type.startswith("GRPC") else frozenset())
-        return sum(n for code, n in codes.items() if str(code) not in ok)
+        """Failed calls (``error_count``, the one rule)."""
+        return error_count(self.raw)
 
     @property
     def error_percent(self) -> float:
-        if self.count == 0:
-            return 0.0
-        return min(100.0, 100.0 * self.error_count / self.count)
+        return error_percent(self.raw)
 
     @property
     def problem(self) -> str | None:

@@ -28,9 +28,11 @@ from typing import Any, TextIO
 
 from meshperf import __version__, fortiojson
 from meshperf.errors import ExitCode, MeshperfError
+from meshperf.fortiojson import parse_start_time
 from meshperf.histogram import calc_percentile
 from meshperf.plan import Plan, format_qps, format_seconds
 from meshperf.platform import RESULT_KEY, Platform, TestSpec
+from meshperf.results import error_percent
 
 RUN_FORMAT = 1  # version of run-<id>.json; 1: first version
 
@@ -101,24 +103,6 @@ class RunReport:
 # ---- reading a result -----------------------------------------------------------------------
 
 
-def _error_count(result: dict[str, Any]) -> int:
-    """Failed calls the way fortio counts them (non-2xx and not 418, or socket errors)."""
-    errs = result.get("ErrorsDurationHistogram")
-    if isinstance(errs, dict) and "Count" in errs:
-        return int(errs["Count"])
-    n = 0
-    for code, count in (result.get("RetCodes") or {}).items():
-        try:
-            c = int(code)
-        except ValueError:
-            ok = code in ("SERVING", "OK")
-        else:
-            ok = 200 <= c < 300 or c == 418
-        if not ok:
-            n += int(count)
-    return n
-
-
 def result_stats(result: dict[str, Any]) -> dict[str, float]:
     """Achieved rate, p50/p90/p99 in ms, error percentage and request count of one result."""
     dh = result.get("DurationHistogram") or {}
@@ -129,25 +113,21 @@ def result_stats(result: dict[str, Any]) -> dict[str, float]:
         v = stored.get(p)
         return 1000.0 * (v if v is not None else calc_percentile(dh, p))
 
-    errors = _error_count(result)
     return {
         "achieved_qps": float(result.get("ActualQPS") or 0.0),
         "p50_ms": pct(50.0),
         "p90_ms": pct(90.0),
         "p99_ms": pct(99.0),
-        "errors_pct": 100.0 * errors / count if count else 100.0,
+        "errors_pct": error_percent(result),  # the collector's rule (results.error_count)
         "requests": count,
     }
 
 
 def _start_time(result: dict[str, Any]) -> dt.datetime:
-    raw = result.get("StartTime")
-    if isinstance(raw, str):
-        try:
-            return dt.datetime.fromisoformat(raw)
-        except ValueError:
-            pass
-    return dt.datetime.now().astimezone()
+    try:
+        return parse_start_time(result.get("StartTime"))  # type: ignore[arg-type]
+    except ValueError:
+        return dt.datetime.now().astimezone()
 
 
 def resume_key(block: dict[str, Any]) -> tuple[Any, ...]:

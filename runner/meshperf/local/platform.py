@@ -17,7 +17,6 @@ every process and removes the work dir with its keys.
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 import functools
 import json
 import os
@@ -40,6 +39,7 @@ import psutil
 import meshperf
 from meshperf import loadcmd
 from meshperf.errors import ConfigError, PlatformError
+from meshperf.fortiojson import parse_start_time
 from meshperf.loadgen import command as loadgen_command
 from meshperf.local import certs as certs_mod
 from meshperf.local import envoy as envoy_mod
@@ -94,14 +94,9 @@ def flame_graph_path(output_dir: Path, spec: TestSpec, label: str) -> Path:
 
 
 def _parse_start(text: str) -> float | None:
-    """fortio's StartTime (RFC 3339, up to 9 fraction digits) as a unix timestamp."""
-    m = re.match(r"^(.*T\d\d:\d\d:\d\d)(\.\d+)?(Z|[+-]\d\d:\d\d)$", text or "")
-    if not m:
-        return None
-    frac = (m.group(2) or ".0")[:7]
-    zone = "+00:00" if m.group(3) == "Z" else m.group(3)
+    """fortio's StartTime as a unix timestamp (fortiojson.parse_start_time), None if unreadable."""
     try:
-        return dt.datetime.fromisoformat(m.group(1) + frac + zone).timestamp()
+        return parse_start_time(text).timestamp()
     except ValueError:
         return None
 
