@@ -160,8 +160,8 @@ class Sampler:
         """``meshperf.pressure`` over ``window`` (unix start, end), or None without PSI.
 
         The readings that bracket the window are used: the last at or before its start and
-        the first at or after its end (each within half an interval), so the share is over
-        the test and a little around it, never less than the test.
+        the first at or after its end, each give or take half a sampling interval, so the
+        share is over the test to within that at each end.
         """
         readings = self.pressure_samples
         if len(readings) < 2:
