@@ -20,6 +20,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from conftest import free_port
+
 LISTINGS = ("tsv", "html", "browse")
 
 
@@ -234,10 +236,7 @@ class SilentServer:
 
 def free_port_url() -> str:
     """A URL on a loopback port nothing listens on (bound, then released)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    return f"http://127.0.0.1:{port}"
+    return f"http://127.0.0.1:{free_port()}"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -37,6 +37,7 @@ import yaml
 
 import conformance
 import fortio_data
+from conftest import free_port
 from meshperf import fortiojson
 from tlsfiles import server_tls_files
 
@@ -517,8 +518,4 @@ def _list(kind: str, api_version: str, items: list[dict[str, Any]]) -> dict[str,
 
 def closed_port() -> int:
     """A loopback port nothing listens on (bound then released)."""
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
+    return free_port()

@@ -19,13 +19,14 @@ import dataclasses
 import json
 import math
 import shutil
-import socket
 import subprocess
 import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import requests
+
+from conftest import free_port
 
 PROMETHEUS = "prometheus"
 PROMTOOL = "promtool"
@@ -151,12 +152,6 @@ class Dataset:
         interval += to_start if to_start < threshold else avg / 2
         interval += to_end if to_end < threshold else avg / 2
         return delta * (interval / sampled) / range_s
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def config_yaml(scrape_interval: str | None, job_intervals: Mapping[str, str]) -> str:

@@ -6,10 +6,6 @@ Each test talks to a real server process on an ephemeral loopback port with ``ht
 
 from __future__ import annotations
 
-import http.client
-import os
-import re
-import selectors
 import signal
 import socket
 import subprocess
@@ -22,68 +18,16 @@ from pathlib import Path
 import psutil
 import pytest
 
+from conftest import EchoServer, start_echo_server
 from meshperf import echo
 from meshperf.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
 LOADGEN = REPO / "runner" / "loadgen.py"
-LISTEN_RE = re.compile(rb"listening on (\S+):(\d+)")
 
 
-class Server:
-    def __init__(self, proc: subprocess.Popen[bytes], host: str, port: int) -> None:
-        self.proc = proc
-        self.host = host
-        self.port = port
-
-    def conn(self, timeout: float = 5.0) -> http.client.HTTPConnection:
-        return http.client.HTTPConnection(self.host, self.port, timeout=timeout)
-
-    def get(self, path: str, timeout: float = 5.0) -> tuple[int, dict[str, str], bytes]:
-        c = self.conn(timeout)
-        try:
-            c.request("GET", path)
-            r = c.getresponse()
-            return r.status, {k.lower(): v for k, v in r.getheaders()}, r.read()
-        finally:
-            c.close()
-
-    def stop(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        try:
-            return self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(5)
-            raise
-
-
-def start_server(*extra: str) -> Server:
-    """Start ``loadgen.py server`` on an ephemeral port; wait for its listening line."""
-    proc = subprocess.Popen(
-        [sys.executable, str(LOADGEN), "server", "-http-port", "127.0.0.1:0", *extra],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
-    assert proc.stdout is not None
-    sel = selectors.DefaultSelector()
-    sel.register(proc.stdout, selectors.EVENT_READ)
-    line = b""
-    deadline = time.monotonic() + 15
-    while not line.endswith(b"\n") and time.monotonic() < deadline:
-        if sel.select(timeout=0.5):
-            chunk = os.read(proc.stdout.fileno(), 4096)
-            if not chunk:
-                break
-            line += chunk
-    sel.close()
-    m = LISTEN_RE.search(line)
-    if m is None:
-        proc.kill()
-        _, err = proc.communicate(timeout=5)
-        raise AssertionError(f"server did not start: {line!r} {err!r}")
-    return Server(proc, m.group(1).decode(), int(m.group(2)))
+Server = EchoServer
+start_server = start_echo_server
 
 
 @pytest.fixture(scope="module")
@@ -217,10 +161,15 @@ def test_workers_share_the_port_and_stop_cleanly() -> None:
 
 def test_sigint_stops_single_process_server() -> None:
     s = start_server()
+    assert s.get("/echo?size=3")[0] == 200  # serving before the signal
     s.proc.send_signal(signal.SIGINT)
     assert s.proc.wait(10) == 0
     assert s.proc.stderr is not None
-    assert b"Traceback" not in s.proc.stderr.read()
+    err = s.proc.stderr.read()
+    assert b"Traceback" not in err and b"error" not in err.lower(), err
+    # Stopped means the port is closed, not merely that the process said so.
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection((s.host, s.port), timeout=2).close()
 
 
 def test_port_in_use_is_one_line_error(server: Server) -> None:

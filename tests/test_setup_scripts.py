@@ -36,6 +36,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from conftest import free_port
 from needs import missing, skip_unless
 from tlsfiles import server_tls_files
 
@@ -1652,11 +1653,7 @@ CADVISOR_TEXT = "\n".join(
 )
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+_free_port = free_port
 
 
 @pytest.mark.prometheus

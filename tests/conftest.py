@@ -1,0 +1,88 @@
+"""Helpers several test modules share: a free loopback port and the built-in echo server.
+
+Import them (``from conftest import free_port, start_echo_server``); tests/ is on the path.
+"""
+
+from __future__ import annotations
+
+import http.client
+import os
+import re
+import selectors
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+LOADGEN = REPO / "runner" / "loadgen.py"
+LISTEN_RE = re.compile(rb"listening on (\S+):(\d+)")
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now (the kernel picks it)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class EchoServer:
+    """``runner/loadgen.py server`` in its own process, on an ephemeral loopback port."""
+
+    def __init__(self, proc: subprocess.Popen[bytes], host: str, port: int) -> None:
+        self.proc = proc
+        self.host = host
+        self.port = port
+        self.base = f"http://{host}:{port}"
+
+    def conn(self, timeout: float = 5.0) -> http.client.HTTPConnection:
+        return http.client.HTTPConnection(self.host, self.port, timeout=timeout)
+
+    def get(self, path: str, timeout: float = 5.0) -> tuple[int, dict[str, str], bytes]:
+        c = self.conn(timeout)
+        try:
+            c.request("GET", path)
+            r = c.getresponse()
+            return r.status, {k.lower(): v for k, v in r.getheaders()}, r.read()
+        finally:
+            c.close()
+
+    def stop(self) -> int:
+        """SIGTERM, then SIGKILL after 10 s (which fails the caller); the exit status."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(5)
+            raise
+
+
+def start_echo_server(*extra: str, startup: float = 15.0) -> EchoServer:
+    """Start ``loadgen.py server -http-port 127.0.0.1:0 EXTRA...``; wait for its listening line."""
+    proc = subprocess.Popen(
+        [sys.executable, str(LOADGEN), "server", "-http-port", "127.0.0.1:0", *extra],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert proc.stdout is not None
+    sel = selectors.DefaultSelector()
+    sel.register(proc.stdout, selectors.EVENT_READ)
+    line = b""
+    deadline = time.monotonic() + startup
+    while not line.endswith(b"\n") and time.monotonic() < deadline:
+        if sel.select(timeout=0.5):
+            chunk = os.read(proc.stdout.fileno(), 4096)
+            if not chunk:
+                break
+            line += chunk
+    sel.close()
+    m = LISTEN_RE.search(line)
+    if m is None:
+        proc.kill()
+        _, err = proc.communicate(timeout=5)
+        raise AssertionError(f"echo server did not start: {line!r} {err!r}")
+    return EchoServer(proc, m.group(1).decode(), int(m.group(2)))
