@@ -145,12 +145,12 @@ def test_server_faults_keep_good_tests(tmp_path: Path, capsys: Any) -> None:
 def test_oversized_file_is_skipped(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: Any
 ) -> None:
-    from meshperf import results
+    from meshperf import sources
 
     sizes = {p.name: p.stat().st_size for p in FIXTURES.glob("*.json")}
     biggest = max(sizes, key=sizes.__getitem__)
     # A limit one byte under the largest sample: only that one is over it.
-    monkeypatch.setattr(results, "MAX_FILE_BYTES", sizes[biggest] - 1)
+    monkeypatch.setattr(sources, "MAX_FILE_BYTES", sizes[biggest] - 1)
     with FakeFortio.from_dir(FIXTURES) as server:
         code, _, err = run([server.url, "-o", str(tmp_path / "r")], capsys)
     assert code == ExitCode.TESTS_FAILED
