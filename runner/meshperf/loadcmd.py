@@ -18,23 +18,39 @@ Protocols follow fortio v1.75.2 (``cli/fortio_main.go``, ``bincommon/commonflags
 For grpc and tcp the payload the server echoes back is the request's own, so the response
 size of the HTTP tests (``?size=N``) becomes ``-payload-size N``.
 
-This module is a leaf (no meshperf imports at run time) so ``meshperf.platform`` can use its
-checks in ``TestSpec``.
+This module imports only ``meshperf.errors`` so ``meshperf.platform`` can use its checks in
+``TestSpec``.
 """
 
 from __future__ import annotations
 
+import argparse
 import decimal
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from meshperf.errors import ConfigError
 
 if TYPE_CHECKING:
     from meshperf.platform import TestSpec
 
 PROTOCOLS: tuple[str, ...] = ("http", "grpc", "tcp")
 DEFAULT_PROTOCOL = "http"
+
+# The fortio server's ports per protocol on the kubernetes platform: (captured, uncaptured).
+# HTTP and gRPC as istio/tools perf/benchmark/runner/runner.py (Fortio.ports); TCP is fortio's
+# default -tcp-port 8078 behind the proxy and 8075 beside the uncaptured HTTP/gRPC ports.
+# manifests/fortio.yaml and manifests/render.py's exclusions list the same ports.
+KUBE_PORTS: dict[str, tuple[int, int]] = {
+    "http": (8080, 8077),
+    "grpc": (8079, 8076),
+    "tcp": (8078, 8075),
+}
+INGRESS_PORTS: dict[bool, int] = {False: 80, True: 443}  # by TLS
+
+_T = TypeVar("_T")
 
 # An HTTP header name is an RFC 9110 token; fortio splits "-H" at the first colon.
 _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
@@ -74,6 +90,21 @@ def check_protocol(protocol: str, h2: bool = False) -> None:
 def uses_h2(protocol: str, h2: bool) -> bool:
     """gRPC always runs over HTTP/2; HTTP only with --h2."""
     return protocol == "grpc" or (protocol == "http" and h2)
+
+
+def label_token(protocol: str, h2: bool) -> str:
+    """The protocol's part of a test label: "" for HTTP/1.1 (the 2019 labels stay as they
+    were), else ``h2``, ``grpc`` or ``tcp``, so labels of different protocols never collide."""
+    if protocol == "http":
+        return "h2" if h2 else ""
+    return protocol
+
+
+def describe_protocol(protocol: str, h2: bool) -> str:
+    """What the dry run and summaries show: ``http/1.1``, ``http/2``, ``grpc``, ``tcp``."""
+    if protocol == "http":
+        return "http/2" if h2 else "http/1.1"
+    return protocol
 
 
 def parse_header(text: str) -> str:
@@ -150,6 +181,82 @@ def check_load_options(
         raise ValueError("connection reuse: MIN is larger than MAX")
 
 
+def split_ingress(text: str) -> tuple[bool, str]:
+    """``[http://|https://]HOST[:PORT]`` -> (TLS, ``HOST:PORT``), the port defaulting to 80 or
+    443. ValueError for a path, a bad port or another scheme."""
+    tls = text.startswith("https://")
+    rest = text.removeprefix("https://").removeprefix("http://")
+    if "://" in rest or "/" in rest or not rest:
+        raise ValueError(f"ingress {text!r} is not [http[s]://]HOST[:PORT]")
+    host, sep, port = rest.rpartition(":") if ":" in rest else (rest, "", "")
+    if not re.fullmatch(r"[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?", host):
+        raise ValueError(f"ingress {text!r} is not [http[s]://]HOST[:PORT]")
+    if sep and not (port.isdigit() and 1 <= int(port) <= 65535):
+        raise ValueError(f"ingress {text!r}: port must be 1-65535")
+    return tls, f"{host}:{port or INGRESS_PORTS[tls]}"
+
+
+def load_options(
+    *,
+    protocol: str,
+    h2: bool,
+    headers: Sequence[str],
+    keepalive: bool,
+    connection_reuse: tuple[int, int] | None,
+    cacert: str | None,
+    ingress: str | None,
+    platform: str,
+) -> dict[str, Any]:
+    """The run's protocol options as ``TestSpec`` fields, checked together before anything
+    starts; ConfigError with one line (and a hint) for what cannot run."""
+    try:
+        check_load_options(protocol, h2, headers, keepalive, connection_reuse)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    tls = bool(ingress) and ingress is not None and ingress.startswith("https://")
+    if cacert and not tls:
+        raise ConfigError(
+            "--cacert checks the gateway's certificate: it needs --ingress https://HOST[:PORT]",
+            hint="the other targets are plaintext (mTLS is between the proxies)",
+        )
+    if tls and protocol == "tcp":
+        raise ConfigError(
+            "--protocol tcp cannot reach an https:// --ingress (fortio's TCP has no TLS)"
+        )
+    if tls and platform != "kubernetes":
+        raise ConfigError("an https:// --ingress needs --platform kubernetes")
+    return {
+        "protocol": protocol,
+        "h2": h2,
+        "headers": tuple(headers),
+        "keepalive": keepalive,
+        "connection_reuse": connection_reuse,
+        "cacert": cacert or "",
+    }
+
+
+# ---- argparse types (runner.py): the checks above as ArgumentTypeError ------------------------
+
+
+def _arg(fn: Callable[[str], _T], text: str) -> _T:
+    try:
+        return fn(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def headers_arg(text: str) -> tuple[str, ...]:
+    return _arg(parse_headers, text)
+
+
+def connection_reuse_arg(text: str) -> tuple[int, int]:
+    return _arg(parse_connection_reuse, text)
+
+
+def cacert_arg(text: str) -> str:
+    return _arg(check_cacert, text)
+
+
 # ---- targets and the argv --------------------------------------------------------------------
 
 
@@ -162,6 +269,43 @@ def target_url(protocol: str, host: str, port: int | str, size: int, tls: bool =
     if protocol == "tcp":
         return f"tcp://{hostport}"
     return f"{'https' if tls else 'http'}://{hostport}/echo?size={size}"
+
+
+# Where each mode's load goes before the platform is up, for --dry-run: the local platform's
+# ports are picked when it starts, and the kubernetes pod IP is looked up then.
+_LOCAL_HOSTS: dict[str, str] = {
+    "baseline": "<app>",
+    "serversidecar": "<server sidecar>",
+    "clientonly": "<client sidecar, plain upstream>",
+    "both": "<client sidecar>",
+    "ingress": "<gateway>",
+}
+_KUBE_HOSTS: dict[str, tuple[str, int]] = {  # host, index into KUBE_PORTS' pair
+    "baseline": ("<server pod IP>", 1),
+    "serversidecar": ("<server pod IP>", 0),
+    "both": ("fortioserver", 0),
+    "waypoint": ("fortioserver", 0),
+}
+
+
+def planned_url(
+    platform: str, mode: str, protocol: str, size: int, ingress: str | None = None
+) -> str:
+    """The target URL a test will have, with placeholders for what only a started platform
+    knows (``127.0.0.1:<app>``, ``<server pod IP>:8077``)."""
+    if platform == "local":
+        return target_url(protocol, "127.0.0.1", _LOCAL_HOSTS.get(mode, f"<{mode}>"), size)
+    if mode == "ingress":
+        if not ingress:
+            return target_url(protocol, "<ingress gateway>", "", size)
+        tls, hostport = split_ingress(ingress)
+        return target_url(protocol, hostport, "", size, tls=tls)
+    if mode == "clientonly":  # a Service port led to the uncaptured one (meshperf.kube.paths)
+        from meshperf.kube.paths import CLIENTONLY_PORTS
+
+        return target_url(protocol, "fortioserver", CLIENTONLY_PORTS[protocol][0], size)
+    host, which = _KUBE_HOSTS.get(mode, (f"<{mode}>", 0))
+    return target_url(protocol, host, KUBE_PORTS[protocol][which], size)
 
 
 def load_argv(
