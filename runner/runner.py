@@ -114,8 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="BYTES",
         type=payload_size,
         default=1024,
-        help="response payload bytes, at most 262144 (the echo server's cap;"
-        " default: %(default)s)",
+        help="response payload bytes, at most 262144: the echo server's cap (default: %(default)s)",
     )
     m.add_argument(
         "--mesh",
@@ -299,7 +298,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--resume",
         action="store_true",
         help="skip tests whose results are already in the output dir (same mode,"
-        " mesh, platform, conn, qps, duration, size, labels, repeat)",
+        " mesh, platform, conn, qps, duration, size, labels, repeat); results with failed"
+        " requests are run again",
+    )
+    o.add_argument(
+        "--resume-keep-failed",
+        action="store_true",
+        help="with --resume: also skip tests whose earlier result had failed requests",
     )
     o.add_argument(
         "--dry-run",
@@ -501,6 +506,8 @@ def _main(argv: list[str] | None, created: list[Path]) -> int:
             )
 
     run_id = args.run_id or new_run_id()
+    if args.resume_keep_failed and not args.resume:
+        parser.error("--resume-keep-failed needs --resume")
     plan = build_plan(
         conns=args.conn,
         qpss=args.qps,
@@ -571,7 +578,8 @@ def _main(argv: list[str] | None, created: list[Path]) -> int:
     }
     if args.verbose:
         print(format_plan(plan, args.ingress), file=sys.stderr)
-    todo = still_to_run(plan, args.output_dir) if args.resume else list(plan.tests)
+    keep_failed = bool(args.resume_keep_failed)
+    todo = still_to_run(plan, args.output_dir, keep_failed) if args.resume else list(plan.tests)
     _note(args, start_line(plan, todo, args.output_dir))
     try:
         report = run_matrix(
@@ -602,3 +610,7 @@ def _main(argv: list[str] | None, created: list[Path]) -> int:
 
 if __name__ == "__main__":
     exit_cli(main)
+            resume_keep_failed=keep_failed,
+    if report.output_error:
+        kept = f"; what was measured is kept in {report.kept_dir}" if report.kept_dir else ""
+        print(f"{PROG}: error: {report.output_error}: the run stopped{kept}", file=sys.stderr)

@@ -18,6 +18,7 @@ class ExitCode(enum.IntEnum):
     ERROR = 1  # configuration or input error: nothing (more) was run
     USAGE = 2  # argparse's own code for bad command lines
     TESTS_FAILED = 3  # the run finished but some tests failed or were skipped
+    OUTPUT_FAILED = 4  # the output dir refused writes mid-run: stopped, results kept elsewhere
     INTERRUPTED = 130  # Ctrl-C / SIGTERM: what finished is kept
 
 

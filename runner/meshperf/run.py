@@ -19,6 +19,7 @@ import shlex
 import signal
 import socket
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -27,9 +28,11 @@ from types import FrameType
 from typing import Any, TextIO
 
 from meshperf import __version__, fortiojson
+from meshperf.atomic import write_atomic
 from meshperf.errors import ExitCode, MeshperfError
 from meshperf.fortiojson import parse_start_time
 from meshperf.histogram import calc_percentile
+from meshperf.loadcmd import uses_h2
 from meshperf.plan import Plan, format_qps, format_seconds
 from meshperf.platform import RESULT_KEY, Platform, TestSpec
 from meshperf.results import error_percent
@@ -42,11 +45,19 @@ FAILED = "failed"  # the platform could not run it; no result file
 SKIPPED = "skipped-resume"
 INTERRUPTED = "interrupted"
 NOT_RUN = "not-run"
+RESUMED = "resumed"  # in an older run file: a later --resume ran this test (see ``file``)
+
+# A write to the output dir is tried again after these pauses (seconds) before the run
+# gives up on the directory: a full disk being cleaned or an NFS hiccup gets a chance.
+WRITE_RETRIES: tuple[float, ...] = (0.2, 1.0)
 
 # The facts that make two tests the same cell of a matrix, for --resume.
 RESUME_KEYS: tuple[str, ...] = (
     "mode", "mesh", "platform", "conn", "qps", "duration", "size", "extra_labels", "repeat",
+    "protocol", "h2",
 )  # fmt: skip
+# What a result written before a key existed meant by its absence: HTTP/1.1 and no labels.
+_RESUME_DEFAULTS: dict[str, Any] = {"extra_labels": "", "protocol": "http", "h2": False}
 
 
 @dataclasses.dataclass
@@ -60,6 +71,7 @@ class Outcome:
     file: str = ""
     wall_seconds: float = 0.0
     stats: dict[str, float] = dataclasses.field(default_factory=dict)
+    effective_conn: int = 0  # connections the generator really used, when not those asked
 
     def record(self) -> dict[str, Any]:
         s = self.spec
@@ -73,10 +85,13 @@ class Outcome:
             "size": s.size,
             "extra_labels": s.extra_labels,
             "repeat": s.repeat,
+            "protocol": s.protocol,
+            "h2": uses_h2(s.protocol, s.h2),
             "status": self.status,
             "reason": self.reason,
             "file": self.file,
             "wall_seconds": round(self.wall_seconds, 3),
+            **({"effective_conn": self.effective_conn} if self.effective_conn else {}),
             **self.stats,
         }
 
@@ -90,11 +105,15 @@ class RunReport:
     signal_name: str = ""
     wall_seconds: float = 0.0
     run_file: Path | None = None
+    output_error: str = ""  # the output dir refused writes: the run stopped there
+    kept_dir: Path | None = None  # where results went that the output dir refused
 
     @property
     def exit_code(self) -> ExitCode:
         if self.interrupted:
             return ExitCode.INTERRUPTED
+        if self.output_error:
+            return ExitCode.OUTPUT_FAILED
         if any(o.status in (FAILED, ERRORS, NOT_RUN) for o in self.outcomes):
             return ExitCode.TESTS_FAILED
         return ExitCode.OK
@@ -134,7 +153,7 @@ def resume_key(block: dict[str, Any]) -> tuple[Any, ...]:
     return tuple(
         float(block[k])
         if k in ("qps", "duration")
-        else block.get(k, "" if k == "extra_labels" else 0)
+        else block.get(k, _RESUME_DEFAULTS.get(k, 0))
         for k in RESUME_KEYS
     )
 
@@ -151,12 +170,18 @@ def spec_key(spec: TestSpec, plan: Plan) -> tuple[Any, ...]:
             "size": spec.size,
             "extra_labels": spec.extra_labels,
             "repeat": spec.repeat,
+            "protocol": spec.protocol,
+            "h2": uses_h2(spec.protocol, spec.h2),
         }  # fmt: skip
     )
 
 
-def existing_results(output_dir: Path) -> dict[tuple[Any, ...], Path]:
-    """Result files already in ``output_dir``, by the facts ``--resume`` matches on."""
+def existing_results(output_dir: Path, keep_failed: bool = False) -> dict[tuple[Any, ...], Path]:
+    """Result files already in ``output_dir``, by the facts ``--resume`` matches on.
+
+    A result with failed requests (or none completed) does not count unless ``keep_failed``
+    (``--resume-keep-failed``): resuming is for getting a good result of every cell.
+    """
     found: dict[tuple[Any, ...], Path] = {}
     if not output_dir.is_dir():
         return found
@@ -168,33 +193,50 @@ def existing_results(output_dir: Path) -> dict[tuple[Any, ...], Path]:
             block = data[RESULT_KEY]
             if not isinstance(block, dict) or not all(k in block for k in RESUME_KEYS[:7]):
                 continue
+            if not keep_failed:
+                stats = result_stats(data)
+                if stats["requests"] == 0 or stats["errors_pct"] > 0:
+                    continue
             found.setdefault(resume_key(block), p)
         except (OSError, ValueError, KeyError, TypeError):
             continue  # not one of ours, or half-written by something else
     return found
 
 
-def still_to_run(plan: Plan, output_dir: Path) -> list[TestSpec]:
+def still_to_run(plan: Plan, output_dir: Path, keep_failed: bool = False) -> list[TestSpec]:
     """The tests of ``plan`` that ``--resume`` would run: those with no result in ``output_dir``."""
-    have = existing_results(output_dir)
+    have = existing_results(output_dir, keep_failed)
     return [t for t in plan.tests if spec_key(t, plan) not in have]
 
 
 # ---- writing --------------------------------------------------------------------------------
 
 
-def write_json_atomic(path: Path, obj: Any) -> None:
-    """Write to a temp file beside ``path`` and rename: a reader never sees half a file."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(fortiojson.dumps(obj))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+def write_json_atomic(path: Path, obj: Any) -> Path:
+    """fortio's JSON layout, written atomically (``meshperf.atomic``)."""
+    return write_atomic(path, fortiojson.dumps(obj))
+
+
+def with_retries(write: Callable[[], Path]) -> Path:
+    """``write()``, tried again after each pause of ``WRITE_RETRIES``; the last OSError raises."""
+    for pause in WRITE_RETRIES:
+        try:
+            return write()
+        except OSError:
+            time.sleep(pause)
+    return write()
+
+
+def kept_dir(run_id: str) -> Path:
+    """Where results go that the output dir refused: private, outside the output dir, and
+    never removed by the run (unlike the platform's work dir, which is)."""
+    d = Path(tempfile.gettempdir()) / f"meshperf-kept-{run_id}"
+    d.mkdir(mode=0o700, exist_ok=True)
+    return d
+
+
+class _OutputFailed(Exception):
+    """The output dir refused a write even after retries: the matrix stops cleanly."""
 
 
 def store_result(output_dir: Path, plan: Plan, spec: TestSpec, result: dict[str, Any]) -> Path:
@@ -219,6 +261,9 @@ def store_result(output_dir: Path, plan: Plan, spec: TestSpec, result: dict[str,
         n += 1  # two tests in one second (sub-second durations) must not overwrite each other
         rid = f"{base[: fortiojson.ID_MAX_BYTES - 4]}_{n}"
     result["ID"] = rid
+    threads = result.get("NumThreads")
+    if isinstance(threads, int) and threads != spec.conn:
+        merged["effective_conn"] = threads  # beside the requested ``conn``, never instead
     path = output_dir / f"{rid}.json"
     write_json_atomic(path, result)
     return path
@@ -328,7 +373,7 @@ class BarProgress(Progress):
 
 def describe(o: Outcome) -> str:
     s = o.spec
-    head = f"{s.mode} c={s.conn} qps={format_qps(s.qps)} {s.duration:g}s"
+    head = f"{s.mode} c={s.conn} qps={format_qps(s.qps)} {s.duration:.15g}s"
     if s.repeat:
         head += f" repeat={s.repeat}"
     if o.status in (OK, ERRORS) and o.stats:
@@ -339,6 +384,8 @@ def describe(o: Outcome) -> str:
         )
         if o.stats["requests"] == 0:
             tail += f" ({o.reason})"
+        if o.effective_conn:
+            tail += f" (ran {o.effective_conn} connections, not the {s.conn} asked)"
         return f"{head}: {tail}"
     return f"{head}: {o.status}" + (f": {o.reason}" if o.reason else "")
 
@@ -360,7 +407,8 @@ class _Interrupts:
     def install(self) -> None:
         if threading.current_thread() is not threading.main_thread():
             return
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        # SIGHUP: the terminal closed or the ssh session was lost; stop as cleanly as Ctrl-C.
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             self._old[sig] = signal.signal(sig, self._handle)
 
     def restore(self) -> None:
@@ -393,6 +441,7 @@ def run_matrix(
     output_dir: Path,
     *,
     resume: bool = False,
+    resume_keep_failed: bool = False,
     command_line: Sequence[str] = (),
     options: dict[str, Any] | None = None,
     progress: Callable[[int, TextIO], Progress] | None = None,
@@ -411,7 +460,7 @@ def run_matrix(
     output_dir.mkdir(parents=True, exist_ok=True)
     outcomes = [Outcome(i, spec) for i, spec in enumerate(plan.tests, 1)]
     if resume:
-        have = existing_results(output_dir)
+        have = existing_results(output_dir, resume_keep_failed)
         for o in outcomes:
             found = have.get(spec_key(o.spec, plan))
             if found is not None:
@@ -450,8 +499,23 @@ def run_matrix(
             header.update(run_fields())
         if status != "running":
             header["finished"] = fortiojson.go_time(dt.datetime.now().astimezone())
-        write_json_atomic(run_file, header)
-        report.run_file = run_file
+        if report.output_error:
+            header["output_error"] = report.output_error
+        try:
+            with_retries(lambda: write_json_atomic(run_file, header))
+            report.run_file = run_file
+        except OSError as e:
+            error = f"cannot write {run_file}: {e.strerror or e}"
+            if not report.output_error:
+                report.output_error = header["output_error"] = error
+            # The run file goes where the results went, so it says what happened.
+            with contextlib.suppress(OSError):
+                report.kept_dir = report.kept_dir or kept_dir(plan.run_id)
+                alt = report.kept_dir / run_file.name
+                write_json_atomic(alt, header)
+                report.run_file = alt
+            if status == "running":
+                raise _OutputFailed(error) from None
 
     guard = _Interrupts(platform)
     bar: Progress | None = None
@@ -472,7 +536,7 @@ def run_matrix(
             for o in todo:
                 if guard.requested:
                     raise KeyboardInterrupt
-                _run_one(platform, plan, output_dir, o, guard, bar, todo)
+                _run_one(platform, plan, output_dir, o, guard, bar, todo, report)
                 if more is not None:  # appended tests are reached by this same loop
                     for spec in more(o):
                         todo.append(Outcome(len(outcomes) + 1, spec))
@@ -484,6 +548,13 @@ def run_matrix(
         except KeyboardInterrupt:
             report.interrupted = True
             report.signal_name = guard.signal_name or "SIGINT"
+        except _OutputFailed as e:
+            report.output_error = str(e)
+            if bar is not None:
+                where = (
+                    f"; what was measured is kept in {report.kept_dir}" if report.kept_dir else ""
+                )
+                bar.note(f"error: {e}: the run stops here{where}")
     finally:
         guard.shielded = True
         try:
@@ -493,13 +564,72 @@ def run_matrix(
         finally:
             guard.restore()
             report.wall_seconds = time.monotonic() - started
-            if report.interrupted:
+            if report.interrupted or report.output_error:
+                why = (
+                    f"run interrupted ({report.signal_name})"
+                    if report.interrupted
+                    else f"run stopped: {report.output_error}"
+                )
                 for o in outcomes:
                     if o.status == NOT_RUN:
-                        o.reason = f"run interrupted ({report.signal_name})"
+                        o.reason = why
             if report.run_file is not None:  # written once the platform had started
-                save_run("interrupted" if report.interrupted else "finished")
+                final = "interrupted" if report.interrupted else "finished"
+                with contextlib.suppress(_OutputFailed):
+                    save_run("output-failed" if report.output_error else final)
+            if resume:
+                with contextlib.suppress(OSError):
+                    mark_resumed(output_dir, plan, outcomes)
     return report
+
+
+def mark_resumed(output_dir: Path, plan: Plan, outcomes: Sequence[Outcome]) -> list[Path]:
+    """Tell older run files which of their failed, interrupted or not-run tests this run did.
+
+    fortio.py lists a run file's tests without a result as skipped; once ``--resume`` has run
+    them, the old entries point at the new file (status ``resumed``) instead.
+    """
+    done = {
+        spec_key(o.spec, plan): o
+        for o in outcomes
+        if o.status in (OK, ERRORS) and o.file and "/" not in o.file
+    }
+    changed: list[Path] = []
+    if not done:
+        return changed
+    for p in sorted(output_dir.glob("run-*.json")):
+        if p.name == f"run-{plan.run_id}.json":
+            continue
+        try:
+            run = json.loads(p.read_text(encoding="utf-8"))
+            tests = run["tests"]
+            facts = {"mesh": run["mesh"], "platform": run["platform"]}
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        touched = False
+        for t in tests if isinstance(tests, list) else []:
+            if not isinstance(t, dict) or t.get("status") not in (
+                FAILED,
+                INTERRUPTED,
+                NOT_RUN,
+                ERRORS,
+            ):
+                continue
+            try:
+                o = done.get(resume_key({**t, **facts}))
+            except (KeyError, TypeError, ValueError):
+                continue
+            if o is not None:
+                t.update(
+                    status=RESUMED,
+                    file=o.file,
+                    reason=f"{t.get('status')}; run again by run {plan.run_id}",
+                )
+                touched = True
+        if touched:
+            write_json_atomic(p, run)
+            changed.append(p)
+    return changed
 
 
 def _default_progress(total: int, stream: TextIO) -> Progress:
@@ -525,6 +655,7 @@ def _run_one(
     guard: _Interrupts,
     bar: Progress,
     todo: list[Outcome],
+    report: RunReport,
 ) -> None:
     def eta() -> float:
         pending = [x.spec for x in todo if x.status == NOT_RUN]
@@ -537,6 +668,9 @@ def _run_one(
     try:
         result = platform.run_test(o.spec)
     except KeyboardInterrupt:
+        # A second signal aborted the test the first one was stopping: still interrupted.
+        o.status = INTERRUPTED
+        o.reason = f"stopped by {guard.signal_name or 'SIGINT'} (aborted by a second signal)"
         raise
     except MeshperfError as e:
         o.status, o.reason = FAILED, f"{type(e).__name__}: {e}"
@@ -555,18 +689,35 @@ def _run_one(
             o.status, o.reason = FAILED, "platform returned no fortio result"
         else:
             guard.shielded = True  # a half-written file is worse than a late interrupt
+            failure = ""
             try:
-                path = store_result(output_dir, plan, o.spec, result)
+                o.file = with_retries(lambda: store_result(output_dir, plan, o.spec, result)).name
+            except OSError as e:
+                # Keep what was measured: in memory (the report) and in the kept dir.
+                failure = f"cannot write results to {output_dir}: {e.strerror or e}"
+                try:
+                    report.kept_dir = report.kept_dir or kept_dir(plan.run_id)
+                    o.file = str(store_result(report.kept_dir, plan, o.spec, result))
+                except OSError as e2:
+                    o.file = ""
+                    failure += f"; nor to {report.kept_dir or tempfile.gettempdir()}: {e2}"
             finally:
                 guard.shielded = False
-            o.file = path.name
             o.stats = result_stats(result)
+            threads = result.get("NumThreads")
+            if isinstance(threads, int) and threads != o.spec.conn:
+                o.effective_conn = threads  # said in the test's line and the summary
             if o.stats["requests"] == 0:
                 o.status, o.reason = ERRORS, "no request completed"
             elif o.stats["errors_pct"] > 0:
                 o.status, o.reason = ERRORS, f"{o.stats['errors_pct']:.2f}% of requests failed"
             else:
                 o.status = OK
+            if failure:
+                kept = f"kept in {o.file}" if o.file else "kept in memory only"
+                o.reason = f"{o.reason}; {failure}; {kept}" if o.reason else f"{failure}; {kept}"
+                bar.end(o, eta())
+                raise _OutputFailed(failure)
     bar.end(o, eta())
     if guard.requested:
         raise KeyboardInterrupt
@@ -596,9 +747,22 @@ def summary_table(report: RunReport) -> str:
             for i, (v, w) in enumerate(zip(r, widths, strict=True))
         ]
         lines.append("  ".join(cells).rstrip())
-    problems = [o for o in report.outcomes if o.status in (FAILED, ERRORS, INTERRUPTED)]
+    problems = [
+        o
+        for o in report.outcomes
+        if o.status in (FAILED, ERRORS, INTERRUPTED) or (o.status == OK and o.reason)
+    ]  # an ok test with a reason: its result is not where the others are (kept dir)
     for o in problems:
         lines.append(f"test {o.index} ({o.spec.labels}) {o.status}: {o.reason}")
+    for o in report.outcomes:
+        if o.effective_conn:
+            # fortio's rule, which the built-in generator follows: at least 2 calls per
+            # connection (periodic.go runQPSSetup), so qps x duration < 2 x conn lowers conn.
+            lines.append(
+                f"test {o.index} ({o.spec.labels}) ran {o.effective_conn} connections, not the"
+                f" {o.spec.conn} asked: the load generator makes at least 2 calls per"
+                " connection; the result records both (conn, effective_conn)"
+            )
     return "\n".join(lines)
 
 
