@@ -459,6 +459,8 @@ def _main(argv: list[str] | None, created: list[Path]) -> int:
         )
     if args.quiet and args.verbose:
         parser.error("--quiet and --verbose contradict each other")
+    if args.resume_keep_failed and not args.resume:
+        parser.error("--resume-keep-failed needs --resume")
 
     search.check_args(parser, args)
 
@@ -506,8 +508,6 @@ def _main(argv: list[str] | None, created: list[Path]) -> int:
             )
 
     run_id = args.run_id or new_run_id()
-    if args.resume_keep_failed and not args.resume:
-        parser.error("--resume-keep-failed needs --resume")
     plan = build_plan(
         conns=args.conn,
         qpss=args.qps,
@@ -587,6 +587,7 @@ def _main(argv: list[str] | None, created: list[Path]) -> int:
             plan,
             args.output_dir,
             resume=args.resume,
+            resume_keep_failed=keep_failed,
             command_line=[sys.executable, sys.argv[0], *argv],
             options=options,
             progress=(lambda n, s: Progress(n, s)) if args.quiet else None,
@@ -599,6 +600,9 @@ def _main(argv: list[str] | None, created: list[Path]) -> int:
     print(summary_table(report))
     if slo_run is not None:
         print(slo_run.summary())
+    if report.output_error:
+        kept = f"; what was measured is kept in {report.kept_dir}" if report.kept_dir else ""
+        print(f"{PROG}: error: {report.output_error}: the run stopped{kept}", file=sys.stderr)
     if report.interrupted:
         print(f"interrupted by {report.signal_name}: finished results kept in {args.output_dir}")
     if report.run_file is not None:
@@ -610,7 +614,3 @@ def _main(argv: list[str] | None, created: list[Path]) -> int:
 
 if __name__ == "__main__":
     exit_cli(main)
-            resume_keep_failed=keep_failed,
-    if report.output_error:
-        kept = f"; what was measured is kept in {report.kept_dir}" if report.kept_dir else ""
-        print(f"{PROG}: error: {report.output_error}: the run stopped{kept}", file=sys.stderr)
