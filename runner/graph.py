@@ -17,6 +17,7 @@ from meshperf.argtypes import non_negative_float, positive_int
 from meshperf.errors import ExitCode, MeshperfError, exit_cli, missing_package
 
 try:
+    from meshperf import searchcharts
     from meshperf.graphing import (
         FORMAT_DESCRIPTIONS,
         MESH_NAME,
@@ -145,6 +146,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     # Intermixed, so options may sit between the CSVs and METRIC.
     args = parser.parse_intermixed_args(argv)
+    searches = searchcharts.run_file_docs(args.csv)  # run files of runner.py --find-max
+    if searches is not None:
+        return searchcharts.main(args, searches, PROG)
     meshes: list[str | None] = [None] * len(args.csv)
     if args.mesh is not None:
         if len(args.mesh) == 1:
