@@ -144,3 +144,33 @@ def test_real_psi_sees_more_busy_processes_than_cores() -> None:
     got = sampler.pressure((start, end))
     assert got is not None
     assert got["cpu_some"] > trust.CPU_PRESSURE_MAX, got
+
+
+def test_fortio_py_csv_has_a_warnings_column(tmp_path: Path) -> None:
+    import csv
+
+    import fortio as fortio_cli  # runner/fortio.py
+
+    results = tmp_path / "results"
+    sound = fortio_data.http_result(labels="r1_qps_1000_c_4_1024_both", extra={"ActualQPS": 999.8})
+    fortio_data.write(results, sound)
+    behind = fortio_data.http_result(
+        labels="r1_qps_1000_c_4_1024_serveronly", extra={"ActualQPS": 900.0}
+    )
+    fortio_data.write(results, behind)
+    assert fortio_cli.main([str(results), "--output", str(tmp_path / "s")]) == 0
+    with (tmp_path / "s.csv").open(newline="") as f:
+        rows = {r["mode"]: r for r in csv.DictReader(f)}
+    assert rows["both"]["warnings"] == ""
+    assert rows["serversidecar"]["warnings"] == "behind: achieved 900.0 of 1000 qps (90.0%)"
+
+
+def test_aggregate_keeps_every_repeats_warnings() -> None:
+    from meshperf import collect as col
+
+    rows = [
+        {"mode": "both", "conn": 4, "p50": 1.0, "p99": 2.0, "warnings": w}
+        for w in ("", "errors: 1.00% of calls failed", "errors: 1.00% of calls failed")
+    ]
+    (agg,) = col.aggregate(rows)
+    assert agg["warnings"] == "errors: 1.00% of calls failed"

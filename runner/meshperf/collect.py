@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
-from meshperf import goduration
+from meshperf import goduration, trust
 from meshperf.errors import ConfigError, PrometheusError
 from meshperf.results import FortioResult, LoadReport, Skipped, atomic_write_text
 
@@ -33,11 +33,11 @@ ROW_COLUMNS: tuple[str, ...] = (
     "StartTime", "ActualDuration", "Labels", "RunType", "Version",
     "mode", "mesh", "platform", "NumThreads", "conn", "RequestedQPS", "ActualQPS", "size",
     "extra_labels", "repeat", "run_id", "arrival", "count", "errorPercent",
-    "min", "avg", "max", *PERCENTILE_COLUMNS, "sendlag_p99", "source",
+    "min", "avg", "max", *PERCENTILE_COLUMNS, "sendlag_p99", "warnings", "source",
 )  # fmt: skip
 DEFAULT_COLUMNS: tuple[str, ...] = (
     "StartTime", "ActualDuration", "Labels", "mode", "mesh", "platform", "NumThreads", "conn",
-    "RequestedQPS", "ActualQPS", "size", "p50", "p90", "p99", "p999", "errorPercent",
+    "RequestedQPS", "ActualQPS", "size", "p50", "p90", "p99", "p999", "errorPercent", "warnings",
 )  # fmt: skip
 SPREAD_OF: tuple[str, ...] = ("p50", "p99")
 AGGREGATE_COLUMNS: tuple[str, ...] = (
@@ -151,6 +151,7 @@ def result_row(
         row[col] = micros(r.percentile(p))
     lag = r.sendlag_histogram
     row["sendlag_p99"] = micros(r.percentile(99, lag)) if lag and lag.get("Count") else None
+    row["warnings"] = trust.text(trust.assess(r))  # why a number may not be believed
     row["source"] = r.source
     row.update(resource_cells(r.resources))
     return row
@@ -245,8 +246,11 @@ def collect(
                     window = prometheus.window(r.start_time, r.actual_duration)
                     if isinstance(window, str):
                         reason = window
+                        row["warnings"] = trust.text(trust.assess(r, window_problem=window))
                     else:
-                        cells = resource_cells(prometheus.resources(*window))
+                        # Only the ztunnels of the test's two nodes (kubernetes platform).
+                        ztunnels = r.meshperf.get("ztunnel_pods")
+                        cells = resource_cells(prometheus.resources(*window, ztunnels=ztunnels))
                         prom_failures = 0
                         if cells:
                             row.update(cells)
@@ -328,6 +332,10 @@ def aggregate(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
             elif col not in first:
                 agg[col] = None
         agg["repeat"] = None
+        # Every repeat's causes: one bad repeat makes the median suspect too.
+        agg["warnings"] = "; ".join(
+            dict.fromkeys(w for m in members for w in str(m.get("warnings") or "").split("; ") if w)
+        )
         agg["source"] = first.get("source") if len(members) == 1 else f"{len(members)} results"
         agg["repeats"] = len(members)
         for col in SPREAD_OF:

@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from meshperf import collect as col
-from meshperf import stats, trust
+from meshperf import stats
 from meshperf.errors import ConfigError, ResultsError
 from meshperf.results import (
     DEFAULT_TIMEOUT,
@@ -189,7 +189,6 @@ def load_side(
     sources: Sequence[str],
     *,
     timeout: float = DEFAULT_TIMEOUT,
-    thresholds: trust.Thresholds = trust.DEFAULT,
 ) -> Side:
     """Every usable test of ``sources``: results through meshperf.results, rows as they are."""
     observations: list[Observation] = []
@@ -205,9 +204,9 @@ def load_side(
     collected = col.collect(report)
     by_source = {r.source: r for r in report.results}
     for row in collected.rows:
+        # The warnings column fortio.py writes (meshperf.trust), so both say the same.
         r = by_source.get(str(row.get("source")))
-        w = trust.text(trust.assess(r, thresholds=thresholds)) if r is not None else ""
-        observations.append(Observation(row, r, w))
+        observations.append(Observation(row, r, str(row.get("warnings") or "")))
     run_ids = sorted({str(o.row.get("run_id")) for o in observations if o.row.get("run_id")})
     return Side(name, observations, list(collected.skipped), run_ids)
 
