@@ -175,7 +175,9 @@ def load_config(path: str | Path) -> dict[str, Any]:
     except UnicodeDecodeError:
         raise ConfigError(f"config {p}: not UTF-8 text") from None
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_unique_keys_loader())  # noqa: S506 - a SafeLoader
+    except ConfigError as e:
+        raise ConfigError(f"config {p}{e}") from None
     except yaml.YAMLError as e:
         where = getattr(e, "problem_mark", None)
         line = f" line {where.line + 1}" if where is not None else ""
@@ -185,6 +187,33 @@ def load_config(path: str | Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ConfigError(f"config {p}: expected a mapping of option names to values")
     return data
+
+
+def _unique_keys_loader() -> Any:
+    """yaml.SafeLoader that refuses a mapping with the same key twice (PyYAML keeps the last
+    one silently: ``baseline: true`` then ``baseline: false`` would just be false)."""
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        pass
+
+    def mapping(loader: yaml.SafeLoader, node: yaml.MappingNode) -> Any:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = loader.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            try:
+                if key in seen:
+                    raise ConfigError(
+                        f" line {line}: duplicate key {key!r} (first on line {seen[key]})"
+                    )
+                seen[key] = line
+            except TypeError:  # an unhashable key: construct_mapping says so itself
+                break
+        return loader.construct_mapping(node, deep=True)
+
+    Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, mapping)
+    return Loader
 
 
 def _config_string(value: Any) -> str:
@@ -219,11 +248,19 @@ def config_defaults(
     by_name.pop("config", None)
 
     out: dict[str, Any] = {}
+    set_by: dict[str, str] = {}
     for raw_key, value in config.items():
         key = str(raw_key).replace("-", "_")
         action = by_name.get(key)
         if action is None:
             raise ConfigError(f"{source}: unknown option {raw_key!r}")
+        if action.dest in set_by:
+            # baseline + no-baseline, or output-dir + output_dir: which one was meant?
+            raise ConfigError(
+                f"{source}: {set_by[action.dest]!r} and {raw_key!r} both set the same option",
+                hint="keep one of them",
+            )
+        set_by[action.dest] = str(raw_key)
         negated = key.startswith("no_") and key[3:] in by_name and by_name[key[3:]] is action
         try:
             out[action.dest] = _config_value(action, value, negated)
