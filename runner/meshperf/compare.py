@@ -9,8 +9,9 @@ with the same key on one side are repeats.
 Per matched test and metric the change new/base, in % and in the metric's unit, with a 95%
 interval (see ``meshperf.stats`` for the methods and why):
 
-- ``between-repeat``: >= ``MIN_REPEATS`` results on each side; Welch's t interval on log
-  values, base and new are the geometric means of the repeats;
+- ``between-repeat``: >= ``MIN_REPEATS`` results on each side (or 2 on one side when a
+  repeat failed); Welch's t interval on log values, base and new are the geometric means of
+  the repeats;
 - ``within-run only, optimistic``: fewer repeats; a bootstrap of each run's own histogram
   (latency), calls (errors) or resource samples (CPU, memory), seeded;
 - ``no interval``: neither (e.g. fortio.py rows of single runs): never significant.
@@ -314,7 +315,10 @@ def compare_metric(
     nv = [o.value(metric) or 0.0 for o in no]
     positive = all(v > 0 for v in (*bv, *nv))
     lo_pct = hi_pct = lo_abs = hi_abs = None
-    if len(bv) >= min_repeats and len(nv) >= min_repeats:
+    repeats = len(bv) >= min_repeats and len(nv) >= min_repeats
+    # A failed repeat leaves 2 on a side: the spread of 2 still measures run-to-run variation,
+    # which a within-run bootstrap would ignore (wide, but honest; the method says 2 vs 3).
+    if repeats or (min(len(bv), len(nv)) >= 2 and max(len(bv), len(nv)) >= min_repeats):
         method = f"{METHOD_REPEATS} ({len(bv)} vs {len(nv)})"
         if positive:
             b, n = stats.geomean(bv), stats.geomean(nv)
