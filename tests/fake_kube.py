@@ -160,6 +160,7 @@ class FakeKube:
         self.nodes = load("nodes.json")["items"]
         self.deployments = [load("deployment-istiod.json")]
         self.daemonsets: list[dict[str, Any]] = []
+        self.other_pods: list[dict[str, Any]] = []  # pods of other namespaces (ztunnel ...)
         self.version = load("version.json")
         self.fortio_json = fortio_reply()
         self.exec_calls: list[ExecCall] = []
@@ -237,6 +238,76 @@ class FakeKube:
 
     def pod(self, prefix: str) -> dict[str, Any]:
         return next(p for n, p in self.pods.items() if n.startswith(prefix))
+
+    def use_mesh(self, mesh: str) -> None:
+        """Reshape the two hand-written (Istio sidecar) pods as ``mesh`` would have made them,
+        with the containers, arguments and annotations the real projects write (the
+        conformance tests check the same shapes against their objects in ../shared/upstream):
+
+        - ``istio-ambient``: no sidecar; istio-cni's ``ambient.istio.io/redirection: enabled``.
+        - ``linkerd``: ``linkerd-init`` with setup_test.sh's skip ports, ``linkerd-proxy`` as a
+          native sidecar with ``LINKERD2_PROXY_CORES`` (linkerd2 ``inject_emojivoto_deployment``).
+        - ``none``: no proxy at all.
+        """
+        for pod in self.pods.values():
+            meta, spec = pod["metadata"], pod["spec"]
+            ann = meta.setdefault("annotations", {})
+            for k in [k for k in ann if "istio.io" in k]:
+                del ann[k]
+            meta["labels"].pop("security.istio.io/tlsMode", None)
+            spec["containers"] = [c for c in spec["containers"] if c["name"] != "istio-proxy"]
+            spec["initContainers"] = [
+                c for c in spec.get("initContainers", []) if not c["name"].startswith("istio-")
+            ]
+            statuses = pod["status"].get("containerStatuses", [])
+            pod["status"]["containerStatuses"] = [
+                st for st in statuses if st["name"] != "istio-proxy"
+            ]
+            if mesh == "istio-ambient":
+                ann["ambient.istio.io/redirection"] = "enabled"
+            elif mesh == "linkerd":
+                ann["linkerd.io/created-by"] = "linkerd/cli edge-26.8.3"
+                ann["linkerd.io/proxy-version"] = "edge-26.8.3"
+                ann["config.linkerd.io/skip-inbound-ports"] = "8076,8077"
+                ann["config.linkerd.io/skip-outbound-ports"] = "8076,8077"
+                ann["config.linkerd.io/proxy-cpu-request"] = "2"
+                meta["labels"]["linkerd.io/control-plane-ns"] = "linkerd"
+                image = "cr.l5d.io/linkerd/proxy:edge-26.8.3"
+                spec["initContainers"] = [
+                    {
+                        "name": "linkerd-init",
+                        "image": image,
+                        "args": [
+                            "--firewall-bin-path", "iptables-nft",
+                            "--firewall-save-bin-path", "iptables-nft-save",
+                            "--ipv6=false",
+                            "--incoming-proxy-port", "4143",
+                            "--outgoing-proxy-port", "4140",
+                            "--proxy-uid", "2102",
+                            "--inbound-ports-to-ignore", "4190,4191,8076,8077",
+                            "--outbound-ports-to-ignore", "8076,8077",
+                        ],  # fmt: skip
+                    },
+                    {
+                        "name": "linkerd-proxy",
+                        "image": image,
+                        "restartPolicy": "Always",
+                        "env": [
+                            {"name": "LINKERD2_PROXY_CORES", "value": "2"},
+                            {"name": "LINKERD2_PROXY_CORES_MIN", "value": "2"},
+                        ],
+                        "resources": {"requests": {"cpu": "2", "memory": "512Mi"}},
+                    },
+                ]
+
+    def exclude_outbound_ports(self, ports: str) -> None:
+        """Give the client's istio-init (and its annotation) these excluded outbound ports,
+        as if setup_test.sh had rendered them."""
+        pod = self.pod("fortioclient")
+        pod["metadata"]["annotations"]["traffic.sidecar.istio.io/excludeOutboundPorts"] = ports
+        for c in pod["spec"].get("initContainers", []):
+            if c["name"] == "istio-init":
+                c["args"][c["args"].index("-o") + 1] = ports
 
     def calls(self, argv0: str) -> list[ExecCall]:
         return [c for c in self.exec_calls if c.argv and c.argv[0] == argv0]
@@ -367,6 +438,13 @@ def _make_handler(fk: FakeKube) -> type[BaseHTTPRequestHandler]:
             selector = (query.get("labelSelector") or [""])[0]
             if path in ("/version", "/version/"):
                 return 200, fk.version
+            if path == "/api/v1/pods":
+                items = [
+                    p
+                    for p in list(fk.pods.values()) + fk.other_pods
+                    if match_selector(p["metadata"].get("labels", {}), selector)
+                ]
+                return 200, _list("PodList", "v1", items)
             if m := re.fullmatch(r"/api/v1/namespaces/([^/]+)/pods", path):
                 items = [
                     p

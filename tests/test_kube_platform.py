@@ -114,6 +114,7 @@ def test_each_mode_runs_fortio_in_the_client_pod(
     fortio = json.loads(fk.fortio_json)
     block = result.pop(RESULT_KEY)
     assert result == fortio  # fortio's own fields untouched
+    assert block.pop("capture")["mode"] == mode  # what was verified (tests/test_kube_capture.py)
     assert block == {
         "format": 1,
         "run_id": "5e1f00d2",
@@ -157,6 +158,7 @@ def test_argv_refuses_a_label_with_shell_characters() -> None:
 
 
 def test_ingress_keeps_an_explicit_port_and_rejects_junk(fk: FakeKube, kubeconfig: Path) -> None:
+    fk.exclude_outbound_ports("80,8076,8077,8443")  # a gateway port the client must bypass
     p = started(opts_for(kubeconfig, ingress="35.1.2.3:8443"), ("ingress",))
     try:
         assert p.target("ingress", 10) == "http://35.1.2.3:8443/echo?size=10"
@@ -175,6 +177,7 @@ def test_ingress_keeps_an_explicit_port_and_rejects_junk(fk: FakeKube, kubeconfi
 def test_ambient_waypoint_mode_goes_through_the_service_and_both_stays_l4(
     fk: FakeKube, kubeconfig: Path
 ) -> None:
+    fk.use_mesh("istio-ambient")
     fk.services["fortioserver"]["metadata"]["labels"]["istio.io/use-waypoint"] = "waypoint"
     p = started(opts_for(kubeconfig, mesh="istio-ambient"), ("both", "waypoint"))
     try:
@@ -189,6 +192,7 @@ def test_ambient_waypoint_mode_goes_through_the_service_and_both_stays_l4(
 
 
 def test_ambient_waypoint_enrolled_by_namespace_label(fk: FakeKube, kubeconfig: Path) -> None:
+    fk.use_mesh("istio-ambient")
     fk.namespaces["twopods"]["metadata"]["labels"]["istio.io/use-waypoint"] = "waypoint"
     # start() refuses a waypoint mode the server is not enrolled in (see the test below).
     p = started(opts_for(kubeconfig, mesh="istio-ambient"), ("waypoint",))
@@ -199,6 +203,7 @@ def test_ambient_waypoint_enrolled_by_namespace_label(fk: FakeKube, kubeconfig: 
 
 
 def test_ambient_both_without_waypoint_uses_the_service(fk: FakeKube, kubeconfig: Path) -> None:
+    fk.use_mesh("istio-ambient")
     p = started(opts_for(kubeconfig, mesh="istio-ambient"), ("both",))
     try:
         assert p.target("both", 1024) == "http://fortioserver:8080/echo?size=1024"
@@ -207,6 +212,7 @@ def test_ambient_both_without_waypoint_uses_the_service(fk: FakeKube, kubeconfig
 
 
 def test_waypoint_mode_needs_a_waypoint_and_ambient(fk: FakeKube, kubeconfig: Path) -> None:
+    fk.use_mesh("istio-ambient")
     p = KubernetesPlatform.from_options(opts_for(kubeconfig, mesh="istio-ambient"))
     with pytest.raises(ClusterError, match="not bound to a waypoint.*istioctl waypoint apply"):
         p.start(("waypoint",))
@@ -721,12 +727,14 @@ def test_metadata_reads_versions_nodes_and_proxy_resources(fk: FakeKube, kubecon
 def test_metadata_linkerd_and_ambient_versions(fk: FakeKube, kubeconfig: Path) -> None:
     fk.deployments.append(load("deployment-linkerd-destination.json"))
     fk.daemonsets.append(load("daemonset-ztunnel.json"))
+    fk.use_mesh("linkerd")
     p = started(opts_for(kubeconfig, mesh="linkerd"), ("baseline",))
     try:
         assert p.metadata()["mesh_version"] == "stable-2.14.10"
     finally:
         p.close()
-    p = started(opts_for(kubeconfig, mesh="istio-ambient"), ("baseline",))
+    fk.use_mesh("istio-ambient")
+    p = started(opts_for(kubeconfig, mesh="istio-ambient"), ("both",))
     try:
         meta = p.metadata()
     finally:

@@ -9,7 +9,7 @@ single key ``RESULT_KEY`` ("meshperf") and never change the meaning of fortio's 
         "run_id": "...",              # joins the test to <output-dir>/run-<run_id>.json
         "platform": "local" | "kubernetes",
         "mesh": "istio" | "istio-ambient" | "linkerd" | "none",
-        "mode": "baseline" | "serversidecar" | "both" | "ingress" | "waypoint",
+        "mode": "baseline" | "serversidecar" | "clientonly" | "both" | "ingress" | "waypoint",
         "conn": 16, "qps": 1000.0, "duration": 30.0, "size": 1024,
         "extra_labels": "nomixer" | "",
         "repeat": 0,
@@ -45,10 +45,11 @@ RESULT_KEY = "meshperf"
 RESULT_FORMAT = 1
 
 # Sidecar modes, their label suffixes (the 2019 runner wrote these) and their order.
-MODES: tuple[str, ...] = ("baseline", "serversidecar", "both", "ingress", "waypoint")
+MODES: tuple[str, ...] = ("baseline", "serversidecar", "clientonly", "both", "ingress", "waypoint")
 MODE_LABEL: dict[str, str] = {
     "baseline": "base",
     "serversidecar": "serveronly",
+    "clientonly": "clientonly",  # istio/tools' name for the client sidecar alone
     "both": "both",
     "ingress": "ingress",
     "waypoint": "waypoint",

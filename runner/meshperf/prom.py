@@ -21,7 +21,7 @@ import json
 import logging
 import math
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -31,6 +31,7 @@ from prometheus_api_client import PrometheusApiClientException, PrometheusConnec
 from urllib3.util.retry import Retry
 
 from meshperf.errors import PrometheusError
+from meshperf.kube import paths
 from meshperf.platform import (
     RESOURCE_CLIENT_PROXY,
     RESOURCE_INGRESS_PROXY,
@@ -68,7 +69,8 @@ RESOURCE_WAYPOINT = "waypoint_proxy"
 RESOURCE_TELEMETRY_MIXER = "telemetry_mixer"
 RESOURCE_POLICY_MIXER = "policy_mixer"
 
-PROXY_CONTAINERS = frozenset({"istio-proxy", "linkerd-proxy"})
+# The proxy container names live with the meshes' other facts (meshperf.kube.paths).
+PROXY_CONTAINERS = paths.PROXY_CONTAINERS
 # Init containers have exited before a test; their leftover series are not load.
 INIT_CONTAINERS = frozenset({"istio-init", "istio-validation", "linkerd-init",
                              "linkerd-network-validator"})
@@ -297,9 +299,13 @@ def _stats(values: Iterable[float]) -> dict[str, float]:
 
 
 def summarize(
-    series: Sequence[Mapping[str, Any]], scale: float
+    series: Sequence[Mapping[str, Any]], scale: float, ztunnels: Collection[str] | None = None
 ) -> dict[str, dict[str, float]]:
     """Per-workload min/avg/max of ``scale`` x (sum over its containers at each timestamp).
+
+    ``ztunnels``: the ztunnel pods that carried the test (those on the client's and the
+    server's nodes, as the kubernetes platform records them); the idle ztunnels of every other
+    node are left out. None counts every ztunnel (results that do not say).
 
     ``series`` is a query_range ``result``. Timestamps are matched by value, never by list
     position: a container whose series starts late, or misses a step, only contributes where
@@ -313,7 +319,8 @@ def summarize(
         if ident is None:
             continue
         key = classify(ident[1], ident[2])
-        if key is None:
+        if key is None or (key == RESOURCE_ZTUNNEL and ztunnels is not None
+                           and ident[1] not in ztunnels):
             continue
         points = per_container.setdefault((key, *ident), {})
         for ts, raw in s.get("values") or ():
@@ -548,10 +555,13 @@ class PrometheusSource:
             raise self._fail("not a Prometheus API answer", "result is not a list")
         return result
 
-    def resources(self, start: dt.datetime, end: dt.datetime) -> Resources:
+    def resources(
+        self, start: dt.datetime, end: dt.datetime, ztunnels: Collection[str] | None = None
+    ) -> Resources:
         """``{key: {"cpu_mili": {"min","avg","max"}, "mem_MB": {...}}}`` over [start, end].
 
         A workload without series is absent; a workload with only one metric has only that.
+        ``ztunnels`` limits the ztunnel column to those pods (see ``summarize``).
         """
         _require_aware(start)
         _require_aware(end)
@@ -560,8 +570,8 @@ class PrometheusSource:
         timing = self.timing()
         step = timing.step((end - start).total_seconds())
         cpu_q, mem_q = resource_queries(timing.rate_window, self.matchers)
-        cpu = summarize(self._query_range(cpu_q, start, end, step), MILLICORES_PER_CORE)
-        mem = summarize(self._query_range(mem_q, start, end, step), 1.0 / BYTES_PER_MB)
+        cpu = summarize(self._query_range(cpu_q, start, end, step), MILLICORES_PER_CORE, ztunnels)
+        mem = summarize(self._query_range(mem_q, start, end, step), 1.0 / BYTES_PER_MB, ztunnels)
         out: Resources = {}
         for key in sorted(cpu.keys() | mem.keys()):
             entry: dict[str, dict[str, float]] = {}

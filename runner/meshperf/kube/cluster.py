@@ -19,6 +19,7 @@ from kubernetes.client.rest import ApiException
 from kubernetes.config.config_exception import ConfigException
 
 from meshperf.errors import ClusterError
+from meshperf.kube import paths
 from meshperf.platform import RunOptions
 
 API_TIMEOUT = (5.0, 20.0)  # (connect, read) seconds for ordinary API calls
@@ -26,7 +27,7 @@ API_TIMEOUT = (5.0, 20.0)  # (connect, read) seconds for ordinary API calls
 CLIENT_LABEL = "app=fortioclient"
 SERVER_LABEL = "app=fortioserver"
 # Containers a mesh injects into a pod; never the load generator.
-PROXY_CONTAINERS: frozenset[str] = frozenset({"istio-proxy", "linkerd-proxy"})
+PROXY_CONTAINERS = paths.PROXY_CONTAINERS
 INIT_CONTAINERS: frozenset[str] = frozenset({"istio-init", "istio-validation", "linkerd-init"})
 LOAD_CONTAINER = "captured"  # the 2019 scripts' fortio container in the client pod
 TOOLS_CONTAINER = "tools"  # setup_test.sh's busybox container: pkill in a shared PID namespace
@@ -61,13 +62,6 @@ class PodInfo:
     init_containers: tuple[str, ...]
     raw: Any  # the V1Pod, for resources and statuses
 
-    def proxy_container(self) -> str | None:
-        """The injected proxy: a regular container or a native sidecar (restartable init)."""
-        for name in self.containers + self.init_containers:
-            if name in PROXY_CONTAINERS:
-                return name
-        return None
-
     def load_container(self) -> str:
         """``captured`` if present, else the first container that is not a mesh proxy."""
         if LOAD_CONTAINER in self.containers:
@@ -97,6 +91,33 @@ class PodInfo:
             if path.rstrip("/") == DATA_DIR and volume in tools:
                 return DATA_DIR, tools[volume].rstrip("/")
         return None
+
+    def proxy_workers(self) -> dict[str, dict[str, Any]]:
+        """Worker threads of the mesh proxy containers, by container name, as the pod spec
+        sets them: Istio's ``concurrency`` (the ``PROXY_CONFIG`` env the injector writes from
+        ``proxy.istio.io/config``; absent: the mesh-wide default, which the perf overlay sets
+        to 2), Linkerd's ``LINKERD2_PROXY_CORES`` (from its CPU request, linkerd2
+        pkg/inject/inject.go)."""
+        out: dict[str, dict[str, Any]] = {}
+        spec = self.raw.spec
+        for c in list(spec.containers or []) + list(spec.init_containers or []):
+            if c.name not in PROXY_CONTAINERS:
+                continue
+            env = {e.name: e.value for e in c.env or [] if getattr(e, "value", None) is not None}
+            if c.name == "linkerd-proxy":
+                cores = env.get("LINKERD2_PROXY_CORES")
+                out[c.name] = {
+                    "workers": int(cores) if cores and cores.isdigit() else None,
+                    "from": "LINKERD2_PROXY_CORES" if cores else "not set",
+                }
+            else:
+                workers = _istio_concurrency(env.get("PROXY_CONFIG", ""))
+                out[c.name] = {
+                    "workers": workers,
+                    "from": "PROXY_CONFIG concurrency" if workers is not None
+                    else "mesh default (meshConfig.defaultConfig.concurrency)",
+                }
+        return out
 
     def proxy_resources(self) -> dict[str, dict[str, dict[str, str]]]:
         """requests/limits of the mesh proxy containers, by container name."""
@@ -333,6 +354,19 @@ class Cluster:
             )
         return out
 
+    def pods_on_nodes(self, selector: str, nodes: set[str]) -> list[str]:
+        """Names of the pods matching ``selector`` (any namespace) that run on ``nodes``."""
+        items: list[Any]
+        try:
+            items = _items(
+                self.core.list_pod_for_all_namespaces(
+                    label_selector=selector, _request_timeout=API_TIMEOUT
+                )
+            )
+        except Exception as e:
+            raise self._fail(f"listing pods {selector}", e) from e
+        return [str(p.metadata.name) for p in items if (p.spec.node_name or "") in nodes]
+
     def image_tag(self, kind: str, selector: str, container: str | None) -> str | None:
         """Image tag of the first deployment/daemonset matching ``selector`` in any namespace."""
         items: list[Any]
@@ -359,6 +393,21 @@ class Cluster:
 
     def close(self) -> None:
         _close_api(self.conn.api)
+
+
+def _istio_concurrency(proxy_config: str) -> int | None:
+    """``concurrency`` of an istio-proxy's PROXY_CONFIG (JSON, or YAML as the annotation is
+    written), or None when it does not set one. 0 means one worker per CPU of the node."""
+    if not proxy_config.strip():
+        return None
+    try:
+        import yaml
+
+        cfg = yaml.safe_load(proxy_config)
+    except Exception:  # a malformed config is not ours to judge here; record "not set"
+        return None
+    value = cfg.get("concurrency") if isinstance(cfg, dict) else None
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def _any(obj: object) -> Any:

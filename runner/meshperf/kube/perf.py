@@ -8,8 +8,12 @@ samples (``perf script``); the stacks are folded and drawn as an SVG flame graph
 ``<output-dir>/perf/``. Any failure is recorded in ``meshperf.perf.error`` and the matrix
 goes on: profiling is an extra, never a reason to lose a measurement.
 
-The ephemeral container cannot be removed (Kubernetes does not allow it); it sleeps for
-``DEBUG_TTL`` seconds and then exits by itself.
+The debug container is started when the platform starts (and again for a replaced server
+pod, before its next test), so its image pull and start-up (up to ``READY_TIMEOUT``) never
+fall inside a test's recording window. An ephemeral container cannot be removed, restarted
+or re-added under its name (Kubernetes does not allow it), so it must outlive the whole run:
+it sleeps ``DEBUG_TTL`` (about 68 years, as setup_test.sh's tools container) and goes away
+with the pod. Each run adds its own, named after the run id.
 """
 
 from __future__ import annotations
@@ -31,7 +35,9 @@ from meshperf.platform import RunOptions, TestSpec
 if TYPE_CHECKING:
     from meshperf.kube.cluster import Cluster, PodInfo
 
-DEBUG_TTL = 3600  # seconds the debug container lives
+# Seconds the debug container sleeps: the largest value every sleep (busybox too) accepts.
+# A shorter life would turn every later test's exec into an error (it cannot be restarted).
+DEBUG_TTL = 2147483647
 PERF_FREQ = 99  # Hz, as the 2019 scripts' get_perfdata.sh
 MAX_RECORD_SECONDS = 40.0  # the 2019 scripts recorded 40 s of each test
 READY_TIMEOUT = 90.0  # image pull + start of the debug container
@@ -219,6 +225,14 @@ class PerfRecorder:
         self._setup_error = ""
         self._closed = threading.Event()
         self._jobs: list[PerfJob] = []
+
+    def prepare(self) -> None:
+        """Add the debug container and wait for it now, outside any test; a failure is kept
+        and reported in each test's ``perf.error`` (the tests still run)."""
+        try:
+            self.ensure_debug_container()
+        except ClusterError:
+            pass  # kept in _setup_error; profile() raises it for each test
 
     def start(self, spec: TestSpec) -> PerfJob:
         job = PerfJob(self, spec)

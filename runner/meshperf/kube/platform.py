@@ -31,6 +31,7 @@ from typing import Any
 
 from meshperf import loadcmd
 from meshperf.errors import ClusterError, ConfigError
+from meshperf.kube import capture, paths
 from meshperf.kube import cluster as kc
 from meshperf.kube.execs import (
     SHORT_EXEC_TIMEOUT,
@@ -42,9 +43,12 @@ from meshperf.kube.execs import (
 from meshperf.kube.perf import PerfRecorder
 from meshperf.platform import MODES, RESULT_KEY, RunOptions, TestSpec
 
-CAPTURED_PORT = 8080  # fortio echo behind the proxy
-UNCAPTURED_PORT = 8077  # fortio echo excluded from capture (excludeInboundPorts / skip ports)
-INGRESS_PORT = 80
+CAPTURED_PORT = paths.CAPTURED_PORT  # fortio echo behind the proxy
+UNCAPTURED_PORT = paths.UNCAPTURED_PORT  # excluded from capture (excludeInboundPorts / skip ports)
+CLIENTONLY_PORT = paths.CLIENTONLY_PORT  # Service port led to the uncaptured one (clientonly)
+INGRESS_PORT = paths.INGRESS_PORT
+ZTUNNEL_DAEMONSET = "app.kubernetes.io/name=ztunnel"  # the DaemonSet's own label (istioctl)
+ZTUNNEL_POD = "app=ztunnel"  # its pods' label
 SERVICE_NAME = "fortioserver"
 WAYPOINT_LABEL = "istio.io/use-waypoint"
 MESHES: tuple[str, ...] = ("istio", "istio-ambient", "linkerd", "none")
@@ -118,6 +122,7 @@ class KubernetesPlatform:
         self.stop_container = ""
         self.service_host = SERVICE_NAME
         self.waypoint = False  # the Service is bound to a waypoint
+        self.service_ip: str | None = None  # the server Service's ClusterIP (clientonly)
         self._lock = threading.RLock()  # stop_current may run in a signal handler on this thread
         self._current: ExecSession | None = None
         self._current_label = ""
@@ -135,19 +140,21 @@ class KubernetesPlatform:
         for m in modes:
             if m not in MODES:
                 raise ConfigError(f"unknown mode {m!r}")
-        if "waypoint" in modes and self.opts.mesh != "istio-ambient":
-            raise ConfigError("mode waypoint needs --mesh istio-ambient")
+            refused = paths.refusal(self.opts.mesh, m)
+            if refused is not None:
+                raise ConfigError(f"mode {m} on {self.opts.mesh}: {refused[0]}", hint=refused[1])
         if "ingress" in modes:
             self._ingress_hostport()  # validate early
         server = self._find_pods()
         self.service_host = server.labels.get("app", SERVICE_NAME)
-        if {"both", "waypoint"} & set(modes):
+        if {"both", "waypoint", "clientonly"} & set(modes):
             svc = self.cluster.service(self.service_host)
             if svc is None:
                 raise ClusterError(
                     f"no Service {self.service_host} in namespace {self.opts.namespace}; deploy "
                     f"it with NAMESPACE={self.opts.namespace} ./setup_test.sh"
                 )
+            self.service_ip = svc.spec.cluster_ip if svc.spec else None
             if self.opts.mesh == "istio-ambient":
                 labels = dict(svc.metadata.labels or {})
                 self.waypoint = WAYPOINT_LABEL in labels or (
@@ -158,8 +165,22 @@ class KubernetesPlatform:
                 f"mode waypoint: Service {self.service_host} is not bound to a waypoint; run "
                 f"istioctl waypoint apply -n {self.opts.namespace} --enroll-namespace"
             )
+        # Refuse now, before the first test, a mode whose path the pods would not give.
+        for m in modes:
+            self._verify(m)
         if self.opts.perf:
             self.perf = PerfRecorder(self.cluster, server, self.opts)
+            self.perf.prepare()  # the debug container starts now, outside any test's window
+
+    def _verify(self, mode: str) -> dict[str, Any]:
+        """What ``meshperf.kube.capture`` checked of ``mode``'s path with the current pods."""
+        assert self.client is not None and self.server is not None
+        port = INGRESS_PORT
+        if mode == "ingress":
+            port = int(self._ingress_hostport().rsplit(":", 1)[1])
+        return capture.verify(
+            self.opts.mesh, mode, self.client, self.server, self.service_ip, ingress_port=port
+        )
 
     def _find_pods(self) -> kc.PodInfo:
         """(Re)find both pods: a pod replaced during a long matrix gets a new name and IP."""
@@ -170,6 +191,7 @@ class KubernetesPlatform:
         if self.perf is not None and self.server is not None and server.name != self.server.name:
             self.perf.close()
             self.perf = PerfRecorder(self.cluster, server, self.opts)
+            self.perf.prepare()  # before this test's exec: start-up outside its window
         self.client, self.server = client, server
         return server
 
@@ -181,6 +203,8 @@ class KubernetesPlatform:
             return f"http://{self.server.ip}:{UNCAPTURED_PORT}{path}"
         if mode == "serversidecar":
             return f"http://{self.server.ip}:{CAPTURED_PORT}{path}"
+        if mode == "clientonly":
+            return f"http://{self.service_host}:{CLIENTONLY_PORT}{path}"
         if mode == "both":
             if self.opts.mesh == "istio-ambient" and self.waypoint:
                 return f"http://{self.server.ip}:{CAPTURED_PORT}{path}"
@@ -206,6 +230,7 @@ class KubernetesPlatform:
         if self._stopping.is_set():
             raise ClusterError("stopped before the test began")
         self._find_pods()  # a pod that restarted or went away fails this test, clearly
+        checked = self._verify(spec.mode)  # before measuring: the path is the one claimed
         url = self.target(spec.mode, spec.size)
         # Kept in the pod's data dir (and read back) where the tools container can read it.
         dirs = self.client.result_dirs()
@@ -251,6 +276,10 @@ class KubernetesPlatform:
         )
         if dirs:
             block["pod_file"] = f"{dirs[0]}/{name}"  # the copy the client's report UI lists
+        block["capture"] = checked
+        if self.opts.mesh == "istio-ambient":
+            # fortio.py counts only these ztunnels (the idle ones of other nodes are not load).
+            block["ztunnel_pods"] = self._ztunnel_pods()
         if perf_info is not None:
             block["perf"] = perf_info
         result[RESULT_KEY] = block
@@ -284,8 +313,9 @@ class KubernetesPlatform:
         if self.opts.mesh == "istio-ambient":
             attempt(
                 "ztunnel_version",
-                lambda: self.cluster.image_tag("daemonset", "app=ztunnel", "istio-proxy"),
+                lambda: self.cluster.image_tag("daemonset", ZTUNNEL_DAEMONSET, "istio-proxy"),
             )
+            attempt("ztunnel_pods", self._ztunnel_pods)
         attempt("nodes", self.cluster.nodes)
         nodes = meta.get("nodes") or []
         meta["machine_types"] = sorted({n["instance_type"] for n in nodes if n["instance_type"]})
@@ -305,9 +335,21 @@ class KubernetesPlatform:
             for role, pod in (("client", self.client), ("server", self.server))
             if pod is not None
         }
+        # Worker threads of each proxy: Envoy's --concurrency, linkerd-proxy's cores.
+        meta["proxy_workers"] = {
+            role: pod.proxy_workers()
+            for role, pod in (("client", self.client), ("server", self.server))
+            if pod is not None and pod.proxy_workers()
+        }
         if errors:
             meta["errors"] = errors
         return meta
+
+    def _ztunnel_pods(self) -> list[str]:
+        """The ztunnel pods on the client's and the server's nodes: the two that carry a
+        test's traffic under ambient."""
+        nodes = {p.node for p in (self.client, self.server) if p is not None and p.node}
+        return sorted(self.cluster.pods_on_nodes(ZTUNNEL_POD, nodes))
 
     def _mesh_version(self) -> str | None:
         mesh = self.opts.mesh
