@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-from meshperf import limits, search
+from meshperf import limits, loadcmd, search
 from meshperf.argtypes import (
     duration_seconds,
     image_ref,
@@ -218,6 +218,45 @@ def build_parser() -> argparse.ArgumentParser:
         choices=LOAD_GENERATORS,
         default="builtin",
         help="local platform: built-in generator or a fortio binary (default: %(default)s)",
+    )
+    g.add_argument(
+        "--protocol",
+        choices=loadcmd.PROTOCOLS,
+        default=loadcmd.DEFAULT_PROTOCOL,
+        help="http (default), grpc (fortio -grpc -ping: its PingServer, over HTTP/2) or tcp"
+        " (fortio's TCP echo); recorded in every result and label",
+    )
+    g.add_argument(
+        "--h2",
+        action="store_true",
+        help="HTTP/2 (fortio -h2; h2c against http:// targets); grpc is HTTP/2 anyway",
+    )
+    g.add_argument(
+        "--headers",
+        type=loadcmd.headers_arg,
+        default=(),
+        metavar="'K:V,...'",
+        help="extra request headers (fortio -H; gRPC metadata with --protocol grpc)",
+    )
+    g.add_argument(
+        "--no-keepalive",
+        action="store_true",
+        help="a new connection for every request (fortio -keepalive=false; http only)",
+    )
+    g.add_argument(
+        "--connection-reuse",
+        type=loadcmd.connection_reuse_arg,
+        default=None,
+        metavar="MIN:MAX",
+        help="replace each connection after MIN-MAX requests, picked at random"
+        " (fortio -connection-reuse; http only)",
+    )
+    g.add_argument(
+        "--cacert",
+        type=loadcmd.cacert_arg,
+        default=None,
+        metavar="FILE",
+        help="PEM CA certificate to verify an https:// --ingress gateway (fortio -cacert)",
     )
 
     w = p.add_argument_group("where to run")
@@ -484,6 +523,16 @@ def _main(argv: list[str] | None, created: list[Path]) -> int:
             mesh=args.mesh,
             waypoint=bool(args.waypoint),
         )
+        load_options = loadcmd.load_options(
+            protocol=args.protocol,
+            h2=args.h2,
+            headers=args.headers,
+            keepalive=not args.no_keepalive,
+            connection_reuse=args.connection_reuse,
+            cacert=args.cacert,
+            ingress=args.ingress,
+            platform=choice.platform,
+        )
         # Bounds before anything is built or started (docs/runner.md, "Limits and failures").
         limits.check_connections(args.conn, choice.platform)
         limits.check_matrix(len(args.conn), len(args.qps), len(modes), args.repeat)
@@ -524,6 +573,7 @@ def _main(argv: list[str] | None, created: list[Path]) -> int:
         jitter=args.jitter,
         nocatchup=args.nocatchup,
         resolution=args.resolution,
+        load_options=load_options,
     )
     slo_run = search.prepare(args, plan)  # --find-max: each search's first step
     if slo_run is not None:

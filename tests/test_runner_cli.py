@@ -61,11 +61,16 @@ def test_dry_run_prints_every_test_label_target_and_estimate(
     total = start + 4 * (3 + per)
     expected = [
         "plan: 4 tests on local (mesh istio), run id 0123abcd",
-        "#  mode      conn  qps  duration  label                           target",
-        "1  baseline  1     500  3s        0123abcd_qps_500_c_1_1024_base  loadgen -> app",
-        f"2  both      1     500  3s        0123abcd_qps_500_c_1_1024_both  {both}",
-        "3  baseline  4     500  3s        0123abcd_qps_500_c_4_1024_base  loadgen -> app",
-        f"4  both      4     500  3s        0123abcd_qps_500_c_4_1024_both  {both}",
+        "#  mode      conn  qps  duration  label                           protocol  url"
+        "                                               target",
+        "1  baseline  1     500  3s        0123abcd_qps_500_c_1_1024_base  http/1.1"
+        "  http://127.0.0.1:<app>/echo?size=1024             loadgen -> app",
+        "2  both      1     500  3s        0123abcd_qps_500_c_1_1024_both  http/1.1"
+        f"  http://127.0.0.1:<client sidecar>/echo?size=1024  {both}",
+        "3  baseline  4     500  3s        0123abcd_qps_500_c_4_1024_base  http/1.1"
+        "  http://127.0.0.1:<app>/echo?size=1024             loadgen -> app",
+        "4  both      4     500  3s        0123abcd_qps_500_c_4_1024_both  http/1.1"
+        f"  http://127.0.0.1:<client sidecar>/echo?size=1024  {both}",
         f"estimated time: 0:00:{int(total):02d} (12 s of tests + 4 x {per:g} s per-test overhead"
         f" + {start:g} s start-up)",
     ]

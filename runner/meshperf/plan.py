@@ -15,7 +15,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from meshperf import limits
+from meshperf import limits, loadcmd
 from meshperf.errors import ConfigError
 from meshperf.labels import format_label, format_qps
 from meshperf.platform import MODES, TestSpec
@@ -145,14 +145,14 @@ def run_id_text(text: str) -> str:
 
 
 def ingress_address(text: str) -> str:
-    """HOST[:PORT] of a kubernetes ingress gateway; never a URL with a path. "" = no value."""
+    """``[http[s]://]HOST[:PORT]`` of a kubernetes ingress gateway (``https://``: fortio speaks
+    TLS to it, see ``--cacert``); never a URL with a path. "" = no value."""
     if text == "":
         return text
-    host, sep, port = text.rpartition(":") if ":" in text else (text, "", "")
-    if not _HOST_RE.fullmatch(host):
-        raise argparse.ArgumentTypeError(f"ingress {text!r} is not HOST[:PORT]")
-    if sep and not (port.isdigit() and 1 <= int(port) <= 65535):
-        raise argparse.ArgumentTypeError(f"ingress {text!r}: port must be 1-65535")
+    try:
+        loadcmd.split_ingress(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
     return text
 
 
@@ -338,8 +338,13 @@ def select_modes(
     return modes
 
 
-def make_label(run_id: str, qps: float, conn: int, size: int, extra_labels: str, mode: str) -> str:
-    """The 2019 scripts' label shape ``<runid>_qps_<qps>_c_<conn>_<size>[_<labels>]_<mode>``."""
+def make_label(
+    run_id: str, qps: float, conn: int, size: int, extra_labels: str, mode: str, protocol: str = ""
+) -> str:
+    """The 2019 scripts' label shape ``<runid>_qps_<qps>_c_<conn>_<size>[_<labels>]_<mode>``;
+    ``protocol`` (``meshperf.loadcmd.label_token``: h2, grpc, tcp; "" for HTTP/1.1) leads the
+    labels part."""
+    extra_labels = "_".join(p for p in (protocol, extra_labels) if p)
     return format_label(run_id, qps, conn, size, mode, extra=extra_labels)
 
 
@@ -383,12 +388,19 @@ def build_plan(
     jitter: bool = False,
     nocatchup: bool = False,
     resolution: float = 0.0001,
+    load_options: Mapping[str, Any] | None = None,
 ) -> Plan:
     """Every repeat x conn x qps x mode, modes innermost so they run side by side in time.
+
+    ``load_options`` are ``TestSpec``'s protocol fields (protocol, h2, headers, keepalive,
+    connection_reuse, cacert); ``cacert`` goes to the ingress tests only, the one TLS target.
 
     Repeats are outermost: slow drift on the machine then spreads over all cells alike
     instead of piling onto the last ones.
     """
+    load = dict(load_options or {})
+    cacert = load.pop("cacert", "")
+    token = loadcmd.label_token(load.get("protocol", "http"), bool(load.get("h2")))
     tests: list[TestSpec] = []
     for rep in range(repeat):
         for conn in conns:
@@ -402,7 +414,9 @@ def build_plan(
                             qps=float(total),
                             duration=float(duration),
                             size=size,
-                            labels=make_label(run_id, total, conn, size, extra_labels, mode),
+                            labels=make_label(
+                                run_id, total, conn, size, extra_labels, mode, token
+                            ),
                             extra_labels=extra_labels,
                             repeat=rep,
                             run_id=run_id,
@@ -410,6 +424,8 @@ def build_plan(
                             jitter=jitter,
                             nocatchup=nocatchup,
                             resolution=resolution,
+                            cacert=cacert if mode == "ingress" else "",
+                            **load,
                         )
                     )
     return Plan(
@@ -449,7 +465,7 @@ def format_seconds(seconds: float) -> str:
 
 def format_plan(plan: Plan, ingress: str | None = None) -> str:
     """The ``--dry-run`` listing: one line per test, then the time estimate."""
-    rows = [("#", "mode", "conn", "qps", "duration", "label", "target")]
+    rows = [("#", "mode", "conn", "qps", "duration", "label", "protocol", "url", "target")]
     for i, t in enumerate(plan.tests, 1):
         rows.append(
             (
@@ -459,6 +475,8 @@ def format_plan(plan: Plan, ingress: str | None = None) -> str:
                 format_qps(t.qps),
                 f"{t.duration:.15g}s",
                 t.labels,
+                loadcmd.describe_protocol(t.protocol, t.h2),
+                loadcmd.planned_url(plan.platform, t.mode, t.protocol, t.size, ingress),
                 describe_target(plan.platform, t.mode, ingress),
             )
         )
