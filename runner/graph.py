@@ -1,9 +1,10 @@
 """Chart benchmark CSVs as interactive Bokeh HTML (optionally a PNG too).
 
 Reads CSVs written by runner/fortio.py, by the 2019 perf/benchmark scripts or by today's
-istio/tools pipeline (the format is detected and printed), draws one line per mode (baseline,
-serversidecar, both, ingress, waypoint, and label variants such as nomixer_both), with points
-paired by their x value, and writes a self-contained HTML file next to the first CSV.
+istio/tools pipeline (the format is detected and printed), draws one line per test identity
+(mode, label variant such as nomixer_both, and mesh, platform or protocol where they differ;
+a line per Labels value for plain fortio runs), with points paired by their x value and the
+spread of repeats, and writes a self-contained HTML file next to the first CSV.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import webbrowser
 from pathlib import Path
 
 from meshperf.argtypes import non_negative_float, positive_int
+from meshperf.cli import OneLineParser, print_error
 from meshperf.errors import ExitCode, MeshperfError, exit_cli, missing_package
 
 try:
@@ -47,6 +49,9 @@ examples:
   python runner/graph.py istio.csv linkerd.csv cpu --mesh istio,linkerd --proxy client --stat avg
       client sidecar CPU of two runs in one chart; --mesh names, in order, the mesh of CSVs
       that have no mesh column (one name applies to all of them)
+  python runner/graph.py plain-fortio.csv all --qps 1000 --baseline-series direct
+      results without a mode: a series per Labels value; the overhead view subtracts the
+      series named "direct"
 
 Latency is drawn in milliseconds (CSV columns are microseconds). The HTML embeds BokehJS
 (INLINE resources), so it opens without network access.
@@ -66,7 +71,7 @@ def mesh_list(text: str) -> list[str]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog=PROG,
         description=__doc__,
         epilog=EPILOG,
@@ -110,6 +115,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="mesh of CSVs without a mesh column, e.g. istio or linkerd; one name "
         "for all CSVs or one per CSV in order (default: istio, or linkerd "
         "when the labels say so)",
+    )
+    data.add_argument(
+        "--series",
+        metavar="COLUMN",
+        help="name each series by this CSV column's value (e.g. Labels, Version, RunType); "
+        "rows still split by everything that identifies a test. Default: by mode, and by "
+        "Labels for rows without a mode (plain fortio runs)",
+    )
+    data.add_argument(
+        "--baseline-series",
+        metavar="NAME",
+        help="with METRIC all: the series the overhead view subtracts, by its legend name "
+        "(without the ' @ ...' part), e.g. direct; default: the baseline mode's series",
     )
     data.add_argument(
         "--proxy",
@@ -166,6 +184,8 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return ExitCode.ERROR
+    if args.baseline_series is not None and args.metric != "all":
+        parser.error("--baseline-series sets the overhead view's baseline: use it with METRIC all")
     if args.xaxis == "connections" and args.conn is not None:
         parser.error("--conn holds connections constant; with --xaxis connections use --qps")
     if args.xaxis == "qps" and args.qps is not None:
@@ -173,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         datas = []
         for path, mesh in zip(args.csv, meshes, strict=True):
-            data = load_csv(path, mesh=mesh)
+            data = load_csv(path, mesh=mesh, series=args.series)
             print(f"{PROG}: {path}: format {FORMAT_DESCRIPTIONS[data.format]}", file=sys.stderr)
             datas.append(data)
         layout, charts, notes = build_page(
@@ -184,6 +204,7 @@ def main(argv: list[str] | None = None) -> int:
             conn=args.conn,
             proxy=args.proxy,
             stat=args.stat,
+            baseline_series=args.baseline_series,
         )
         for note in notes:
             print(f"{PROG}: note: {note}", file=sys.stderr)
@@ -202,8 +223,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{PROG}: note: no browser could be started; open {output} yourself",
                   file=sys.stderr)
     except MeshperfError as e:
-        hint = f" ({e.hint})" if e.hint else ""
-        print(f"{PROG}: error: {e}{hint}", file=sys.stderr)
+        print_error(PROG, e)  # meshperf.cli: the one error line of every script
         return ExitCode.ERROR
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)

@@ -412,11 +412,12 @@ def test_csv_written_by_fortio_py_from_fortio_results(
     data = load_csv(tmp_path / "summary.csv")
     assert data.format == FORMAT_MESHPERF
     # Only the 2019 runner's result has a mode (from its label ..._both); the others are plain
-    # fortio runs, skipped with a note rather than guessed.
-    assert any("3 rows without a mode skipped" in n for n in data.notes)
-    chart = build_chart([data], "p50")
+    # fortio runs, drawn as one series per Labels value rather than guessed (issue 12 item 2).
+    assert any("3 of 4 rows have no mode" in n for n in data.notes)
+    chart = build_chart([data], "p50", qps=1000)
     # The sample's p50: 50 of its 100 calls at 1 ms, the first bucket's End.
-    assert points(chart) == {"both": [(1.0, pytest.approx(1.0, abs=1e-9))]}
+    assert points(chart) == {"both": [(1.0, pytest.approx(1.0, abs=1e-9))],
+                             "Sample with errors": [(8.0, pytest.approx(0.3, abs=1e-9))]}
     assert "at 1000 qps" in chart.title
 
 

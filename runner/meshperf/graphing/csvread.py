@@ -31,6 +31,7 @@ from typing import Any
 
 import pandas as pd
 
+from meshperf import labels
 from meshperf.errors import ConfigError, ResultsError
 from meshperf.graphing.names import (
     FORMAT_ISTIO2019,
@@ -43,29 +44,14 @@ from meshperf.graphing.names import (
     PROXIES,
     STATS,
 )
+from meshperf.labels import LabelFacts
 
-# Label suffixes written by the 2019 runner (base/serveronly/both/ingress) and by later
-# istio/tools runners (baseline, clientonly).
-LABEL_SUFFIX_MODE: dict[str, str] = {
-    "base": "baseline",
-    "baseline": "baseline",
-    "serveronly": "serversidecar",
-    "clientonly": "clientsidecar",
-    "both": "both",
-    "ingress": "ingress",
-    "waypoint": "waypoint",
-}
-
-_LABEL_RE = re.compile(
-    r"^(?P<run>[^_]+)_qps_(?P<qps>[0-9.]+|max)_c_(?P<conn>\d+)_(?P<size>\d+)"
-    r"(?:_(?P<variant>.+?))?_(?P<mode>" + "|".join(LABEL_SUFFIX_MODE) + r")$"
-)
-_LABEL_SUFFIX_RE = re.compile(r"_(?P<mode>" + "|".join(LABEL_SUFFIX_MODE) + r")$")
-_LABEL_QPS_RE = re.compile(r"_qps_(?P<qps>[0-9.]+|max)_")
 _ISTIO_TOOLS_RES_RE = re.compile(r"^(cpu_mili|mem_Mi|mem_MB)_(min|avg|max)_(istio|linkerd)_proxy_")
 
-# Variant the 2019 scripts wrote for the default (telemetry on); not worth a series name.
-_DEFAULT_VARIANTS = frozenset({"mixer"})
+# The telemetry mode the 2019 scripts' default runs carry (Mixer on); not worth a series name.
+_DEFAULT_TELEMETRY = "mixer"
+# Every mode suffix a label may end in (meshperf.labels), for messages.
+SUFFIXES_TEXT = ", ".join(f"_{s}" for s in labels.SUFFIX_MODE)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -143,31 +129,6 @@ def _resource_columns(columns: Sequence[str], fmt: str) -> tuple[dict[str, str],
     return found, mem_unit
 
 
-def _parse_label(label: str) -> dict[str, Any] | None:
-    """Mode, variant, qps, conn and size from a label the 2019 or istio/tools runner wrote."""
-    m = _LABEL_RE.match(label)
-    if m:
-        variant = m.group("variant") or ""
-        return {
-            "mode": LABEL_SUFFIX_MODE[m.group("mode")],
-            "variant": "" if variant in _DEFAULT_VARIANTS else variant,
-            "qps": _qps_value(m.group("qps")),
-            "conn": int(m.group("conn")),
-            "size": int(m.group("size")),
-        }
-    m = _LABEL_SUFFIX_RE.search(label)
-    if not m:
-        return None
-    q = _LABEL_QPS_RE.search(label)
-    return {
-        "mode": LABEL_SUFFIX_MODE[m.group("mode")],
-        "variant": "",
-        "qps": _qps_value(q.group("qps")) if q else math.nan,
-        "conn": None,
-        "size": None,
-    }
-
-
 def _drop_impossible(
     t: pd.DataFrame, name: str, resource_columns: Sequence[str]
 ) -> tuple[pd.DataFrame, list[str]]:
@@ -205,15 +166,7 @@ def _drop_impossible(
     return t, notes
 
 
-def load_csv(path: str | os.PathLike[str], mesh: str | None = None) -> LoadedCsv:
-    """Read one CSV of any supported shape into the normalized table.
-
-    ``mesh`` names the mesh for rows that carry none (CSVs without a ``mesh`` column).
-    Raises ResultsError for unreadable files, unknown shapes and CSVs without rows.
-    """
-    p = Path(path)
-    if mesh is not None and not MESH_NAME.match(mesh):
-        raise ConfigError(f"invalid mesh name {mesh!r}")
+def _read(p: Path) -> pd.DataFrame:
     if not p.is_file():
         raise ResultsError(f"{p}: no such file")
     try:
@@ -225,6 +178,108 @@ def load_csv(path: str | os.PathLike[str], mesh: str | None = None) -> LoadedCsv
     except OSError as e:  # e.g. PermissionError, or an I/O error on a bad disk
         raise ResultsError(f"{p}: cannot read: {e.strerror or e}") from None
     raw.columns = [str(c).strip() for c in raw.columns]
+    return raw
+
+
+def _text(raw: pd.DataFrame, column: str) -> pd.Series:
+    """A text column, stripped; all empty when the CSV does not have it."""
+    if column not in raw:
+        return pd.Series("", index=raw.index, dtype=object)
+    return raw[column].astype(str).str.strip()
+
+
+def _fill(values: pd.Series, fallback: Sequence[Any]) -> pd.Series:
+    """Empty text (or NaN) replaced by the fallback of the same row (the label's facts)."""
+    back = pd.Series(list(fallback), index=values.index)
+    if pd.api.types.is_numeric_dtype(values):
+        return values.fillna(back)
+    return values.where(values != "", back)
+
+
+def _mode(value: str) -> str:
+    """Our spelling of a mode column's value (older CSVs wrote ``clientsidecar``)."""
+    if value in labels.MODES or value == "":
+        return value
+    return labels.SUFFIX_MODE.get(value, value)
+
+
+def _variant(telemetry: str, extra: str) -> str:
+    """What a series name shows between mesh and mode: telemetry mode and extra labels.
+
+    Our ``extra_labels`` column already holds the whole variant, telemetry mode first; a
+    label's facts hold the two apart.
+    """
+    if telemetry and (extra == telemetry or extra.startswith(f"{telemetry}_")):
+        full = extra
+    else:
+        full = "_".join(x for x in (telemetry, extra) if x)
+    return "" if full == _DEFAULT_TELEMETRY else full
+
+
+def _conn(
+    t: pd.DataFrame, raw: pd.DataFrame, facts: Sequence[LabelFacts | None], fmt: str, name: str
+) -> tuple[pd.Series, list[str]]:
+    """Connections: the conn column, else NumThreads, else the label's ``_c_<n>_``."""
+    notes: list[str] = []
+    label_conn = pd.Series([f.conn if f else math.nan for f in facts], index=t.index)
+    conn = _numbers(raw["conn"]) if "conn" in raw else pd.Series(math.nan, index=t.index)
+    if "NumThreads" in raw:
+        threads = _numbers(raw["NumThreads"])
+        if fmt != FORMAT_MESHPERF and "conn" not in raw:
+            # fortio runs at most as many threads as QPS allows: say where that happened.
+            differ = int(((label_conn != threads) & label_conn.notna() & threads.notna()).sum())
+            if differ:
+                notes.append(
+                    f"{name}: {differ} rows ran fewer threads (NumThreads) than the "
+                    "connections asked for in their label; plotted at NumThreads"
+                )
+        conn = conn.fillna(threads)
+    return conn.fillna(label_conn), notes
+
+
+def _qps(
+    raw: pd.DataFrame, facts: Sequence[LabelFacts | None], name: str, index: pd.Index
+) -> tuple[pd.Series, list[str]]:
+    """Requested QPS (0 = max): its column, else the label's ``_qps_<n>_``, else ActualQPS."""
+    qps = pd.Series(math.nan, index=index)
+    for column in ("RequestedQPS", "qps"):
+        if column in raw:
+            qps = qps.fillna(raw[column].map(_qps_value))
+    label_qps = [(0.0 if f.qps is None else f.qps) if f else math.nan for f in facts]
+    qps = qps.fillna(pd.Series(label_qps, index=index))
+    notes: list[str] = []
+    if qps.isna().any() and "ActualQPS" in raw:
+        notes.append(
+            f"{name}: {int(qps.isna().sum())} rows say no requested QPS (no column, no "
+            "_qps_<n>_ in the label): taken as the achieved ActualQPS, rounded"
+        )
+        qps = qps.fillna(_numbers(raw["ActualQPS"]).round())
+    return qps, notes
+
+
+def _series_of(raw: pd.DataFrame, series: str) -> pd.Series:
+    if series not in raw:
+        raise ConfigError(
+            f"--series {series}: no such column; the CSV has {', '.join(raw.columns)}"
+        )
+    return _text(raw, series).replace("", f"(no {series})")
+
+
+def load_csv(
+    path: str | os.PathLike[str], mesh: str | None = None, series: str | None = None
+) -> LoadedCsv:
+    """Read one CSV of any supported shape into the normalized table.
+
+    What identifies a test comes from its own column where the CSV has one, else from its
+    label (``meshperf.labels``, the one label parser). ``mesh`` names the mesh for rows that
+    carry none. Rows with no mode (plain fortio runs) get a series per ``Labels`` value;
+    ``series`` names another column whose value names every row's series.
+    Raises ResultsError for unreadable files, unknown shapes and CSVs without usable rows.
+    """
+    p = Path(path)
+    if mesh is not None and not MESH_NAME.match(mesh):
+        raise ConfigError(f"invalid mesh name {mesh!r}")
+    raw = _read(p)
     try:
         fmt = detect_format(raw.columns)
     except ResultsError as e:
@@ -234,77 +289,26 @@ def load_csv(path: str | os.PathLike[str], mesh: str | None = None) -> LoadedCsv
 
     notes: list[str] = []
     n = len(raw)
+    label = _text(raw, "Labels")
+    facts = [labels.parse(x) for x in label]
     t = pd.DataFrame(index=raw.index)
     t["source"] = p.name
-    t["label"] = raw["Labels"] if "Labels" in raw else ""
-    if fmt == FORMAT_MESHPERF:
-        t["mode"] = raw["mode"].str.strip()
-        # Results of a plain fortio run (no meshperf block) leave mode empty; the 2019-shaped
-        # label, when there is one, still says it.
-        no_mode = t["mode"] == ""
-        if no_mode.any():
-            from_label = [
-                (x or {}).get("mode", "") for x in map(_parse_label, t.loc[no_mode, "label"])
-            ]
-            t.loc[no_mode, "mode"] = from_label
-            unknown = t["mode"] == ""
-            if unknown.any():
-                notes.append(f"{p.name}: {int(unknown.sum())} rows without a mode skipped")
-                raw, t = raw[~unknown], t[~unknown]
-        t["variant"] = raw["extra_labels"].str.strip() if "extra_labels" in raw else ""
-        t["conn"] = _numbers(raw["conn"]) if "conn" in raw else math.nan
-        if "NumThreads" in raw:
-            t["conn"] = t["conn"].fillna(_numbers(raw["NumThreads"]))
-        if "RequestedQPS" in raw:
-            t["qps"] = raw["RequestedQPS"].map(_qps_value)
-        elif "qps" in raw:
-            t["qps"] = raw["qps"].map(_qps_value)
-        else:
-            raise ResultsError(f"{p}: missing column RequestedQPS (or qps)")
-        t["size"] = _numbers(raw["size"]) if "size" in raw else math.nan
-    else:
-        parsed = [_parse_label(str(lbl)) for lbl in raw["Labels"]] if "Labels" in raw else []
-        bad = [str(raw["Labels"].iloc[i]) for i, x in enumerate(parsed) if x is None]
-        if bad:
-            notes.append(
-                f"{p.name}: {len(bad)} of {n} rows skipped: no mode suffix "
-                f"(_base, _serveronly, _both, _ingress) in Labels, e.g. {bad[0]!r}"
-            )
-        keep = [i for i, x in enumerate(parsed) if x is not None]
-        if not keep:
-            raise ResultsError(f"{p}: no row has a Labels value ending in a mode suffix")
-        raw = raw.iloc[keep].reset_index(drop=True)
-        t = t.iloc[keep].reset_index(drop=True)
-        good = [x for x in parsed if x is not None]
-        t["mode"] = [x["mode"] for x in good]
-        t["variant"] = [x["variant"] for x in good]
-        if "conn" in raw:
-            t["conn"] = _numbers(raw["conn"])
-        else:
-            t["conn"] = _numbers(raw["NumThreads"])
-            label_conn = [x["conn"] for x in good]
-            differ = sum(
-                1 for a, b in zip(label_conn, t["conn"], strict=True) if a is not None and a != b
-            )
-            if differ:
-                notes.append(
-                    f"{p.name}: {differ} rows ran fewer threads (NumThreads) than the "
-                    "connections asked for in their label; plotted at NumThreads"
-                )
-        if "qps" in raw:
-            t["qps"] = raw["qps"].map(_qps_value)
-        else:
-            t["qps"] = [x["qps"] for x in good]
-            if t["qps"].isna().any():
-                if "RequestedQPS" in raw:
-                    t["qps"] = t["qps"].fillna(raw["RequestedQPS"].map(_qps_value))
-                else:
-                    t["qps"] = t["qps"].fillna(_numbers(raw["ActualQPS"]).round())
-                    notes.append(
-                        f"{p.name}: no _qps_<n>_ in some labels: their requested QPS is taken "
-                        "as the achieved ActualQPS, rounded"
-                    )
-        t["size"] = [x["size"] if x["size"] is not None else math.nan for x in good]
+    t["label"] = label
+    t["mode"] = _fill(_text(raw, "mode").map(_mode), [f.mode if f else "" for f in facts])
+    telemetry = _fill(_text(raw, "telemetry"), [f.telemetry if f else "" for f in facts])
+    extra = _fill(_text(raw, "extra_labels"), [f.extra if f else "" for f in facts])
+    t["telemetry"] = telemetry
+    t["variant"] = [_variant(tm, e) for tm, e in zip(telemetry, extra, strict=True)]
+    t["platform"] = _text(raw, "platform")
+    t["protocol"] = _text(raw, "protocol") if "protocol" in raw else _text(raw, "RunType")
+    t["run_id"] = _fill(_text(raw, "run_id"), [f.run_id if f else "" for f in facts])
+
+    t["conn"], more = _conn(t, raw, facts, fmt, p.name)
+    notes.extend(more)
+    t["qps"], more = _qps(raw, facts, p.name, t.index)
+    notes.extend(more)
+    size = _numbers(raw["size"]) if "size" in raw else pd.Series(math.nan, index=t.index)
+    t["size"] = size.fillna(pd.Series([f.size if f else math.nan for f in facts], index=t.index))
 
     t["actual_qps"] = _numbers(raw["ActualQPS"]) if "ActualQPS" in raw else math.nan
     for metric in LATENCY_METRICS:
@@ -314,35 +318,42 @@ def load_csv(path: str | os.PathLike[str], mesh: str | None = None) -> LoadedCsv
     for canonical, col in resources.items():
         t[canonical] = _numbers(raw[col])
 
-    if "mesh" in raw and fmt == FORMAT_MESHPERF:
-        meshes = raw["mesh"].str.strip()
-        fallback = mesh or "istio"
-        t["mesh"] = meshes.where(meshes != "", fallback)
+    label_mesh = [f.mesh if f else "" for f in facts]
+    if "mesh" in raw:
+        # Our results record the mesh that ran; plain fortio rows in the same CSV do not.
+        t["mesh"] = _fill(_fill(_text(raw, "mesh"), label_mesh), [mesh or ""] * n)
     elif mesh is not None:
         t["mesh"] = mesh
     else:
-        # The istio/tools runner writes "linkerd" as the variant of Linkerd runs.
-        is_linkerd = t["variant"].astype(str).str.split("_").map(lambda parts: "linkerd" in parts)
-        t["mesh"] = ["linkerd" if x else "istio" for x in is_linkerd]
-        if "linkerd" in set(t["mesh"]):
-            t.loc[t["mesh"] == "linkerd", "variant"] = t.loc[t["mesh"] == "linkerd", "variant"].map(
-                lambda v: "_".join(x for x in str(v).split("_") if x != "linkerd")
-            )
+        # The 2019 scripts and istio/tools are Istio's; istio/tools labels Linkerd runs.
+        t["mesh"] = _fill(pd.Series(label_mesh, index=t.index, dtype=object), ["istio"] * n)
         notes.append(
             f"{p.name}: no mesh column; mesh taken as {'/'.join(sorted(set(t['mesh'])))} "
             "(name it with --mesh)"
         )
+
+    no_mode = t["mode"] == ""
+    if series is not None:
+        t["setup"] = _series_of(raw, series)
+    else:
+        t["setup"] = label.where(no_mode, "").replace("", "(no label)").where(no_mode, "")
+        if no_mode.any():
+            example = next((x for x in label[no_mode] if x), "")
+            notes.append(
+                f"{p.name}: {int(no_mode.sum())} of {n} rows have no mode (no mode column value, "
+                f"no Labels ending in {SUFFIXES_TEXT}"
+                + (f", e.g. {example!r}" if example else "")
+                + "): one series per Labels value (or name a column with --series)"
+            )
     bad_conn = t["conn"].isna()
     if bad_conn.any():
         notes.append(f"{p.name}: {int(bad_conn.sum())} rows without a connection count skipped")
         t = t[~bad_conn]
     t, more = _drop_impossible(t, p.name, list(resources))
     notes.extend(more)
-    t["mode"] = t["mode"].astype(str)
-    t["variant"] = t["variant"].astype(str)
     if t.empty:
         # Say why: the notes hold every reason rows were skipped.
-        why = "; ".join(n.removeprefix(f"{p.name}: ") for n in notes)
+        why = "; ".join(x.removeprefix(f"{p.name}: ") for x in notes)
         raise ResultsError(f"{p}: no usable rows" + (f" ({why})" if why else ""))
     return LoadedCsv(
         path=p, format=fmt, table=t.reset_index(drop=True), mem_unit=mem_unit, notes=tuple(notes)

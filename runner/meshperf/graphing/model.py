@@ -35,7 +35,12 @@ from meshperf.graphing.names import (
 
 @dataclasses.dataclass(frozen=True)
 class Series:
-    """One line of a chart: points sorted by x, each the mean of the rows at that x."""
+    """One line of a chart: points sorted by x, each the mean of the rows at that x.
+
+    A series holds the rows of one test identity (source, mesh, platform, protocol, setup,
+    variant, mode and the split dimensions); rows are repeats only when all of these are
+    equal. ``y_min``/``y_max`` are the spread of the repeats at each x.
+    """
 
     name: str
     mesh: str
@@ -49,9 +54,24 @@ class Series:
     actual_qps: tuple[float, ...]
     labels: tuple[str, ...]
     baseline: str = ""  # overhead series: the baseline series subtracted
+    platform: str = ""
+    protocol: str = ""
+    setup: str = ""  # rows without a mode: their Labels value (or the --series column's)
+    base_name: str = ""  # the name without split dimensions and file name
+    run_ids: frozenset[str] = frozenset()
+    y_min: tuple[float, ...] = ()
+    y_max: tuple[float, ...] = ()
 
     def points(self) -> list[tuple[float, float]]:
         return list(zip(self.x, self.y, strict=True))
+
+    def spread(self) -> list[tuple[float, float, float]]:
+        """(x, min, max) of the repeats at each x."""
+        return list(zip(self.x, self.y_min, self.y_max, strict=True))
+
+
+# Why an overhead series was not drawn: (cause, series name, detail for the example).
+Skip = tuple[str, str, str]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,6 +86,7 @@ class Chart:
     series: tuple[Series, ...]
     notes: tuple[str, ...] = ()
     y_format: str = "0.000"
+    skipped: tuple[Skip, ...] = ()  # overhead charts: the series left out, and why
 
     def by_name(self) -> dict[str, Series]:
         return {s.name: s for s in self.series}
@@ -187,12 +208,26 @@ def _split_dimensions(rows: pd.DataFrame, other: str) -> tuple[list[str], list[s
     return split, notes
 
 
+# What tells series apart, beyond the split dimensions. Rows equal in all of them are repeats.
+IDENTITY: tuple[str, ...] = ("source", "mesh", "platform", "protocol", "setup", "variant", "mode")
+# Dimensions a series name shows only when the chart's rows differ in them.
+_NAMED_WHEN_DIFFERENT: tuple[str, ...] = ("mesh", "platform", "protocol")
+
+
+def _core_name(key: dict[str, Any]) -> str:
+    mode_part = (
+        f"{key['variant']}_{key['mode']}"
+        if key["variant"] and key["mode"]
+        else (key["mode"] or key["variant"])
+    )
+    return " ".join(x for x in (key["setup"], mode_part) if x)
+
+
 def _series_name(
-    key: dict[str, Any], split: Sequence[str], prefix_mesh: bool, with_source: bool
-) -> str:
-    base = f"{key['variant']}_{key['mode']}" if key["variant"] else key["mode"]
-    if prefix_mesh:
-        base = f"{key['mesh']} {base}"
+    key: dict[str, Any], split: Sequence[str], shown: Sequence[str], with_source: bool
+) -> tuple[str, str]:
+    """The series' name and its base name (without split dimensions and file name)."""
+    base = " ".join(x for x in (*(key[d] for d in shown), _core_name(key)) if x)
     parts = []
     for dim in split:
         v = key[dim]
@@ -202,44 +237,73 @@ def _series_name(
             parts.append(f"{fmt_number(v)} conn")
         else:
             parts.append(f"{fmt_number(v)} B")
-    if parts:
-        base += " @ " + ", ".join(parts)
+    name = base + (" @ " + ", ".join(parts) if parts else "")
     if with_source:
-        base += f" ({key['source']})"
-    return base
+        name += f" ({key['source']})"
+    return name, base
+
+
+def _shown_dimensions(
+    keys: Sequence[dict[str, Any]], split: Sequence[str], n_csvs: int
+) -> list[str]:
+    """Which of mesh, platform and protocol the names show: those needed to tell apart series
+    that would otherwise share a name (mesh also when the rows have several, or come from
+    several CSVs, so a legend says whose line it is)."""
+    meshes = {k["mesh"] for k in keys}
+    shown = ["mesh"] if (len(meshes) > 1 or n_csvs > 1) and meshes != {""} else []
+    for dim in _NAMED_WHEN_DIFFERENT:
+        if dim in shown:
+            continue
+        seen: dict[str, set[str]] = {}
+        for k in keys:
+            seen.setdefault(_series_name(k, split, shown, False)[0], set()).add(k[dim])
+        if any(len(v) > 1 for v in seen.values()):
+            shown.append(dim)
+    return [d for d in _NAMED_WHEN_DIFFERENT if d in shown]
 
 
 def _make_series(
-    rows: pd.DataFrame, xcol: str, split: Sequence[str], prefix_mesh: bool
+    rows: pd.DataFrame, xcol: str, split: Sequence[str], n_csvs: int
 ) -> tuple[list[Series], int]:
     """A series per identity, points grouped by x; also how many points averaged repeats."""
-    keys = ["source", "mesh", "variant", "mode", *split]
+    keys = [*IDENTITY, *split]
     keyed = [
         (dict(zip(keys, k, strict=True)), g)
         for k, g in rows.groupby(keys, sort=False, dropna=False)
     ]
-    plain = [_series_name(k, split, prefix_mesh, False) for k, _ in keyed]
+    shown = _shown_dimensions([k for k, _ in keyed], split, n_csvs)
+    plain = [_series_name(k, split, shown, False)[0] for k, _ in keyed]
     clash = {n for n in plain if plain.count(n) > 1}
     series: list[Series] = []
     averaged = 0
     for (key, g), pname in zip(keyed, plain, strict=True):
         agg = g.groupby(xcol, sort=True).agg(
             y=("y", "mean"),
+            y_min=("y", "min"),
+            y_max=("y", "max"),
             runs=("y", "size"),
             actual_qps=("actual_qps", "mean"),
             label=("label", lambda s: " | ".join(dict.fromkeys(str(v) for v in s))),
         )
         averaged += int((agg["runs"] > 1).sum())
+        name, base = _series_name(key, split, shown, pname in clash)
         series.append(
             Series(
-                name=_series_name(key, split, prefix_mesh, True) if pname in clash else pname,
+                name=name,
+                base_name=base,
                 mesh=str(key["mesh"]),
+                platform=str(key["platform"]),
+                protocol=str(key["protocol"]),
+                setup=str(key["setup"]),
                 mode=str(key["mode"]),
                 variant=str(key["variant"]),
                 source=str(key["source"]),
                 held=tuple((dim, float(key[dim])) for dim in split),
+                run_ids=frozenset(str(v) for v in g["run_id"] if str(v)),
                 x=tuple(float(v) for v in agg.index),
                 y=tuple(float(v) for v in agg["y"]),
+                y_min=tuple(float(v) for v in agg["y_min"]),
+                y_max=tuple(float(v) for v in agg["y_max"]),
                 runs=tuple(int(v) for v in agg["runs"]),
                 actual_qps=tuple(float(v) for v in agg["actual_qps"]),
                 labels=tuple(str(v) for v in agg["label"]),
@@ -247,8 +311,11 @@ def _make_series(
         )
     sources = list(dict.fromkeys(rows["source"]))
     series.sort(
-        key=lambda s: (sources.index(s.source), s.mesh, s.variant, _mode_rank(s.mode), s.held)
-    )
+        key=lambda s: (
+            sources.index(s.source), s.mesh, s.platform, s.protocol, s.setup, s.variant,
+            _mode_rank(s.mode), s.held,
+        )
+    )  # fmt: skip
     return series, averaged
 
 
@@ -275,6 +342,14 @@ def _labels(
         return what, f"{stat_text} CPU (millicores)", "0.0"
     units = "/".join(sorted({d.mem_unit for d in datas}))
     return what, f"{stat_text} memory ({units})", "0.0"
+
+
+def _who(rows: pd.DataFrame) -> str:
+    """The title's subject: the meshes and platforms the rows recorded (none when unknown)."""
+    meshes = ", ".join(sorted(set(rows["mesh"]) - {""}))
+    platforms = ", ".join(sorted(set(rows["platform"]) - {""}))
+    who = f"{meshes} on {platforms}" if meshes and platforms else (meshes or platforms)
+    return f"{who}: " if who else ""
 
 
 def build_chart(
@@ -313,8 +388,7 @@ def build_chart(
     for dim in split:
         rows = rows.assign(**{dim: rows[dim].fillna(-1.0)})
 
-    meshes = sorted(set(rows["mesh"]))
-    series, averaged = _make_series(rows, xcol, split, len(meshes) > 1 or len(datas) > 1)
+    series, averaged = _make_series(rows, xcol, split, len(datas))
     if averaged:
         notes.append(
             "points with several rows at the same x (repeats) show their mean; "
@@ -325,7 +399,7 @@ def build_chart(
     return Chart(
         metric=metric,
         xaxis=xaxis,
-        title=f"{', '.join(meshes)}: {what} vs {x_label}{_held_text(rows, other, split)}",
+        title=_who(rows) + f"{what} vs {x_label}{_held_text(rows, other, split)}",
         x_label=x_label,
         y_label=y_label,
         series=tuple(series),
@@ -334,41 +408,124 @@ def build_chart(
     )
 
 
-def _baseline_for(s: Series, baselines: Sequence[Series]) -> Series | None:
-    """The baseline a series is compared with: same run first, then the mesh's, then no mesh's."""
+def _held_text_of(held: tuple[tuple[str, float], ...]) -> str:
+    return ", ".join(
+        f"{fmt_qps(v)} qps"
+        if d == "qps"
+        else (f"{fmt_number(v)} conn" if d == "conn" else f"{fmt_number(v)} B")
+        for d, v in held
+    )
+
+
+def _baseline_for(
+    s: Series, baselines: Sequence[Series], explicit: bool
+) -> tuple[Series | None, Skip | None]:
+    """The baseline a series is compared with, or why there is none.
+
+    Same held values always (the same other-axis value and payload size). Then, in order:
+    the same test but for the mode; the same run (a run id in common: istio/tools runs one
+    baseline per run, not per telemetry variant); the same CSV and mesh; the mesh's only
+    baseline; a ``none`` mesh's; the only mesh's. ``explicit``: the user named the baseline
+    series (``--baseline-series``), so any one of it at the same held values will do.
+    """
     same_held = [b for b in baselines if b.held == s.held]
-    for pick in (
-        [b for b in same_held if (b.source, b.mesh, b.variant) == (s.source, s.mesh, s.variant)],
-        [b for b in same_held if (b.source, b.mesh) == (s.source, s.mesh)],
-        [b for b in same_held if b.mesh == s.mesh],
-        [b for b in same_held if b.mesh in ("none", "baseline")],
-        same_held if len({b.mesh for b in same_held}) == 1 else [],
-    ):
+    if not same_held:
+        where = _held_text_of(s.held)
+        return None, ("no baseline at the same " + ("values" if where else "x"), s.name,
+                      f" ({where})" if where else "")  # fmt: skip
+
+    def ident(x: Series) -> tuple[str, ...]:
+        return (x.source, x.mesh, x.platform, x.protocol)
+
+    picks = (
+        [same_held, [b for b in same_held if b.source == s.source]]
+        if explicit
+        else [
+            [
+                b
+                for b in same_held
+                if ident(b) == ident(s) and (b.setup, b.variant) == (s.setup, s.variant)
+            ],
+            [b for b in same_held if ident(b) == ident(s) and b.run_ids & s.run_ids],
+            [b for b in same_held if ident(b) == ident(s)],
+            [
+                b
+                for b in same_held
+                if (b.mesh, b.platform, b.protocol) == (s.mesh, s.platform, s.protocol)
+            ],
+            [b for b in same_held if b.mesh == s.mesh],
+            [b for b in same_held if b.mesh in ("none", "baseline")],
+            same_held if len({b.mesh for b in same_held}) == 1 else [],
+        ]
+    )
+    for pick in picks:
         if len(pick) == 1:
-            return pick[0]
-    return None
+            return pick[0], None
+    names = ", ".join(sorted(b.name for b in same_held))
+    return None, (
+        "several baselines could apply; name one with --baseline-series", s.name,
+        f" (candidates: {names})",
+    )  # fmt: skip
 
 
-def overhead_chart(chart: Chart) -> Chart:
-    """Each non-baseline series minus its baseline at the same x (only x values both have)."""
+def summarize_skips(skips: Sequence[tuple[str, Skip]]) -> list[str]:
+    """One note per cause, with how many series it hit and one example.
+
+    ``skips`` pairs a metric with a skip; a cause seen in several overhead charts (p50, p90,
+    ...) is one line naming them all.
+    """
+    by_cause: dict[str, tuple[list[str], dict[str, None], tuple[str, str]]] = {}
+    for metric, (cause, name, detail) in skips:
+        metrics, names, _ = by_cause.setdefault(cause, ([], {}, (name, detail)))
+        if metric not in metrics:
+            metrics.append(metric)
+        names[name] = None
+    return [
+        f"overhead {', '.join(metrics)}: {len(names)} series not drawn: {cause}; "
+        f"e.g. {example!r}{detail}"
+        for cause, (metrics, names, (example, detail)) in by_cause.items()
+    ]
+
+
+def overhead_chart(chart: Chart, baseline_series: str | None = None) -> Chart:
+    """Each non-baseline series minus its baseline at the same x (only x values both have).
+
+    The one place the overhead is computed. ``baseline_series`` names the series to subtract
+    (its name, or its name without the `` @ ...`` split values); by default the ``baseline``
+    mode's series are the candidates.
+    """
     if chart.metric not in LATENCY_METRICS:
         raise ConfigError(f"overhead is computed for latency, not {chart.metric}")
-    baselines = [s for s in chart.series if s.mode == "baseline"]
+    if baseline_series is not None:
+        baselines = [s for s in chart.series if baseline_series in (s.name, s.base_name)]
+        if not baselines:
+            have = ", ".join(dict.fromkeys(s.base_name or s.name for s in chart.series))
+            raise ConfigError(
+                f"--baseline-series {baseline_series!r}: no such series in the {chart.metric} "
+                f"chart; the series are: {have}"
+            )
+    else:
+        baselines = [s for s in chart.series if s.mode == "baseline"]
     notes: list[str] = []
+    skipped: list[Skip] = []
     out: list[Series] = []
     if not baselines:
-        notes.append(f"{chart.metric}: no baseline rows, so no overhead view")
+        notes.append(
+            f"{chart.metric}: no baseline rows, so no overhead view"
+            + ("; name a series with --baseline-series" if chart.series else "")
+        )
     for s in chart.series:
-        if s.mode == "baseline" or not baselines:
+        if s in baselines or not baselines:
             continue
-        b = _baseline_for(s, baselines)
+        b, why = _baseline_for(s, baselines, baseline_series is not None)
         if b is None:
-            notes.append(f"overhead {chart.metric}: no single baseline matches {s.name}; skipped")
+            assert why is not None
+            skipped.append(why)
             continue
         base = dict(zip(b.x, b.y, strict=True))
         idx = [i for i, x in enumerate(s.x) if x in base]
         if not idx:
-            notes.append(f"overhead {chart.metric}: {s.name} shares no x value with {b.name}")
+            skipped.append(("no x value in common with its baseline", s.name, f" ({b.name})"))
             continue
         out.append(
             dataclasses.replace(
@@ -376,11 +533,14 @@ def overhead_chart(chart: Chart) -> Chart:
                 baseline=b.name,
                 x=tuple(s.x[i] for i in idx),
                 y=tuple(s.y[i] - base[s.x[i]] for i in idx),
+                y_min=tuple(s.y_min[i] - base[s.x[i]] for i in idx),
+                y_max=tuple(s.y_max[i] - base[s.x[i]] for i in idx),
                 runs=tuple(s.runs[i] for i in idx),
                 actual_qps=tuple(s.actual_qps[i] for i in idx),
                 labels=tuple(s.labels[i] for i in idx),
             )
         )
+    notes.extend(summarize_skips([(chart.metric, x) for x in skipped]))
     title = chart.title.replace(f"{chart.metric} latency", f"{chart.metric} added latency", 1)
     return Chart(
         metric=f"overhead-{chart.metric}",
@@ -391,4 +551,5 @@ def overhead_chart(chart: Chart) -> Chart:
         series=tuple(out),
         notes=tuple(notes),
         y_format=chart.y_format,
+        skipped=tuple(skipped),
     )

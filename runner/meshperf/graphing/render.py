@@ -14,7 +14,14 @@ from typing import TYPE_CHECKING, Any
 
 from meshperf.errors import ConfigError, ResultsError
 from meshperf.graphing.csvread import LoadedCsv
-from meshperf.graphing.model import Chart, build_chart, overhead_chart
+from meshperf.graphing.model import (
+    Chart,
+    Series,
+    Skip,
+    build_chart,
+    overhead_chart,
+    summarize_skips,
+)
 from meshperf.graphing.names import (
     FORMAT_DESCRIPTIONS,
     LATENCY_METRICS,
@@ -39,7 +46,12 @@ def series_colors(names: Iterable[str]) -> dict[str, str]:
 def make_figure(
     chart: Chart, width: int = 640, height: int = 400, colors: dict[str, str] | None = None
 ) -> Figure:
-    """One Bokeh 3 figure: a line plus markers per series, hover with the exact values."""
+    """One Bokeh 3 figure: a line plus markers per series, hover with the exact values.
+
+    Where a point averages repeats, a vertical bar with end caps spans their min to max, in
+    the series' colour (hidden with it from the legend), so the spread is seen, not only the
+    mean.
+    """
     from bokeh.models import ColumnDataSource, HoverTool
     from bokeh.plotting import figure
 
@@ -66,6 +78,8 @@ def make_figure(
                 "y": list(s.y),
                 "series": [s.name] * len(s.x),
                 "runs": list(s.runs),
+                "y_min": list(s.y_min or s.y),
+                "y_max": list(s.y_max or s.y),
                 "actual_qps": list(s.actual_qps),
                 "label": list(s.labels),
                 "baseline": [s.baseline or "-"] * len(s.x),
@@ -86,6 +100,7 @@ def make_figure(
                 name=s.name,
             )
         )
+        _draw_spread(p, s, color)
         xs.update(s.x)
     x_fmt = "0" if chart.xaxis == "connections" else "0.[00]"
     p.add_tools(
@@ -97,6 +112,7 @@ def make_figure(
                 (chart.y_label, f"@y{{{chart.y_format}}}"),
                 ("achieved QPS", "@actual_qps{0.0}"),
                 ("runs", "@runs"),
+                ("repeats min..max", f"@y_min{{{chart.y_format}}} .. @y_max{{{chart.y_format}}}"),
                 ("label", "@label"),
                 *((("minus", "@baseline"),) if chart.metric.startswith("overhead-") else ()),
             ],
@@ -114,6 +130,32 @@ def make_figure(
         legend.click_policy = "hide"
         legend.location = "top_left"
     return p
+
+
+def _draw_spread(p: Figure, s: Series, color: str) -> None:
+    """Min-max bars at the points with several runs (nothing where a point is one run)."""
+    from bokeh.models import ColumnDataSource
+
+    idx = [i for i, r in enumerate(s.runs) if r > 1 and s.y_min and s.y_min[i] != s.y_max[i]]
+    if not idx:
+        return
+    bars = ColumnDataSource(
+        data={
+            "x": [s.x[i] for i in idx],
+            "lo": [s.y_min[i] for i in idx],
+            "hi": [s.y_max[i] for i in idx],
+        },
+        name=f"{s.name} spread",
+    )
+    p.segment(
+        "x", "lo", "x", "hi", source=bars, legend_label=s.name, color=color, line_width=2,
+        line_alpha=0.6, name=f"{s.name} spread",
+    )  # fmt: skip
+    for end in ("lo", "hi"):
+        p.scatter(
+            "x", end, source=bars, legend_label=s.name, color=color, marker="dash", size=10,
+            line_width=2, name=f"{s.name} spread",
+        )  # fmt: skip
 
 
 def _notes_div(notes: Sequence[str], width: int) -> Any:
@@ -134,11 +176,14 @@ def build_page(
     conn: int | None = None,
     proxy: str = "server",
     stat: str = "max",
+    baseline_series: str | None = None,
 ) -> tuple[UIElement, list[Chart], list[str]]:
     """The layout for one metric, or for ``all``: every metric plus the overhead view.
 
+    ``baseline_series`` names the series the overhead view subtracts (``overhead_chart``).
     Returns the layout, the charts drawn (in page order) and the notes for the user (those of
-    loading the CSVs included).
+    loading the CSVs included; the overhead view's skipped series summed up, one line per
+    cause for all percentiles together).
     """
     from bokeh.layouts import column, gridplot
     from bokeh.models.widgets.markups import Div
@@ -172,11 +217,21 @@ def build_page(
             if m in LATENCY_METRICS:
                 latency.append(c)
     overheads: list[Chart] = []
+    skips: list[tuple[str, Skip]] = []
+    without_baseline: list[str] = []
     for c in latency:
-        o = overhead_chart(c)
-        notes.extend(o.notes)
+        o = overhead_chart(c, baseline_series)
+        skips.extend((c.metric, x) for x in o.skipped)
+        if baseline_series is None and not any(s.mode == "baseline" for s in c.series):
+            without_baseline.append(c.metric)
         if o.series:
             overheads.append(o)
+    if without_baseline:
+        notes.append(
+            f"{', '.join(without_baseline)}: no baseline rows, so no overhead view; "
+            "name a series to subtract with --baseline-series"
+        )
+    notes.extend(summarize_skips(skips))
     if not charts:
         raise ResultsError("no metric could be plotted: " + "; ".join(notes))
     notes = list(dict.fromkeys(notes))
@@ -204,7 +259,7 @@ def build_page(
         sections.append(
             Div(
                 text="<h3>Overhead vs baseline</h3><p>not available: no baseline "
-                "series matches the other modes</p>",
+                "series matches the other series (see the notes)</p>",
                 width=2 * w,
             )
         )
