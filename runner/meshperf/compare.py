@@ -749,3 +749,75 @@ def write_html(cmp: Comparison, path: Path) -> Path:
     from meshperf.graphing.export import write_html as write_page
 
     return write_page(html_layout(cmp), path, "meshperf compare")
+
+
+# -- within one run: each mode's overhead over baseline ------------------------------------------
+
+OVERHEAD_METRICS: tuple[str, ...] = ("p50", "p90", "p99")
+
+
+def overhead(
+    base: Mapping[int, float], mode: Mapping[int, float]
+) -> tuple[float, float | None, float | None, str]:
+    """(mean overhead, low, high, how) of ``mode`` over ``base``, values keyed by repeat.
+
+    ``--repeat`` interleaves the modes, so repeat i of a mode ran next to repeat i of the
+    baseline: the differences of those pairs cancel what drifted between repeats (a paired t
+    interval). Without common repeats, Welch's interval of the two means; one value each, no
+    interval.
+    """
+    common = sorted(set(base) & set(mode))
+    if len(common) >= 2:
+        m, lo, hi = stats.mean_interval([mode[i] - base[i] for i in common])
+        return m, lo, hi, f"paired, {len(common)} repeats"
+    if len(base) >= 2 and len(mode) >= 2:
+        d, lo, hi = stats.welch(list(base.values()), list(mode.values()))
+        return d, lo, hi, f"{len(base)} vs {len(mode)} repeats"
+    d = sum(mode.values()) / len(mode) - sum(base.values()) / len(base)
+    return d, None, None, "single run"
+
+
+def format_overhead(ms: float, lo: float | None, hi: float | None) -> str:
+    """``+0.59 ms [0.55, 0.63]`` (the interval only when there is one)."""
+    text = f"{ms:+.2f} ms"
+    if lo is not None and hi is not None:
+        text += f" [{lo:.2f}, {hi:.2f}]"
+    return text
+
+
+def overhead_lines(cells: Iterable[tuple[Mapping[str, Any], Mapping[str, float]]]) -> list[str]:
+    """The runner summary's overhead block from (test facts, stats) per finished test.
+
+    Facts: mode, conn, qps, size, extra_labels, repeat; stats: p50_ms, p90_ms, p99_ms.
+    """
+    groups: dict[tuple[Any, ...], dict[str, dict[int, Mapping[str, float]]]] = {}
+    for facts, st in cells:
+        if not st or facts.get("repeat") is None:
+            continue
+        key = tuple(facts.get(k) for k in ("conn", "qps", "size", "extra_labels"))
+        modes = groups.setdefault(key, {})
+        modes.setdefault(str(facts["mode"]), {})[int(facts["repeat"])] = st
+    lines: list[str] = []
+    for key, modes in groups.items():
+        base = modes.get("baseline")
+        if not base:
+            continue
+        conn, qps, size, extra = key
+        where = describe_key([("conn", conn), ("qps", qps), ("size", size), ("x", extra)])
+        for mode, by_repeat in modes.items():
+            if mode == "baseline":
+                continue
+            parts, how = [], ""
+            for metric in OVERHEAD_METRICS:
+                col = f"{metric}_ms"
+                b = {i: s[col] for i, s in base.items() if col in s}
+                m = {i: s[col] for i, s in by_repeat.items() if col in s}
+                if not b or not m:
+                    continue
+                d, lo, hi, how = overhead(b, m)
+                parts.append(f"{metric} {format_overhead(d, lo, hi)}")
+            if parts:
+                lines.append(f"  {mode} {where}: {'  '.join(parts)}  ({how})")
+    if lines:
+        lines.insert(0, "overhead over baseline, mean and 95% interval:")
+    return lines

@@ -258,3 +258,16 @@ def ratio_interval_of(
 
 def rng(seed: int = SEED) -> np.random.Generator:
     return np.random.default_rng(seed)
+
+
+def mean_interval(
+    values: Sequence[float], confidence: float = CONFIDENCE
+) -> tuple[float, float, float]:
+    """(mean, low, high): Student's t interval of the mean (paired differences, say)."""
+    n = len(values)
+    if n < 2:
+        raise ValueError("an interval of the mean needs at least 2 values")
+    m = math.fsum(values) / n
+    sd = math.sqrt(math.fsum((v - m) ** 2 for v in values) / (n - 1))
+    half = t_quantile(0.5 + confidence / 2.0, n - 1) * sd / math.sqrt(n)
+    return m, m - half, m + half

@@ -25,9 +25,13 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Mapping, Sequence
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from meshperf.results import FortioResult
+from meshperf.errors import MeshperfError
+
+if TYPE_CHECKING:  # results imports requests; runner.py imports this before its checks
+    from meshperf.results import FortioResult
 
 ACHIEVED_MIN_FRACTION = 0.995
 # The built-in generator's pacing thread keeps send lag at 0.15-0.25 ms on a quiet 2-core
@@ -160,3 +164,14 @@ def pressure_share(start: tuple[float, float], end: tuple[float, float]) -> dict
         "window_s": round(elapsed, 3),
         "source": "/proc/pressure/cpu",
     }
+
+
+def of_file(path: str | Path) -> str:
+    """The ``warnings`` text of one result file ("" when it cannot be read: nothing to say)."""
+    from meshperf.results import load_file
+
+    try:
+        r = load_file(path)
+    except MeshperfError:
+        return ""
+    return text(assess(r)) if r.problem is None else ""
