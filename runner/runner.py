@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-from meshperf import limits, loadcmd, search
+from meshperf import clients, limits, loadcmd, search
 from meshperf.argtypes import (
     duration_seconds,
     image_ref,
@@ -324,6 +324,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     search.add_arguments(p)
+    clients.add_arguments(p)
 
     o = p.add_argument_group("run control and output")
     o.add_argument(
@@ -502,6 +503,7 @@ def _main(argv: list[str] | None, created: list[Path]) -> int:
         parser.error("--resume-keep-failed needs --resume")
 
     search.check_args(parser, args)
+    clients.check_args(parser, args)
 
     from meshperf.choose import choose_platform
 
@@ -582,6 +584,8 @@ def _main(argv: list[str] | None, created: list[Path]) -> int:
         print(format_plan(plan, args.ingress))
         if slo_run is not None:
             print(slo_run.dry_run())
+        if args.clients > 1:
+            print(clients.describe(args.clients, plan.platform, args.conn[0], plan.tests[0].qps))
         return int(ExitCode.OK)
 
     opts = RunOptions(
@@ -604,6 +608,7 @@ def _main(argv: list[str] | None, created: list[Path]) -> int:
         kubeconfig=args.kubeconfig or choice.kubeconfig,
         perf_image=args.perf_image,
         verbose=-1 if args.quiet else args.verbose,
+        clients=args.clients,
     )
     from meshperf.run import Progress, next_steps, run_matrix, still_to_run, summary_table
 

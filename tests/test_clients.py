@@ -7,9 +7,9 @@ import argparse
 import datetime as dt
 import random
 
-import fortio_data
 import pytest
 
+import fortio_data
 from meshperf import clients
 from meshperf.histogram import calc_percentile
 

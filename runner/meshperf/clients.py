@@ -25,10 +25,15 @@ Each client's own result is kept beside the merged one (``<output dir>/clients/`
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime as dt
+import json
 import re
+import threading
+import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from meshperf import fortiojson
@@ -64,6 +69,10 @@ def split(total: int, n: int) -> list[int]:
     """``total`` in ``n`` whole parts differing by at most one, larger first."""
     base, extra = divmod(total, n)
     return [base + (1 if i < extra else 0) for i in range(n)]
+
+
+def shares(spec: Any, n: int) -> list[tuple[int, float]]:
+    return split_test(spec.conn, spec.qps, n)
 
 
 def split_test(conn: int, qps: float, n: int) -> list[tuple[int, float]]:
@@ -290,3 +299,303 @@ def client_file_name(label: str, start: str, index: int) -> str:
     except ValueError:
         when = dt.datetime.now(dt.UTC)
     return f"{fortiojson.gen_id(when, label)}_client{index}.json"
+
+
+# ---- keeping each client's own result -------------------------------------------------------
+
+
+def keep_client_files(
+    output_dir: Path, label: str, merged_start: str, parts: Sequence[Mapping[str, Any]]
+) -> list[str]:
+    """Write each client's result to ``<output_dir>/clients/``; their paths relative to
+    ``output_dir``. A subdirectory: a results directory read by fortio.py or ``--resume``
+    must not count the clients' calls twice."""
+    from meshperf.atomic import write_atomic
+
+    d = output_dir / CLIENTS_DIR
+    d.mkdir(parents=True, exist_ok=True)
+    names = []
+    for i, p in enumerate(parts):
+        name = client_file_name(label, merged_start, i)
+        write_atomic(d / name, fortiojson.dumps(dict(p)))
+        names.append(f"{CLIENTS_DIR}/{name}")
+    return names
+
+
+def _finish(
+    spec: Any, parts: Sequence[dict[str, Any]], names: Sequence[str], output_dir: Path
+) -> dict[str, Any]:
+    merged = merge_results(parts, names, resolution=spec.resolution, labels=spec.labels)
+    files = keep_client_files(output_dir, spec.labels or spec.mode, merged["StartTime"], parts)
+    info = merged.pop("meshperf")
+    for rec, f in zip(info["clients"], files, strict=True):
+        rec["file"] = f
+    merged["meshperf"] = info
+    return merged
+
+
+# ---- the local platform: N generator processes ----------------------------------------------
+
+
+def run_local(platform: Any, spec: Any) -> dict[str, Any]:
+    """``LocalPlatform.run_test`` with ``--clients N``: N load generator processes at once,
+    each with its share of the connections and the rate, merged by ``merge_results``."""
+    from meshperf.errors import PlatformError
+    from meshperf.local import envoy as envoy_mod
+    from meshperf.local.sampler import Sampler
+    from meshperf.platform import RESOURCE_LOADGEN, RESULT_KEY
+
+    p = platform
+    n = p.opts.clients
+    p._tests += 1
+    label = spec.labels or f"{spec.mode}_{spec.conn}_{spec.qps:g}"
+    url = p.target(spec.mode, spec.size)
+    specs = [dataclasses.replace(spec, conn=c, qps=q) for c, q in shares(spec, n)]
+    paths = [p.work_dir / f"test-{p._tests}-client{i}.json" for i in range(n)]
+    sampler = Sampler(p._workloads(spec.mode))
+    sampler.start()
+    p._stopped.clear()
+    procs: list[Any] = []
+    try:
+        # Started back to back, before any of them is waited on: they load together.
+        for i, (s, path) in enumerate(zip(specs, paths, strict=True)):
+            proc = p.group.start(
+                f"loadgen-{p._tests}-client{i}", p.loadgen_argv(s, url, path),
+                env=envoy_mod.process_env(), cwd=p.work_dir,
+            )  # fmt: skip
+            procs.append(proc)
+            with p._lock:
+                p._current = procs[0]  # stop_current signals it; the loop below stops the rest
+            sampler.add(f"{RESOURCE_LOADGEN}_client{i}", proc.pid)
+        deadline = time.monotonic() + spec.duration + LOADGEN_GRACE
+        pending = list(procs)
+        while pending:
+            for proc in list(pending):
+                code = proc.wait(0.1)
+                if code is not None:
+                    pending.remove(proc)
+                    if code != 0 and not p._stopped.is_set():
+                        raise proc.died_error("failed")
+            if p._stopped.is_set():
+                raise PlatformError(f"test {label} stopped before it finished")
+            if time.monotonic() > deadline:
+                raise PlatformError(
+                    f"load generators still running {spec.duration + LOADGEN_GRACE:g} s"
+                    " after their start"
+                )
+        sampler.stop()
+    finally:
+        with p._lock:
+            p._current = None
+        sampler.stop()
+        for proc in procs:
+            proc.stop()
+            p.group.remove(proc)
+        p._truncate_access_logs()
+    parts: list[dict[str, Any]] = []
+    try:
+        for i, path in enumerate(paths):
+            try:
+                parts.append(json.loads(path.read_text()))
+            except (OSError, ValueError) as e:
+                raise PlatformError(
+                    f"load generator client {i} wrote no readable result for {label}: {e}"
+                ) from e
+    finally:
+        for path in paths:
+            path.unlink(missing_ok=True)
+    for part in parts:
+        part.pop(RESULT_KEY, None)
+    names = [f"loadgen-{i}" for i in range(n)]
+    result = _finish(spec, parts, names, Path(p.opts.output_dir))
+    window = p._window(result)
+    block = dict(result.get(RESULT_KEY) or {})
+    block.update(
+        spec.result_block(
+            platform=p.name, mesh=p.opts.mesh, run_id=p.opts.run_id, target=url,
+            resources=sampler.resources(window), pressure=sampler.pressure(window),
+        )
+    )  # fmt: skip
+    result[RESULT_KEY] = block
+    return result
+
+
+LOADGEN_GRACE = 60.0  # as the local platform's: a generator may take this long beyond -t
+
+
+# ---- kubernetes: N client pods --------------------------------------------------------------
+
+
+def client_pods(platform: Any, n: int) -> list[Any]:
+    """The first ``n`` Running and Ready client pods by name (label ``app=fortioclient``)."""
+    from meshperf.errors import ClusterError
+    from meshperf.kube import cluster as kc
+
+    c = platform.cluster
+    try:
+        listed = c.core.list_namespaced_pod(
+            c.namespace, label_selector=kc.CLIENT_LABEL, _request_timeout=kc.API_TIMEOUT
+        )
+    except Exception as e:
+        raise c._fail("listing the client pods", e) from e
+    ready = []
+    for pod in sorted(listed.items or [], key=lambda x: str(x.metadata.name)):
+        try:
+            ready.append(c.find_pod(str(pod.metadata.name), kc.CLIENT_LABEL, "fortioclient"))
+        except ClusterError:
+            continue  # not ready, or going away: not one of the clients
+        if len(ready) == n:
+            return ready
+    raise ClusterError(
+        f"--clients {n} needs {n} ready client pods with label {kc.CLIENT_LABEL} in namespace"
+        f" {c.namespace}, found {len(ready)}",
+        hint=f"deploy them with CLIENTS={n} NAMESPACE={c.namespace} ./setup_test.sh",
+    )
+
+
+def run_kube(platform: Any, spec: Any) -> dict[str, Any]:
+    """``KubernetesPlatform.run_test`` with ``--clients N``: ``fortio load`` in N client pods
+    at once, each with its share, every result read back, merged by ``merge_results``."""
+    from meshperf.errors import ClusterError
+    from meshperf.kube import cluster as kc
+    from meshperf.kube import platform as kp
+    from meshperf.kube.execs import SHORT_EXEC_TIMEOUT, ExecSession, run_exec
+    from meshperf.platform import RESULT_KEY
+
+    p = platform
+    n = p.opts.clients
+    if p.client is None or p._closed:
+        raise ClusterError("the kubernetes platform was not started")
+    if p._stopping.is_set():
+        raise ClusterError("stopped before the test began")
+    p._find_pods()  # the server (and its node) as of now
+    pods = client_pods(p, n)
+    url = p.target(spec.mode, spec.size)
+    label = spec.labels or spec.mode
+    specs = [dataclasses.replace(spec, conn=c, qps=q) for c, q in shares(spec, n)]
+    name = kp.pod_result_name(label)
+    plans = []
+    for pod, s in zip(pods, specs, strict=True):
+        dirs = pod.result_dirs()
+        plans.append((pod, dirs, kp.fortio_argv(s, url, f"{dirs[0]}/{name}" if dirs else "-")))
+    sessions: list[Any] = [None] * n
+    errors: list[BaseException | None] = [None] * n
+    results: list[Any] = [None] * n
+
+    def connect(i: int) -> None:
+        pod, _, argv = plans[i]
+        try:
+            sessions[i] = ExecSession(
+                p.cluster.core, pod.name, pod.namespace, pod.load_container(), argv
+            )
+        except BaseException as e:  # noqa: BLE001 - reported below
+            errors[i] = e
+
+    def wait(i: int) -> None:
+        try:
+            results[i] = sessions[i].wait(spec.duration + kp.EXEC_SLACK_SECONDS)
+        except BaseException as e:  # noqa: BLE001 - reported below
+            errors[i] = e
+
+    # Every exec opens at the same moment (threads), so the clients start together.
+    threads = [threading.Thread(target=connect, args=(i,), daemon=True) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(kp.EXEC_SLACK_SECONDS)
+    try:
+        waits = [
+            threading.Thread(target=wait, args=(i,), daemon=True)
+            for i in range(n)
+            if sessions[i] is not None
+        ]
+        for t in waits:
+            t.start()
+        while any(t.is_alive() for t in waits):
+            if p._stopping.is_set() or any(errors):
+                for s in sessions:
+                    if s is not None:
+                        p._interrupt(s, label)
+            for t in waits:
+                t.join(0.2)
+    finally:
+        for s in sessions:
+            if s is not None and not s.interrupt_sent and any(errors):
+                p._interrupt(s, label)
+    if p._stopping.is_set():
+        raise ClusterError(f"test {label} was stopped")
+    for (pod, _, _), err in zip(plans, errors, strict=True):
+        if err is not None:
+            raise ClusterError(f"client pod {pod.name}: {err}")
+    parts = []
+    for (pod, dirs, _), res in zip(plans, results, strict=True):
+        if res is None or not res.ok:
+            raise ClusterError(
+                f"client pod {pod.name}: "
+                + (res.describe_failure() if res else "fortio load did not run")
+            )
+        raw = None
+        if dirs:
+            back = run_exec(p.cluster.core, pod.name, pod.namespace, kc.TOOLS_CONTAINER,
+                            ["cat", f"{dirs[1]}/{name}"], timeout=SHORT_EXEC_TIMEOUT)  # fmt: skip
+            if not back.ok:
+                raise ClusterError(
+                    f"reading the result back from {pod.name}: {back.describe_failure()}"
+                )
+            raw = back.stdout
+        parts.append(kp.parse_fortio_output(res, raw))
+    result = _finish(spec, parts, [pod.name for pod in pods], Path(p.opts.output_dir))
+    block = dict(result.get(RESULT_KEY) or {})
+    block.update(
+        spec.result_block(platform=p.name, mesh=p.opts.mesh, run_id=p.opts.run_id, target=url)
+    )
+    server_node = p.server.node if p.server is not None else ""
+    shared = [pod.name for pod in pods if server_node and pod.node == server_node]
+    if shared:
+        note = f"client pod(s) {', '.join(shared)} on the server's node {server_node}"
+        block["clients_warning"] = "; ".join(filter(None, [block.get("clients_warning"), note]))
+    result[RESULT_KEY] = block
+    return result
+
+
+def describe(n: int, platform: str, conn: int, qps: float) -> str:
+    """``--dry-run``'s line about the clients: "3 client pods, each ..."."""
+    shares = split_test(conn, qps, n)
+    what = "client pods (label app=fortioclient)" if platform == "kubernetes" else (
+        "load generator processes"
+    )
+    each = ", ".join(f"c={c} qps={q:g}" for c, q in shares)
+    return f"load from {n} {what} at once: {each}; results merged into one"
+
+
+# ---- the command line -----------------------------------------------------------------------
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """``runner.py --clients N``."""
+    g = parser.add_argument_group("many clients")
+    g.add_argument(
+        "--clients",
+        type=clients_count,
+        default=1,
+        metavar="N",
+        help="load from N clients at once, each with CONN/N connections and QPS/N: N client"
+        " pods on kubernetes (CLIENTS=N ./setup_test.sh), N generator processes locally;"
+        " their results are merged into one, each client's kept in <output-dir>/clients/"
+        " (default: 1)",
+    )
+
+
+def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Cross-flag rules of ``--clients`` (``parser.error`` on a conflict)."""
+    n = args.clients
+    if n == 1:
+        return
+    small = [c for c in args.conn if c < n]
+    if small:
+        parser.error(
+            f"--clients {n} gives each client at least one connection: CONN {small[0]} is"
+            f" fewer than {n}"
+        )
+    if args.perf:
+        parser.error("--perf records one test's server proxy; it does not combine with --clients")

@@ -178,6 +178,7 @@ class RunOptions:
     kubeconfig: str | None = None
     perf_image: str | None = None
     verbose: int = 0  # -1 quiet, 0 normal, 1+ verbose
+    clients: int = 1  # load generators (local) or client pods (kubernetes) per test
 
 
 class Platform(Protocol):

@@ -29,6 +29,7 @@ import sys
 import threading
 from typing import Any
 
+from meshperf import clients as clients_mod
 from meshperf import loadcmd
 from meshperf.errors import ClusterError, ConfigError
 from meshperf.kube import capture, paths
@@ -225,6 +226,8 @@ class KubernetesPlatform:
         return ing if ":" in ing else f"{ing}:{INGRESS_PORT}"
 
     def run_test(self, spec: TestSpec) -> dict[str, Any]:
+        if self.opts.clients > 1:  # --clients N: fortio in N client pods, merged
+            return clients_mod.run_kube(self, spec)
         if self.client is None or self._closed:
             raise ClusterError("the kubernetes platform was not started")
         if self._stopping.is_set():

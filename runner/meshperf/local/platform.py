@@ -37,6 +37,7 @@ from typing import Any
 import psutil
 
 import meshperf
+from meshperf import clients as clients_mod
 from meshperf import loadcmd
 from meshperf.errors import ConfigError, PlatformError
 from meshperf.fortiojson import parse_start_time
@@ -369,6 +370,8 @@ class LocalPlatform:
                 raise proxy.proc.died_error("died")
         if self.app is not None and not self.app.alive():
             raise self.app.died_error("died")
+        if self.opts.clients > 1:  # --clients N: N generator processes, merged
+            return clients_mod.run_local(self, spec)
         self._tests += 1
         label = spec.labels or f"{spec.mode}_{spec.conn}_{spec.qps:g}"
         url = self.target(spec.mode, spec.size)
