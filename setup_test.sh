@@ -14,12 +14,19 @@
 #                     STRICT rejects the serversidecar mode's plain-text requests.
 #   WAYPOINT=1        istio-ambient: add a waypoint (L7 proxy) for the namespace
 #   INGRESS=0         do not create the Istio Gateway + VirtualServices (ingress mode)
-#   EXPOSE_CLIENT=0   fortioclient Service as ClusterIP instead of LoadBalancer
+#   EXPOSE_CLIENT=0   fortioclient Service as ClusterIP instead of LoadBalancer. With 1 (the
+#                     default) fortio's UI is on a load balancer, and that UI can start load
+#                     against any URL: restrict who reaches it with LB_SOURCE_RANGES
+#   LB_SOURCE_RANGES  CIDRs allowed to reach the client's load balancer (e.g. your address,
+#                     203.0.113.7/32); Kubernetes' loadBalancerSourceRanges
 #   FORTIO_IMAGE      default fortio/fortio:1.75.2
 #   TOOLS_IMAGE       image with sleep and pkill for the tools container (default busybox:1.36.1)
-#   PROXY_CPU, PROXY_MEMORY              proxy requests (default 1000m, 512Mi)
+#   PROXY_CPU, PROXY_MEMORY              proxy requests (default 1000m, 512Mi); under Linkerd
+#                     the CPU request is PROXY_CONCURRENCY cores instead (see below)
 #   PROXY_CPU_LIMIT, PROXY_MEMORY_LIMIT  proxy limits (default none: a CPU limit throttles)
-#   PROXY_CONCURRENCY Envoy worker threads of Istio sidecars (default 2)
+#   PROXY_CONCURRENCY worker threads of each proxy (default 2): Envoy's concurrency under
+#                     Istio; under Linkerd the proxy's CPU request in cores, since linkerd-proxy
+#                     takes its worker count from that request
 #   APP_CPU, APP_MEMORY  requests of each fortio container (default 1000m, 256Mi)
 #   POD_CIDRS         MESH=istio: pod ranges the client sidecar lets through untouched
 #                     (default: the nodes' spec.podCIDR)
@@ -102,7 +109,8 @@ python3 "${WD}/manifests/render.py" --out-dir "${out_dir}" --mesh "${MESH}" \
   --proxy-cpu-limit "${PROXY_CPU_LIMIT:-}" --proxy-memory-limit "${PROXY_MEMORY_LIMIT:-}" \
   --proxy-concurrency "${PROXY_CONCURRENCY:-2}" \
   --app-cpu "${APP_CPU:-1000m}" --app-memory "${APP_MEMORY:-256Mi}" \
-  --pod-cidrs "${pod_cidrs}" >/dev/null || die "could not render the manifests (see above)"
+  --pod-cidrs "${pod_cidrs}" --lb-source-ranges "${LB_SOURCE_RANGES:-}" >/dev/null ||
+  die "could not render the manifests (see above)"
 
 # Nothing in the cluster changes before here: bad settings fail before any write.
 
@@ -203,4 +211,19 @@ if [[ "${MESH}" == istio* && "${INGRESS}" == "1" ]]; then
   echo "Ingress mode (--ingress): the gateway's address, Host fortioserver.${DNS_DOMAIN}:"
   echo "  kubectl -n istio-system get svc istio-ingressgateway -o jsonpath='{.status.loadBalancer.ingress[0].ip}'"
 fi
-echo "Run the matrix: python runner/runner.py 16,64 1000 180 --baseline --mesh ${MESH} --platform kubernetes"
+# Suggest only modes this mesh can give (meshperf.kube.paths): under ambient there is no
+# uncaptured port, so the baseline is a separate MESH=none run.
+case "${MESH}" in
+  istio) modes="--baseline --serversidecar --clientonly" ;;
+  linkerd) modes="--baseline --clientonly" ;;
+  istio-ambient) modes="" ;;
+  none) modes="--baseline" ;;
+esac
+echo "Run the matrix: python runner/runner.py 16,64 1000 180 ${modes:+${modes} }--mesh ${MESH} --platform kubernetes"
+if [[ "${MESH}" == "istio-ambient" ]]; then
+  echo "  (ambient has no uncaptured path: measure the baseline in another namespace with MESH=none)"
+fi
+# Said last, beside the URL it is about.
+if [[ "${EXPOSE_CLIENT}" == "1" && -z "${LB_SOURCE_RANGES:-}" ]]; then
+  note "warning: EXPOSE_CLIENT=1 puts fortio's UI on a load balancer open to everyone, and that UI can start load against any URL; set LB_SOURCE_RANGES=<your address>/32 to restrict it, or EXPOSE_CLIENT=0 and use kubectl port-forward"
+fi

@@ -2,6 +2,7 @@
 
 Writes into OUT_DIR:
   fortio.yaml         ServiceAccount + Service + Deployment for fortioclient and fortioserver
+                      (MESH=istio: + the clientonly mode's DestinationRule)
   istio-mtls.yaml     PeerAuthentication (MESH=istio, istio-ambient)
   istio-ingress.yaml  Gateway + VirtualServices (MESH=istio, istio-ambient, unless --no-ingress)
 
@@ -25,6 +26,10 @@ MTLS_MODES = ("STRICT", "PERMISSIVE", "DISABLE")
 CLIENT, SERVER = "fortioclient", "fortioserver"
 # Ports of the uncaptured fortio server; the proxy must leave them alone on both pods.
 UNCAPTURED_PORTS = "8076,8077"
+# The ingress gateway's port: excluded outbound on the client too, so that ingress requests
+# reach the gateway without crossing the client's sidecar (istio/tools
+# perf/benchmark/templates/fortio.yaml excludes 80 for the same reason).
+INGRESS_PORT = "80"
 
 DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 _LABEL = r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?"
@@ -45,13 +50,13 @@ def _check(name: str, value: str, pattern: re.Pattern[str], what: str) -> str:
     return value
 
 
-def parse_cidrs(value: str) -> str:
+def parse_cidrs(value: str, name: str = "POD_CIDRS") -> str:
     """Comma- or space-separated CIDRs (as kubectl prints node podCIDRs) -> "a,b"."""
     parts = [p for p in re.split(r"[,\s]+", value.strip()) if p]
     try:
         nets = [str(ipaddress.ip_network(p, strict=False)) for p in parts]
     except ValueError as exc:
-        raise RenderError(f"POD_CIDRS={value!r}: {exc}") from None
+        raise RenderError(f"{name}={value!r}: {exc}") from None
     return ",".join(dict.fromkeys(nets))
 
 
@@ -90,16 +95,22 @@ def pod_annotations(args: argparse.Namespace, app: str) -> dict[str, str]:
         ann["proxy.istio.io/config"] = json.dumps({"concurrency": args.proxy_concurrency})
         if app == CLIENT:
             # baseline and serversidecar modes address the server pod by IP: those requests
-            # must leave the client pod without its sidecar (the 2019 setup did the same).
-            ann["traffic.sidecar.istio.io/excludeOutboundPorts"] = UNCAPTURED_PORTS
+            # must leave the client pod without its sidecar (the 2019 setup did the same);
+            # ingress requests go to the gateway's port 80 and must not cross it either.
+            ann["traffic.sidecar.istio.io/excludeOutboundPorts"] = (
+                f"{INGRESS_PORT},{UNCAPTURED_PORTS}"
+            )
             ann["traffic.sidecar.istio.io/excludeOutboundIPRanges"] = args.pod_cidrs
     elif args.mesh == "linkerd":
         ann["config.linkerd.io/skip-inbound-ports"] = UNCAPTURED_PORTS
         ann["config.linkerd.io/skip-outbound-ports"] = UNCAPTURED_PORTS
-        ann["config.linkerd.io/proxy-cpu-request"] = args.proxy_cpu
+        # Since Linkerd 2.18 the proxy's worker threads come from its CPU *request*
+        # (LINKERD2_PROXY_CORES, linkerd2 pkg/inject/inject.go); the limit only caps them. A
+        # request of PROXY_CONCURRENCY cores gives linkerd-proxy as many workers as Envoy's
+        # --concurrency, so the two meshes are compared with the same threads.
+        ann["config.linkerd.io/proxy-cpu-request"] = str(args.proxy_concurrency)
         ann["config.linkerd.io/proxy-memory-request"] = args.proxy_memory
         if args.proxy_cpu_limit:
-            # The Linkerd proxy sizes its worker pool from the CPU limit.
             ann["config.linkerd.io/proxy-cpu-limit"] = args.proxy_cpu_limit
         if args.proxy_memory_limit:
             ann["config.linkerd.io/proxy-memory-limit"] = args.proxy_memory_limit
@@ -123,6 +134,9 @@ def render(args: argparse.Namespace) -> dict[str, str]:
         _check("PROXY_MEMORY_LIMIT", args.proxy_memory_limit, MEMORY, "a memory quantity")
     if args.proxy_concurrency < 1:
         raise RenderError(f"PROXY_CONCURRENCY={args.proxy_concurrency} must be >= 1")
+    lb_ranges = parse_cidrs(args.lb_source_ranges, "LB_SOURCE_RANGES") if args.lb_source_ranges else ""
+    if lb_ranges and not args.expose_client:
+        raise RenderError("LB_SOURCE_RANGES needs EXPOSE_CLIENT=1 (it restricts the load balancer)")
     if args.mesh == "istio":
         if not args.pod_cidrs:
             raise RenderError("POD_CIDRS is required for MESH=istio (the cluster's pod ranges)")
@@ -139,6 +153,13 @@ def render(args: argparse.Namespace) -> dict[str, str]:
             "OTHER_APP": other,
             "NAMESPACE": args.namespace,
             "SERVICE_TYPE": service_type,
+            # Who may reach the client's public load balancer (fortio's UI can start load
+            # against any URL): LB_SOURCE_RANGES, as Kubernetes' loadBalancerSourceRanges.
+            "SERVICE_EXTRA": (
+                "\n  loadBalancerSourceRanges: " + json.dumps(lb_ranges.split(","))
+                if lb_ranges and service_type == "LoadBalancer"
+                else ""
+            ),
             "FORTIO_IMAGE": args.fortio_image,
             "TOOLS_IMAGE": args.tools_image,
             "APP_CPU": args.app_cpu,
@@ -146,6 +167,10 @@ def render(args: argparse.Namespace) -> dict[str, str]:
             "POD_ANNOTATIONS": annotation_block(pod_annotations(args, app), 8),
         }
         docs.append(fill(tmpl, values).rstrip("\n"))
+    if args.mesh == "istio":
+        # clientonly: the client sidecar sends plain text to the server's uncaptured port.
+        clientonly = (HERE / "istio-clientonly.yaml").read_text(encoding="utf-8")
+        docs.append(fill(clientonly, {"NAMESPACE": args.namespace}).rstrip("\n"))
     files = {"fortio.yaml": "\n---\n".join(docs) + "\n"}
     if args.mesh in ("istio", "istio-ambient"):
         common = {"NAMESPACE": args.namespace}
@@ -184,6 +209,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--app-cpu", default="1000m")
     p.add_argument("--app-memory", default="256Mi")
     p.add_argument("--pod-cidrs", default="", help="client excludeOutboundIPRanges (MESH=istio)")
+    p.add_argument(
+        "--lb-source-ranges",
+        default="",
+        help="CIDRs allowed to reach the client's load balancer (loadBalancerSourceRanges)",
+    )
     return p
 
 

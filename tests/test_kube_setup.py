@@ -12,11 +12,27 @@ import json
 import platform
 import re
 import subprocess
+import sys
+from pathlib import Path
+from typing import Any
 
 import pytest
 
 import test_setup_scripts
-from test_setup_scripts import ARCH, REPO, Stubs, fake_release, one_line_error, plan, stub_script
+from meshperf.kube import paths
+from test_setup_scripts import (
+    ARCH,
+    REPO,
+    Stubs,
+    fake_release,
+    load_docs,
+    one_line_error,
+    plan,
+    pod_template,
+    render_for,
+    stub_script,
+    validate_doc,
+)
 
 # The harness's fixtures, shared with tests/test_setup_scripts.py.
 sysbin = test_setup_scripts.sysbin
@@ -183,3 +199,122 @@ def test_linkerd_docs_name_the_default_version() -> None:
     assert f"default {VERSION}" in readme and "edge-25.4.4" not in readme
     script = (REPO / "linkerd" / "setup_linkerd.sh").read_text()
     assert f"DEFAULT_VERSION={VERSION}" in script
+
+
+# -- the workloads setup_test.sh renders (issue 11 items 4, 5, 7, 11 and clientonly) -----------
+
+
+def test_istio_client_excludes_the_ingress_port(stubs: Stubs) -> None:
+    _, out = render_for(stubs, "istio", INGRESS="1")
+    docs = load_docs(out / "fortio.yaml")
+    client = pod_template(docs, "fortioclient")["metadata"]["annotations"]
+    assert client["traffic.sidecar.istio.io/excludeOutboundPorts"].split(",") == [
+        "80", "8076", "8077",
+    ]  # fmt: skip
+    server = pod_template(docs, "fortioserver")["metadata"]["annotations"]
+    assert "traffic.sidecar.istio.io/excludeOutboundPorts" not in server  # server: inbound only
+
+
+def test_render_py_istio_ingress_excludes_80(tmp_path: Path) -> None:
+    """The issue's own command line: render.py --mesh istio --ingress 1 ..."""
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "manifests" / "render.py"), "--out-dir", str(tmp_path),
+         "--mesh", "istio", "--ingress", "1", "--pod-cidrs", "10.0.0.0/14"],
+        capture_output=True, text=True, timeout=30, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    client = pod_template(load_docs(tmp_path / "fortio.yaml"), "fortioclient")
+    assert "80" in client["metadata"]["annotations"][
+        "traffic.sidecar.istio.io/excludeOutboundPorts"
+    ].split(",")
+
+
+@pytest.mark.parametrize("concurrency", ["2", "4"])
+def test_linkerd_cpu_request_is_proxy_concurrency_cores(stubs: Stubs, concurrency: str) -> None:
+    _, out = render_for(stubs, "linkerd", PROXY_CONCURRENCY=concurrency, PROXY_CPU="1000m")
+    for app in ("fortioclient", "fortioserver"):
+        ann = pod_template(load_docs(out / "fortio.yaml"), app)["metadata"]["annotations"]
+        assert ann["config.linkerd.io/proxy-cpu-request"] == concurrency
+        assert "config.linkerd.io/proxy-cpu-limit" not in ann
+
+
+def _services(out: Path) -> dict[str, dict[str, Any]]:
+    docs = load_docs(out / "fortio.yaml")
+    return {d["metadata"]["name"]: d for d in docs if d["kind"] == "Service"}
+
+
+@pytest.mark.parametrize("mesh", ["istio", "linkerd"])
+def test_clientonly_service_ports_lead_to_the_uncaptured_server(stubs: Stubs, mesh: str) -> None:
+    _, out = render_for(stubs, mesh)
+    ports = {p["port"]: p["targetPort"] for p in _services(out)["fortioserver"]["spec"]["ports"]}
+    for proto, (port, target) in paths.CLIENTONLY_PORTS.items():
+        if proto in ("http", "grpc"):
+            assert ports[port] == target, (proto, ports)
+    docs = load_docs(out / "fortio.yaml")
+    rules = [d for d in docs if d["kind"] == "DestinationRule"]
+    if mesh == "istio":
+        (rule,) = rules
+        validate_doc(rule)
+        assert rule["spec"]["host"] == "fortioserver.twopods.svc.cluster.local"
+        plain = {s["port"]["number"]: s["tls"]["mode"]
+                 for s in rule["spec"]["trafficPolicy"]["portLevelSettings"]}  # fmt: skip
+        assert plain == {8074: "DISABLE", 8073: "DISABLE"}
+        ann = pod_template(docs, "fortioserver")["metadata"]["annotations"]
+        assert "8077" in ann["traffic.sidecar.istio.io/excludeInboundPorts"].split(",")
+        client = pod_template(docs, "fortioclient")["metadata"]["annotations"]
+        assert "8074" not in client["traffic.sidecar.istio.io/excludeOutboundPorts"].split(",")
+    else:
+        assert rules == []
+
+
+def test_load_balancer_source_ranges(stubs: Stubs) -> None:
+    proc, out = render_for(stubs, "istio", LB_SOURCE_RANGES="203.0.113.7/32, 198.51.100.0/24")
+    client = _services(out)["fortioclient"]
+    assert client["spec"]["type"] == "LoadBalancer"
+    assert client["spec"]["loadBalancerSourceRanges"] == ["203.0.113.7/32", "198.51.100.0/24"]
+    validate_doc(client)
+    assert "loadBalancerSourceRanges" not in _services(out)["fortioserver"]["spec"]
+    assert "warning" not in proc.stderr
+
+
+def test_open_load_balancer_is_warned_about(stubs: Stubs) -> None:
+    proc, _ = render_for(stubs, "istio")
+    (line,) = [ln for ln in proc.stderr.splitlines() if "warning" in ln]
+    assert "EXPOSE_CLIENT=1" in line and "LB_SOURCE_RANGES" in line and "any URL" in line
+    proc, _ = render_for(stubs, "none", EXPOSE_CLIENT="0")
+    assert "warning" not in proc.stderr
+
+
+@pytest.mark.parametrize(
+    ("env", "needle"),
+    [
+        ({"LB_SOURCE_RANGES": "203.0.113.7/33"}, "LB_SOURCE_RANGES="),
+        ({"LB_SOURCE_RANGES": "10.0.0.0/8", "EXPOSE_CLIENT": "0"}, "needs EXPOSE_CLIENT=1"),
+    ],
+)
+def test_bad_source_ranges_are_refused(stubs: Stubs, env: dict[str, str], needle: str) -> None:
+    proc = stubs.run("setup_test.sh", env={"DRY_RUN": "1", "MESH": "none", **env})
+    assert proc.returncode == 1
+    assert needle in proc.stderr
+    assert not any("apply" in " ".join(c) for c in plan(proc.stdout))
+
+
+@pytest.mark.parametrize(
+    ("mesh", "modes"),
+    [
+        ("istio", "--baseline --serversidecar --clientonly"),
+        ("linkerd", "--baseline --clientonly"),
+        ("istio-ambient", ""),
+        ("none", "--baseline"),
+    ],
+)
+def test_setup_test_suggests_only_modes_the_mesh_can_give(
+    stubs: Stubs, mesh: str, modes: str
+) -> None:
+    proc, _ = render_for(stubs, mesh)
+    (line,) = [ln for ln in proc.stdout.splitlines() if ln.startswith("Run the matrix")]
+    assert f"runner.py 16,64 1000 180 {modes + ' ' if modes else ''}--mesh {mesh} " in line
+    for flag in modes.split():
+        assert paths.refusal(mesh, flag.removeprefix("--")) is None
+    if mesh == "istio-ambient":
+        assert "--baseline" not in line and "MESH=none" in proc.stdout

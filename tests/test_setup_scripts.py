@@ -429,6 +429,46 @@ ISTIO_SPECS: dict[tuple[str, str], dict[str, Any]] = {
             },
         },
     },
+    # networking/v1 DestinationRule (istio/api networking/v1alpha3/destination_rule.proto)
+    ("networking.istio.io/v1", "DestinationRule"): {
+        "type": "object",
+        "required": ["host"],
+        "additionalProperties": False,
+        "properties": {
+            "host": _STR,
+            "trafficPolicy": {
+                "type": "object",
+                "additionalProperties": False,
+                "properties": {
+                    "portLevelSettings": {
+                        "type": "array",
+                        "items": {
+                            "type": "object",
+                            "required": ["port"],
+                            "additionalProperties": False,
+                            "properties": {
+                                "port": {
+                                    "type": "object",
+                                    "required": ["number"],
+                                    "additionalProperties": False,
+                                    "properties": {"number": {"type": "integer"}},
+                                },
+                                "tls": {
+                                    "type": "object",
+                                    "required": ["mode"],
+                                    "properties": {
+                                        "mode": {
+                                            "enum": ["DISABLE", "SIMPLE", "MUTUAL", "ISTIO_MUTUAL"]
+                                        }
+                                    },
+                                },
+                            },
+                        },
+                    }
+                },
+            },
+        },
+    },
     ("install.istio.io/v1alpha1", "IstioOperator"): {
         "type": "object",
         "additionalProperties": False,
@@ -790,7 +830,8 @@ def test_linkerd_annotations(stubs: Stubs) -> None:
         ann = pod_template(docs, app)["metadata"]["annotations"]
         assert "8077" in ann["config.linkerd.io/skip-inbound-ports"].split(",")
         assert "8077" in ann["config.linkerd.io/skip-outbound-ports"].split(",")
-        assert ann["config.linkerd.io/proxy-cpu-request"] == "500m"
+        # linkerd-proxy's workers come from its CPU request: PROXY_CONCURRENCY (2) cores
+        assert ann["config.linkerd.io/proxy-cpu-request"] == "2"
         assert ann["config.linkerd.io/proxy-memory-limit"] == "256Mi"
         assert not any(k.startswith(("sidecar.istio.io/proxy", "traffic.sidecar")) for k in ann)
 
