@@ -324,13 +324,18 @@ def load_csv(
         t["mesh"] = _fill(_fill(_text(raw, "mesh"), label_mesh), [mesh or ""] * n)
     elif mesh is not None:
         t["mesh"] = mesh
-    else:
+    elif fmt != FORMAT_MESHPERF:
         # The 2019 scripts and istio/tools are Istio's; istio/tools labels Linkerd runs.
         t["mesh"] = _fill(pd.Series(label_mesh, index=t.index, dtype=object), ["istio"] * n)
         notes.append(
             f"{p.name}: no mesh column; mesh taken as {'/'.join(sorted(set(t['mesh'])))} "
             "(name it with --mesh)"
         )
+    else:
+        # A CSV of ours with the mesh column left out (fortio.py --csv): unknown, not guessed.
+        t["mesh"] = pd.Series(label_mesh, index=t.index, dtype=object)
+        if (t["mode"] != "").any() and (t["mesh"] == "").any():
+            notes.append(f"{p.name}: no mesh column; the mesh is not known (name it with --mesh)")
 
     no_mode = t["mode"] == ""
     if series is not None:

@@ -515,7 +515,8 @@ def overhead_chart(chart: Chart, baseline_series: str | None = None) -> Chart:
             + ("; name a series with --baseline-series" if chart.series else "")
         )
     for s in chart.series:
-        if s in baselines or not baselines:
+        # A baseline minus a baseline is no proxy's cost: those series are left out.
+        if s in baselines or s.mode == "baseline" or not baselines:
             continue
         b, why = _baseline_for(s, baselines, baseline_series is not None)
         if b is None:
