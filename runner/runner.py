@@ -46,6 +46,8 @@ from meshperf.plan import (
     run_id_text,
     run_labels,
     select_modes,
+    shuffle_seed_of,
+    shuffled,
 )
 from meshperf.platform import Platform, RunOptions, TestSpec
 
@@ -168,6 +170,16 @@ def build_parser() -> argparse.ArgumentParser:
         type=repeat_count,
         default=1,
         help=f"run the whole matrix N times, at most {limits.MAX_REPEAT} (default: %(default)s)",
+    )
+    m.add_argument(
+        "--shuffle",
+        metavar="SEED",
+        nargs="?",
+        type=int,
+        const=-1,
+        default=None,
+        help="run each repeat's tests in a random order, seeded (default seed: from the run "
+        "id); the seed and the order are recorded in the run file",
     )
     m.add_argument(
         "--labels",
@@ -577,6 +589,8 @@ def _main(argv: list[str] | None, created: list[Path]) -> int:
         resolution=args.resolution,
         load_options=load_options,
     )
+    if args.shuffle is not None:
+        plan = shuffled(plan, shuffle_seed_of(run_id) if args.shuffle < 0 else args.shuffle)
     slo_run = search.prepare(args, plan)  # --find-max: each search's first step
     if slo_run is not None:
         plan = slo_run.plan

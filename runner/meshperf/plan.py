@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import hashlib
 import math
+import random
 import re
 import secrets
 from collections.abc import Iterable, Mapping, Sequence
@@ -359,6 +361,7 @@ class Plan:
     tests: tuple[TestSpec, ...]
     per_test_overhead: float
     start_overhead: float
+    shuffle_seed: int | None = None  # --shuffle: each repeat's tests in a seeded random order
 
     @property
     def test_seconds(self) -> float:
@@ -437,6 +440,30 @@ def build_plan(
         per_test_overhead=PER_TEST_OVERHEAD.get(platform, 5.0),
         start_overhead=START_OVERHEAD.get(platform, 5.0),
     )
+
+
+def shuffle_seed_of(run_id: str) -> int:
+    """The seed ``--shuffle`` uses when none is given: from the run id, so it is recorded."""
+    return int(hashlib.sha256(run_id.encode()).hexdigest()[:8], 16)
+
+
+def shuffled(plan: Plan, seed: int) -> Plan:
+    """The same tests, each repeat's in a random order (the same seed gives the same order).
+
+    A fixed order puts each mode at the same place in every repeat, so anything that drifts
+    through a repeat (a warming cache, a neighbour starting) lands on the same modes; pyperf
+    randomises for the same reason. Repeats stay in sequence, so each still covers every test.
+    """
+    rng = random.Random(seed)
+    by_repeat: dict[int, list[TestSpec]] = {}
+    for t in plan.tests:
+        by_repeat.setdefault(t.repeat, []).append(t)
+    order: list[TestSpec] = []
+    for rep in sorted(by_repeat):
+        chunk = list(by_repeat[rep])
+        rng.shuffle(chunk)
+        order += chunk
+    return dataclasses.replace(plan, tests=tuple(order), shuffle_seed=seed)
 
 
 def describe_target(platform: str, mode: str, ingress: str | None = None) -> str:

@@ -487,6 +487,7 @@ def run_matrix(
         "machine": machine_facts(),
         "platform_metadata": {},
         "estimated_seconds": round(plan.estimated_seconds(), 1),
+        "shuffle_seed": plan.shuffle_seed,  # --shuffle; "plan" lists the order it gave
         "plan": [dict(o.record(), status="planned", reason="", file="") for o in outcomes],
         "tests": [],
     }
@@ -727,9 +728,12 @@ def _run_one(
 
 
 def summary_table(report: RunReport) -> str:
+    from meshperf import compare, trust  # numpy and requests: only once there are results
+
     rows = [
-        ("#", "mode", "conn", "qps", "achieved", "p50 ms", "p90 ms", "p99 ms", "errors%", "status")
-    ]
+        ("#", "mode", "conn", "qps", "achieved", "p50 ms", "p90 ms", "p99 ms", "errors%", "status",
+         "warnings")
+    ]  # fmt: skip
     for o in report.outcomes:
         s, st = o.spec, o.stats
         num = (
@@ -737,7 +741,10 @@ def summary_table(report: RunReport) -> str:
              f"{st['p99_ms']:.3f}", f"{st['errors_pct']:.2f}")
             if st else ("-",) * 5
         )  # fmt: skip
-        rows.append((str(o.index), s.mode, str(s.conn), format_qps(s.qps), *num, o.status))
+        # meshperf.trust: the causes that make this test's numbers suspect (codes only here).
+        warn = ",".join(dict.fromkeys(trust.codes(trust.of_file(report.output_dir / o.file))))
+        rows.append((str(o.index), s.mode, str(s.conn), format_qps(s.qps), *num, o.status,
+                     warn if o.file else ""))  # fmt: skip
     widths = [max(len(r[c]) for r in rows) for c in range(len(rows[0]))]
     right = {0, 2, 3, 4, 5, 6, 7, 8}
     lines = []
@@ -754,6 +761,10 @@ def summary_table(report: RunReport) -> str:
     ]  # an ok test with a reason: its result is not where the others are (kept dir)
     for o in problems:
         lines.append(f"test {o.index} ({o.spec.labels}) {o.status}: {o.reason}")
+    # Each mode's overhead over baseline, with its interval when there are repeats.
+    lines += compare.overhead_lines(
+        (dataclasses.asdict(o.spec), o.stats) for o in report.outcomes if o.stats
+    )
     for o in report.outcomes:
         if o.effective_conn:
             # fortio's rule, which the built-in generator follows: at least 2 calls per

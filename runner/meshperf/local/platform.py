@@ -428,6 +428,7 @@ class LocalPlatform:
                 run_id=self.opts.run_id,
                 target=url,
                 resources=sampler.resources(window),
+                pressure=sampler.pressure(window),  # meshperf.trust's cpu-pressure
             )
         )
         if perf_info is not None:
