@@ -518,9 +518,10 @@ def test_json_destination_checked_before_the_run(
     assert not tmp_path.with_name(tmp_path.name + ".tmp").exists()
 
 
-def test_https_error_says_unsupported(capsys: pytest.CaptureFixture[str]) -> None:
+def test_https_to_a_closed_port_fails_at_warmup(capsys: pytest.CaptureFixture[str]) -> None:
+    # https:// is supported (TLS, -cacert: tests/test_loadgen_options.py); nothing listens here.
     assert cli.main(["load", "https://127.0.0.1:1/"]) != 0
-    assert "not supported" in capsys.readouterr().err
+    assert "warmup call failed" in capsys.readouterr().err
 
 
 def test_unreachable_warmup_aborts_with_one_line() -> None:

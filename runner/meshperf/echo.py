@@ -33,6 +33,7 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import unquote_plus
 
+from meshperf import limits
 from meshperf.clock import Scheduler, libc, new_event_loop
 from meshperf.errors import ConfigError
 from meshperf.goduration import parse_duration
@@ -143,6 +144,27 @@ def generate_delay(text: str, max_ns: int = DEFAULT_MAX_DELAY_NS) -> int:
     return max(0, min(ns, max_ns))
 
 
+def _content_length(lower: bytes, i: int) -> int:
+    """The request's Content-Length from the header at ``i`` on, -1 when it is invalid.
+
+    RFC 9112 section 6.3: several Content-Length fields (or a ``5, 5`` list) are accepted only
+    when every value is the same valid number; otherwise the framing is unknown.
+    """
+    value = -1
+    while i >= 0:
+        j = lower.find(b"\r\n", i + 17)
+        for item in lower[i + 17 : j if j >= 0 else None].split(b","):
+            item = item.strip()
+            if not item.isdigit():  # no sign, no blank: RFC 9110 8.6 is 1*DIGIT
+                return -1
+            n = int(item)
+            if value not in (-1, n):
+                return -1
+            value = n
+        i = lower.find(b"\r\ncontent-length:", i + 17)
+    return value
+
+
 def _query(target: bytes) -> dict[str, str]:
     q = target.find(b"?")
     if q < 0:
@@ -161,14 +183,26 @@ def _query(target: bytes) -> dict[str, str]:
 
 
 class EchoConfig:
-    __slots__ = ("max_delay_ns", "max_payload", "plans")
+    """What the server runs: the HTTP echo's caps, and the optional TCP echo and gRPC ping
+    listeners (fortio ``server``'s ``-tcp-port`` and ``-grpc-port``; ports resolved by
+    ``serve`` so that port 0 gives every worker the same one)."""
+
+    __slots__ = ("max_delay_ns", "max_payload", "plans", "tcp", "grpc", "health_service")
 
     def __init__(
-        self, max_delay_ns: int = DEFAULT_MAX_DELAY_NS, max_payload: int = DEFAULT_MAX_PAYLOAD
+        self,
+        max_delay_ns: int = DEFAULT_MAX_DELAY_NS,
+        max_payload: int = DEFAULT_MAX_PAYLOAD,
+        tcp: tuple[str, int] | None = None,
+        grpc: tuple[str, int] | None = None,
+        health_service: str = "ping",
     ) -> None:
         self.max_delay_ns = max_delay_ns
         self.max_payload = max_payload
         self.plans: dict[bytes, _Plan] = {}
+        self.tcp = tcp
+        self.grpc = grpc
+        self.health_service = health_service
 
 
 class _Plan:
@@ -194,6 +228,36 @@ class _Plan:
         status = generate_status(q["status"]) if "status" in q else 200
         size = generate_size(q["size"], self.cfg.max_payload) if "size" in q else -1
         return delay, status, size
+
+
+def echo_reply(
+    cfg: EchoConfig, target: bytes, body: bytes, content_type: bytes
+) -> tuple[int, int, bytes, bytes]:
+    """fortio's echo handler for one request: (delay ns, status, content type, payload).
+
+    The one rule for HTTP/1.1 and HTTP/2 alike (fortio serves both from the same handler).
+    """
+    status = 200
+    size = -1
+    delay = 0
+    if b"?" in target:
+        plan = cfg.plans.get(target)
+        if plan is None:
+            plan = _Plan(_query(target), cfg)
+            if len(cfg.plans) < 1024:  # a benchmark asks the same few URLs over and over
+                cfg.plans[target] = plan
+        delay, status, size = plan.fixed or plan.draw()
+    if size >= 0:
+        payload = _PAYLOAD[:size]
+        content_type = b"application/octet-stream"
+    else:
+        payload = body
+    if status < 200 or status in (204, 304):
+        payload = b""
+    return delay, status, content_type, payload
+
+
+H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 
 
 class EchoProtocol(asyncio.Protocol):
@@ -236,6 +300,19 @@ class EchoProtocol(asyncio.Protocol):
             line_end = head.find(b"\r\n")
             request_line = head if line_end < 0 else head[:line_end]
             parts = request_line.split(b" ")
+            if buf.startswith(H2_PREFACE[:18]) and self.transport is not None:
+                # h2c with prior knowledge (fortio's server: http.Protocols with
+                # UnencryptedHTTP2): this connection speaks HTTP/2 from here on.
+                from meshperf import echo_h2  # h2 is loaded only when a client speaks it
+
+                proto = echo_h2.H2Echo(self.cfg, self.sched)
+                self.transport.set_protocol(proto)
+                proto.connection_made(self.transport)
+                self.transport = None
+                self.closing = True
+                proto.data_received(bytes(buf))
+                buf.clear()
+                return
             if len(parts) != 3 or not parts[2].startswith(b"HTTP/1."):
                 self._fail(400)
                 return
@@ -243,13 +320,13 @@ class EchoProtocol(asyncio.Protocol):
             body_len = 0
             i = lower.find(b"\r\ncontent-length:")
             if i >= 0:
-                j = lower.find(b"\r\n", i + 17)
-                try:
-                    body_len = int(lower[i + 17 : j if j >= 0 else None])
-                except ValueError:
+                body_len = _content_length(lower, i)
+                if body_len == -1 or b"\r\ntransfer-encoding:" in lower:
+                    # RFC 9112 6.3: conflicting lengths (or a length beside a transfer coding)
+                    # are unrecoverable framing errors; guessing one is how requests smuggle.
                     self._fail(400)
                     return
-                if body_len < 0 or body_len > MAX_BODY_BYTES:
+                if body_len > MAX_BODY_BYTES:
                     self._fail(413)
                     return
             elif b"\r\ntransfer-encoding:" in lower:
@@ -282,24 +359,7 @@ class EchoProtocol(asyncio.Protocol):
         self, target: bytes, body: bytes, content_type: bytes, keep_alive: bool, head_only: bool
     ) -> bool:
         """Reply now, or later if a delay was asked; False when processing must pause."""
-        status = 200
-        size = -1
-        delay = 0
-        if b"?" in target:
-            cfg = self.cfg
-            plan = cfg.plans.get(target)
-            if plan is None:
-                plan = _Plan(_query(target), cfg)
-                if len(cfg.plans) < 1024:  # a benchmark asks the same few URLs over and over
-                    cfg.plans[target] = plan
-            delay, status, size = plan.fixed or plan.draw()
-        if size >= 0:
-            payload = _PAYLOAD[:size]
-            content_type = b"application/octet-stream"
-        else:
-            payload = body
-        if status < 200 or status in (204, 304):
-            payload = b""
+        delay, status, content_type, payload = echo_reply(self.cfg, target, body, content_type)
         length = len(payload)
         if head_only:
             payload = b""
@@ -352,7 +412,7 @@ class EchoProtocol(asyncio.Protocol):
             t.close()
 
 
-def parse_listen(text: str) -> tuple[str, int]:
+def parse_listen(text: str, flag: str = "-http-port") -> tuple[str, int]:
     """``-http-port`` value: ``8080``, ``:8080`` (both 127.0.0.1), ``127.0.0.2:8080``,
     ``[::1]:8080``. Only loopback addresses: the server is for benchmarks on this machine."""
     host = "127.0.0.1"
@@ -365,15 +425,15 @@ def parse_listen(text: str) -> tuple[str, int]:
     try:
         port = int(port_text)
     except ValueError:
-        raise ConfigError(f"bad -http-port {text!r}: expected PORT or HOST:PORT") from None
+        raise ConfigError(f"bad {flag} {text!r}: expected PORT or HOST:PORT") from None
     if not 0 <= port <= 65535:
-        raise ConfigError(f"bad -http-port {text!r}: port out of range")
+        raise ConfigError(f"bad {flag} {text!r}: port out of range")
     try:
         loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
     except ValueError:
         loopback = False
     if not loopback:
-        raise ConfigError(f"bad -http-port {text!r}: only loopback addresses may be bound")
+        raise ConfigError(f"bad {flag} {text!r}: only loopback addresses may be bound")
     return host, port
 
 
@@ -408,18 +468,49 @@ def _serve_socket(sock: socket.socket, cfg: EchoConfig, ready: Callable[[], None
     async def run() -> None:
         sched = Scheduler(loop)
         server = await loop.create_server(lambda: EchoProtocol(cfg, sched), sock=sock, backlog=4096)
+        servers = [server]
+        if cfg.tcp is not None:
+            tcp_sock = make_socket(*cfg.tcp, reuse_port=True)
+            servers.append(await loop.create_server(TcpEcho, sock=tcp_sock, backlog=4096))
+        grpc_server = None
+        if cfg.grpc is not None:
+            from meshperf import echo_grpc  # grpcio is loaded only when gRPC is served
+
+            grpc_server = echo_grpc.start(cfg.grpc[0], cfg.grpc[1], cfg)
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         if ready is not None:
             ready()
         await stop.wait()
-        server.close()
+        for srv in servers:
+            srv.close()
+        if grpc_server is not None:
+            grpc_server.stop(0)
         sched.close()
 
     try:
         loop.run_until_complete(run())
     finally:
         loop.close()
+
+
+class TcpEcho(asyncio.Protocol):
+    """fortio's TCP echo server (fnet.handleTCPEchoRequest: io.Copy(conn, conn))."""
+
+    transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        if self.transport is not None:
+            self.transport.write(data)
+
+    def eof_received(self) -> bool:
+        return False  # close once the peer is done, as io.Copy returning does
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.transport = None
 
 
 def _die_with_parent() -> None:
@@ -463,13 +554,46 @@ def serve(
     cfg = cfg or EchoConfig()
     if workers < 1:
         raise ConfigError(f"-workers must be >= 1, got {workers}")
+    limits.check_workers(workers)
+    # The TCP and gRPC ports are reserved here (bound with SO_REUSEPORT, not listening) so that
+    # port 0 gives every worker, and the announced line, the same port.
+    extra: list[socket.socket] = []
+    try:
+        for kind in ("tcp", "grpc"):
+            addr = getattr(cfg, kind)
+            if addr is not None:
+                r = make_socket(addr[0], addr[1], reuse_port=True, listen=False)
+                extra.append(r)
+                setattr(cfg, kind, (addr[0], r.getsockname()[1]))
+        _serve(host, port, workers, cfg, on_listening)
+    finally:
+        for r in extra:
+            r.close()
+
+
+def _serve(
+    host: str,
+    port: int,
+    workers: int,
+    cfg: EchoConfig,
+    on_listening: Callable[[str, int], None] | None,
+) -> None:
+    def announce(bound: int) -> None:
+        if on_listening is None:
+            return
+        on_listening(host, bound)
+        for kind, what in (("tcp", "TCP echo server"), ("grpc", "gRPC ping server")):
+            addr = getattr(cfg, kind)
+            if addr is not None:
+                shown = f"[{addr[0]}]" if ":" in addr[0] else addr[0]
+                print(f"Fortio-compatible {what} listening on {shown}:{addr[1]}", flush=True)
+
     if workers == 1:
         sock = make_socket(host, port, reuse_port=False)
         bound = sock.getsockname()[1]
 
         def ready() -> None:
-            if on_listening is not None:
-                on_listening(host, bound)
+            announce(bound)
 
         _serve_socket(sock, cfg, ready)
         return
@@ -503,8 +627,7 @@ def serve(
             if msg != "ok":
                 raise ConfigError(str(msg))
         reserve.close()
-        if on_listening is not None:
-            on_listening(host, bound)
+        announce(bound)
         while not stopping and all(p.is_alive() for p in procs):
             multiprocessing.connection.wait([p.sentinel for p in procs], timeout=0.5)
         if not stopping:

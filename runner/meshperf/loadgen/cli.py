@@ -23,10 +23,17 @@ import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
-from typing import NoReturn
 
-from meshperf import echo, fortiojson
-from meshperf.argtypes import finite_float, non_negative_int, positive_float, positive_int
+from meshperf import cli, echo, fortiojson, limits, loadcmd
+from meshperf.argtypes import (
+    finite_float,
+    non_negative_int,
+    positive_float,
+    positive_int,
+    workers_count,
+)
+from meshperf.atomic import write_atomic
+from meshperf.cli import print_error
 from meshperf.errors import ConfigError, ExitCode, MeshperfError
 from meshperf.goduration import parse_duration
 from meshperf.histogram import parse_percentiles
@@ -37,16 +44,26 @@ PROG = "loadgen"
 FLAG_RE = re.compile(r"--?[A-Za-z][\w-]*")
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
-LOAD_BOOL_FLAGS = ("uniform", "jitter", "nocatchup", "a", "allow-initial-errors", "quiet")
+LOAD_BOOL_FLAGS = (
+    "uniform",
+    "jitter",
+    "nocatchup",
+    "a",
+    "allow-initial-errors",
+    "quiet",
+    "h2",
+    "grpc",
+    "ping",
+    "keepalive",
+    "no-keepalive",
+)
+# Booleans that default to true: "-flag=false" must reach argparse as "-no-flag".
+TRUE_BOOL_FLAGS = ("keepalive",)
 SERVER_BOOL_FLAGS: tuple[str, ...] = ()
 
 
-class OneLineParser(argparse.ArgumentParser):
-    """argparse, but errors are the project's one line ``loadgen: error: ...``."""
-
-    def error(self, message: str) -> NoReturn:
-        print(f"{PROG}: error: {message}", file=sys.stderr)
-        sys.exit(ExitCode.USAGE)
+class OneLineParser(cli.OneLineParser):
+    """argparse, but errors are the project's one line ``loadgen: error: ...`` (meshperf.cli)."""
 
 
 def go_duration(text: str) -> int:
@@ -61,6 +78,25 @@ def non_negative_duration(text: str) -> int:
     if ns < 0:
         raise argparse.ArgumentTypeError(f"duration must be >= 0, got {text!r}")
     return ns
+
+
+def connections(text: str) -> int:
+    """``-c``: bounded before anything starts (a typo must not open millions of sockets)."""
+    n = positive_int(text)
+    limits.check_connections([n], "local")
+    return n
+
+
+def load_workers(text: str) -> int:
+    """``-workers`` of ``load``: 0 (automatic) or at most ``limits.max_workers()``."""
+    return limits.check_workers(non_negative_int(text))
+
+
+def connection_reuse(text: str) -> tuple[int, int]:
+    try:
+        return loadcmd.parse_connection_reuse(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def percentiles(text: str) -> tuple[float, ...]:
@@ -99,7 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
     _flag(
         g,
         "c",
-        type=positive_int,
+        type=connections,
         default=4,
         metavar="N",
         help="connections (fortio threads), default 4",
@@ -139,7 +175,7 @@ def build_parser() -> argparse.ArgumentParser:
     _flag(
         g,
         "workers",
-        type=non_negative_int,
+        type=load_workers,
         default=0,
         metavar="N",
         help="worker processes (extension); default: 1 for paced runs up to 4000 qps, "
@@ -171,6 +207,51 @@ def build_parser() -> argparse.ArgumentParser:
         help="per-call connect+response timeout (default 3s)",
     )
     _flag(g, "allow-initial-errors", action="store_true", help="go on when warmup calls fail")
+    g = load.add_argument_group("protocols (fortio's flags)")
+    _flag(
+        g,
+        "h2",
+        action="store_true",
+        help="HTTP/2: h2c prior knowledge on http://, ALPN on https://",
+    )
+    _flag(g, "grpc", action="store_true", help="gRPC load test (health check; -ping for ping)")
+    _flag(
+        g, "ping", action="store_true", help="with -grpc: fgrpc.PingServer/Ping instead of health"
+    )
+    _flag(g, "s", type=positive_int, default=1, metavar="N", help="gRPC streams per connection")
+    _flag(g, "healthservice", default="", metavar="NAME", help="service the health check asks for")
+    _flag(
+        g,
+        "grpc-ping-delay",
+        type=non_negative_duration,
+        default=0,
+        metavar="DUR",
+        help="with -ping: the delay the server waits before answering",
+    )
+    _flag(g, "payload", default="", metavar="TEXT", help="payload text (POST for HTTP)")
+    _flag(
+        g,
+        "keepalive",
+        action="store_true",
+        default=True,
+        help="keep connections alive (default true; -keepalive=false: one per call, HTTP/1.1)",
+    )
+    _flag(g, "no-keepalive", dest="keepalive", action="store_false", help=argparse.SUPPRESS)
+    _flag(
+        g,
+        "connection-reuse",
+        type=connection_reuse,
+        default=None,
+        metavar="MIN:MAX",
+        help="replace each connection after a random MIN..MAX calls (HTTP/1.1)",
+    )
+    _flag(
+        g,
+        "cacert",
+        default="",
+        metavar="FILE",
+        help="CA certificates (PEM) for https:// and gRPC TLS",
+    )
     g = load.add_argument_group("results")
     _flag(
         g,
@@ -210,7 +291,9 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="KB",
         help="ignored: responses of any size are read whole (Istio's runner passes it)",
     )
-    load.add_argument("url", metavar="URL", help="http://host:port/path?query")
+    load.add_argument(
+        "url", metavar="URL", help="http[s]://host:port/path?query, tcp://host:port, or host:port"
+    )
 
     sub.add_parser("version", help="print the version (fortio version)")
     server = sub.add_parser(
@@ -229,10 +312,32 @@ def build_parser() -> argparse.ArgumentParser:
     _flag(
         server,
         "workers",
-        type=positive_int,
+        type=workers_count,
         default=1,
         metavar="N",
         help="processes sharing the port with SO_REUSEPORT (default 1)",
+    )
+    _flag(
+        server,
+        "tcp-port",
+        default="disabled",
+        metavar="[HOST:]PORT",
+        help="TCP echo server address, or 'disabled' (the default here; fortio's is 8078)",
+    )
+    _flag(
+        server,
+        "grpc-port",
+        default="disabled",
+        metavar="[HOST:]PORT",
+        help="gRPC ping + health server address, or 'disabled' (the default here; fortio's is "
+        "8079)",
+    )
+    _flag(
+        server,
+        "healthservice",
+        default="ping",
+        metavar="NAME",
+        help="health service name reported SERVING (default ping, as fortio)",
     )
     _flag(
         server,
@@ -283,6 +388,8 @@ def normalize_bools(argv: Sequence[str]) -> list[str]:
                     out.append("-" + name)
                     continue
                 if v in ("0", "f", "false"):
+                    if name in TRUE_BOOL_FLAGS:
+                        out.append(f"-no-{name}")
                     continue
         out.append(arg)
     return out
@@ -293,14 +400,7 @@ def _write_json(text: str, dest: str, quiet: bool = False) -> None:
         sys.stdout.write(text)
         sys.stdout.flush()
         return
-    path = Path(dest)
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        tmp.write_text(text)
-        os.replace(tmp, path)
-    except OSError:
-        tmp.unlink(missing_ok=True)
-        raise
+    write_atomic(Path(dest), text)  # a unique temp name, fsync, rename (meshperf.atomic)
     if not quiet:
         print(f"Successfully wrote {len(text)} bytes of Json data to {dest}", file=sys.stderr)
 
@@ -325,6 +425,16 @@ def do_load(args: argparse.Namespace, restore_handlers: bool = True) -> int:
         allow_initial_errors=args.allow_initial_errors,
         run_id=args.runid,
         workers=args.workers,
+        h2=args.h2,
+        grpc=args.grpc,
+        ping=args.ping,
+        streams=args.s,
+        health_service=args.healthservice,
+        grpc_ping_delay_ns=args.grpc_ping_delay,
+        payload=args.payload,
+        keepalive=args.keepalive,
+        connection_reuse=args.connection_reuse,
+        cacert=args.cacert,
     )
     dest = args.json
     if dest is None and args.a:
@@ -381,7 +491,15 @@ def do_load(args: argparse.Namespace, restore_handlers: bool = True) -> int:
 
 def do_server(args: argparse.Namespace) -> int:
     host, port = echo.parse_listen(args.http_port)
-    cfg = echo.EchoConfig(args.max_echo_delay, args.maxpayloadsizekb * 1024)
+    tcp = None if args.tcp_port == "disabled" else echo.parse_listen(args.tcp_port, "-tcp-port")
+    grpc = None if args.grpc_port == "disabled" else echo.parse_listen(args.grpc_port, "-grpc-port")
+    cfg = echo.EchoConfig(
+        args.max_echo_delay,
+        args.maxpayloadsizekb * 1024,
+        tcp=tcp,
+        grpc=grpc,
+        health_service=args.healthservice,
+    )
     echo.serve(host, port, args.workers, cfg, on_listening=echo.print_listening)
     return ExitCode.OK
 
@@ -401,8 +519,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{PROG}: {e}", file=sys.stderr)
         return ExitCode.INTERRUPTED
     except (WarmupError, ConfigError, MeshperfError) as e:
-        hint = f" ({e.hint})" if e.hint else ""
-        print(f"{PROG}: error: {e}{hint}", file=sys.stderr)
+        print_error(PROG, e)  # meshperf.cli: the one error line of every script
         return ExitCode.ERROR
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import random
+import ssl
 from typing import TYPE_CHECKING, Any
 
 from meshperf.clock import now_ns as _now
 from meshperf.goduration import SECOND
 from meshperf.loadgen.options import USER_AGENT, LoadOptions, Target, payload_bytes
+from meshperf.loadgen.periodic import Caller
 
 if TYPE_CHECKING:
     from meshperf.loadgen.worker import Worker
@@ -44,31 +46,22 @@ class _Detached(asyncio.Protocol):
     """Protocol of a socket being torn down: ignores whatever it still reports."""
 
 
-class Conn(asyncio.Protocol):
+class Conn(Caller, asyncio.Protocol):
     """One fortio "thread": one keep-alive connection making calls on its own schedule."""
 
     def __init__(self, w: Worker, tid: int, calls: int) -> None:
-        self.w = w
-        self.tid = tid
-        self.calls = calls  # planned calls, 0 = unbounded
-        self.i = 0
-        self.start_ns = 0
-        self.end_ns = 0
+        super().__init__(w, tid, calls)
+        self.reuse_count = 0  # calls on the current socket
+        self.reuse_limit = self._threshold()
         self.transport: asyncio.Transport | None = None
         self.connecting: asyncio.Future[Any] | None = None
         self.buf = bytearray()
-        self.t0 = 0  # start of the call in flight, 0 when idle
         self.head_len = -1  # parsed header length of the response being read, -1 = not yet
         self.body_end = 0  # total response length when known
         self.chunked = False
         self.until_close = False
         self.code = 0
         self.close_after = False
-        self.sockets = 0
-        self.done = False
-        self.warmup: asyncio.Future[tuple[int, str]] | None = None
-        # Paced with a duration (even with -n): spread so the thread's last call lands at t.
-        self.den = float(calls - 1) if w.plan.spread and calls > 1 else 0.0
         self.last_head = b""  # header block (with CRLFCRLF) of the last fast-path response
         self.last_total = -1
         self.last_code = 0
@@ -203,7 +196,7 @@ class Conn(asyncio.Protocol):
         t0 = self.t0
         self.t0 = 0
         self._reset_response()
-        if self.close_after or self.until_close:
+        if self.close_after or self.until_close or not self.w.o.keepalive:
             self._drop()
         if self.warmup is not None:
             ok = 200 <= code < 300 or code == 418
@@ -239,92 +232,50 @@ class Conn(asyncio.Protocol):
             self.connecting = None
 
     # -- calls
-    def target_ns(self, i: int) -> int:
-        """When call ``i`` is due after this thread's start (fortio's formula, float64 then
-        truncated to integer nanoseconds)."""
-        ptq = self.w.ptq
-        if self.den:
-            return int((i + i / self.den) / ptq * SECOND)
-        return int(i / ptq * SECOND)
-
     def send(self) -> None:
         """Start one call now (connecting first if needed)."""
         self.t0 = _now()
         t = self.transport
         if t is not None:
-            if not t.is_closing():
+            if self.reuse_limit and self.reuse_count >= self.reuse_limit:
+                # fortio's -connection-reuse (FastClient.reachedReuseThreshold): this socket
+                # has carried its share; a new one, with a new random threshold.
+                self._drop()
+                self.reuse_limit = self._threshold()
+            elif not t.is_closing():
+                self.reuse_count += 1
                 t.write(self.w.request)
                 return
-            self._drop()  # the server closed it while idle: reconnect, as fortio does
+            else:
+                self._drop()  # the server closed it while idle: reconnect, as fortio does
         self.connecting = asyncio.ensure_future(self._connect(self.t0))
+
+    def _threshold(self) -> int:
+        """fortio's generateReuseThreshold: uniform in [MIN, MAX]; 0 = unlimited."""
+        reuse = self.w.o.connection_reuse
+        return random.randint(reuse[0], reuse[1]) if reuse else 0
 
     async def _connect(self, t0: int) -> None:
         w = self.w
         try:
-            await w.loop.create_connection(lambda: self, w.addr[0], w.addr[1])
+            if w.tls is not None:
+                await w.loop.create_connection(
+                    lambda: self, w.addr[0], w.addr[1], ssl=w.tls, server_hostname=w.target.host
+                )
+            else:
+                await w.loop.create_connection(lambda: self, w.addr[0], w.addr[1])
         except asyncio.CancelledError:
             return
-        except OSError as e:
+        except (OSError, ssl.SSLError) as e:
             self.connecting = None
             self._failed(_now(), e.strerror or str(e))
             return
         self.connecting = None
         self.sockets += 1
+        self.reuse_count = 1
         w.stats.connect.record((_now() - t0) / SECOND)
         if self.transport is not None and self.t0 == t0:
             self.transport.write(w.request)
-
-    def next_call(self, now: int) -> None:
-        """Fortio's ``runOne`` loop tail: count the call, then sleep, skip, or fire."""
-        w = self.w
-        self.i += 1
-        if w.stopping or (self.calls and self.i >= self.calls):
-            self._finish()
-            return
-        if w.ptq <= 0:  # max speed
-            if w.deadline and now > self.end_ns:
-                self._finish()
-                return
-            self.send()
-            return
-        while True:
-            target = self.start_ns + self.target_ns(self.i)
-            sleep = target - now
-            if w.nocatchup and sleep < 0:
-                self.i += 1
-                if self.calls and self.i >= self.calls:
-                    self._finish()
-                    return
-                continue
-            if sleep > 0:
-                if w.jitter:
-                    j = (sleep + 5) // 10  # +-10% of the sleep, rounded like fortio
-                    target += random.randint(-j, j)
-                w.schedule(target, self)
-            else:
-                self.fire(target, now)
-            return
-
-    def fire(self, due: int, now: int) -> None:
-        """A scheduled call is due: check fortio's deadline rule, then send."""
-        w = self.w
-        if self.done or w.stopping:
-            self._finish()
-            return
-        if w.deadline and now > self.end_ns and self.i >= 2 and self.i != self.calls - 1:
-            if self.calls:
-                w.warn(f"T{self.tid:03d} warning only did {self.i} out of {self.calls} calls")
-            self._finish()
-            return
-        self.send()
-        if w.ptq > 0:  # a paced call: how late did it leave?
-            lag = self.t0 - due
-            w.stats.send_lag.record((lag if lag > 0 else 0) / SECOND)
-
-    def _finish(self) -> None:
-        if not self.done:
-            self.done = True
-            self.w.thread_done()
 
 
 def build_request(o: LoadOptions, t: Target) -> bytes:
@@ -336,6 +287,8 @@ def build_request(o: LoadOptions, t: Target) -> bytes:
         lines.append(f"Host: {t.host_header}")
     if "user-agent" not in names:
         lines.append(f"User-Agent: {USER_AGENT}")
+    if not o.keepalive and "connection" not in names:
+        lines.append("Connection: close")  # fortio's fast client with -keepalive=false
     for h in o.headers:
         name, _, value = h.partition(":")
         lines.append(f"{name.strip()}: {value.strip()}")

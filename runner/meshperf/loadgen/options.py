@@ -11,7 +11,7 @@ import os
 import random
 from urllib.parse import urlsplit
 
-from meshperf import __version__
+from meshperf import __version__, loadcmd
 from meshperf.errors import ConfigError, MeshperfError
 from meshperf.goduration import SECOND, format_duration
 from meshperf.histogram import DEFAULT_PERCENTILES
@@ -21,6 +21,9 @@ USER_AGENT = f"fortio.org/fortio-{VERSION}"
 MAX_PAYLOAD = 256 * 1024  # fortio's -maxpayloadsizekb default
 # Auto worker rule: one event loop holds this rate with sub-0.3 ms send lag on a slow core.
 ONE_LOOP_MAX_QPS = 4000.0
+# -s: gRPC streams per connection. HTTP/2's default SETTINGS_MAX_CONCURRENT_STREAMS of common
+# servers is 100 (Go's grpc-go and Envoy's default are higher); more is a typo here.
+MAX_STREAMS = 1000
 
 
 class InterruptedRun(MeshperfError):
@@ -41,24 +44,27 @@ class Target:
     host_header: str
     request_target: str
 
+    tls: bool = False
+
     @classmethod
-    def parse(cls, url: str) -> Target:
+    def parse(cls, url: str, grpc: bool = False) -> Target:
+        """fortio's target forms: ``http[s]://host[:port]/path``, ``tcp://host:port`` and, with
+        ``-grpc``, ``host[:port]`` or ``http[s]://host[:port]`` (fgrpc.grpcDestination:
+        default port 8079 bare, 80/443 with a scheme; https means TLS)."""
+        if grpc:
+            return cls._grpc(url)
         if "://" not in url:
             url = "http://" + url  # fortio adds the scheme when missing
         try:
             parts = urlsplit(url)
         except ValueError as e:
             raise ConfigError(f"malformed URL {url!r}: {e}") from None
-        if parts.scheme == "https":
-            raise ConfigError(
-                "https URLs are not supported by the built-in load generator; "
-                "use http:// or a real fortio binary"
-            )
-        if parts.scheme != "http":
+        if parts.scheme not in ("http", "https", "tcp"):
             raise ConfigError(f"unsupported URL scheme {parts.scheme!r} in {url!r}")
+        default_port = {"http": 80, "https": 443, "tcp": 0}[parts.scheme]
         try:
             host = parts.hostname
-            port = parts.port or 80
+            port = parts.port or default_port
         except ValueError as e:
             raise ConfigError(f"malformed URL {url!r}: {e}") from None
         if not host:
@@ -67,10 +73,35 @@ class Target:
             raise ConfigError(f"malformed URL {url!r}: contains whitespace")
         if not _latin1(url):  # the request line is sent as Latin-1 bytes
             raise ConfigError(f"malformed URL {url!r}: percent-encode non-Latin-1 characters")
+        if parts.scheme == "tcp" and not port:
+            raise ConfigError(f"malformed URL {url!r}: tcp:// needs a port")
         path = parts.path or "/"
         if parts.query:
             path += "?" + parts.query
-        return cls(url, host, port, parts.netloc.rpartition("@")[2], path)
+        return cls(url, host, port, parts.netloc.rpartition("@")[2], path, parts.scheme == "https")
+
+    @property
+    def scheme(self) -> str:
+        return self.url.partition("://")[0]
+
+    @classmethod
+    def _grpc(cls, dest: str) -> Target:
+        tls = dest.startswith("https://")
+        bare = dest
+        port = 8079  # fnet.DefaultGRPCPort
+        for prefix, p in (("http://", 80), ("https://", 443)):
+            if dest.startswith(prefix):
+                bare, port = dest[len(prefix) :].rstrip("/"), p
+        try:
+            parts = urlsplit("//" + bare)
+            host = parts.hostname
+            port = parts.port or port
+        except ValueError as e:
+            raise ConfigError(f"malformed gRPC destination {dest!r}: {e}") from None
+        if not host or parts.path or parts.query:
+            raise ConfigError(f"malformed gRPC destination {dest!r}: expected host:port")
+        shown = f"[{host}]" if ":" in host else host
+        return cls(dest, host, port, f"{shown}:{port}", "", tls)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -96,6 +127,24 @@ class LoadOptions:
     run_id: int = 0
     workers: int = 0  # 0 = automatic (see auto_workers)
     keep_samples: bool = False  # keep raw latencies (tests of the merge)
+    # Protocols and connection handling (fortio's flags of the same names).
+    h2: bool = False  # -h2: HTTP/2 (h2c prior knowledge on http://)
+    grpc: bool = False  # -grpc: gRPC health check, or fgrpc.PingServer/Ping with -ping
+    ping: bool = False
+    streams: int = 1  # -s: gRPC streams (fortio threads) per connection
+    health_service: str = ""  # -healthservice
+    grpc_ping_delay_ns: int = 0  # -grpc-ping-delay
+    payload: str = ""  # -payload: a fixed payload text (TCP: what is echoed)
+    keepalive: bool = True  # -keepalive=false: a new connection per call (HTTP/1.1)
+    connection_reuse: tuple[int, int] | None = None  # -connection-reuse MIN:MAX
+    cacert: str = ""  # -cacert: CA bundle for https:// (and gRPC over TLS)
+
+    @property
+    def protocol(self) -> str:
+        """``grpc``, ``tcp`` or ``http`` (HTTP/1.1 or, with ``h2``, HTTP/2)."""
+        if self.grpc:
+            return "grpc"
+        return "tcp" if self.url.startswith("tcp://") else "http"
 
     def __post_init__(self) -> None:
         if self.connections < 1:
@@ -117,12 +166,62 @@ class LoadOptions:
         if self.qps != self.qps or self.qps in (float("inf"), float("-inf")):
             raise ConfigError(f"-qps must be a finite number, got {self.qps}")
         for h in self.headers:
-            name, sep, _ = h.partition(":")
-            if not sep or not name.strip() or any(c in h for c in "\r\n"):
-                raise ConfigError(f"bad -H {h!r}: expected 'Name: value'")
+            try:
+                loadcmd.parse_header(h)  # the one rule for a header, shared with runner.py
+            except ValueError as e:
+                raise ConfigError(f"-H: {e}") from None
             if not _latin1(h):
                 raise ConfigError(f"bad -H {h!r}: header values are sent as Latin-1 bytes")
-        Target.parse(self.url)
+        if self.grpc and self.url.startswith("tcp://"):
+            raise ConfigError("-grpc with a tcp:// target: use one or the other")
+        target = Target.parse(self.url, self.grpc)
+        self._check_protocol(target)
+
+    def _check_protocol(self, target: Target) -> None:
+        """Flags that make no sense together are refused before anything starts (fortio
+        ignores most of them silently; a benchmark would then measure something else)."""
+        proto = self.protocol
+        if not self.grpc:
+            for flag, used in (
+                ("-ping", self.ping),
+                ("-s", self.streams != 1),
+                ("-healthservice", bool(self.health_service)),
+                ("-grpc-ping-delay", bool(self.grpc_ping_delay_ns)),
+            ):
+                if used:
+                    raise ConfigError(f"{flag} applies to -grpc load tests only")
+        elif not self.ping and self.grpc_ping_delay_ns:
+            raise ConfigError("-grpc-ping-delay applies to -ping only")
+        if not 1 <= self.streams <= MAX_STREAMS:
+            raise ConfigError(f"-s must be in [1, {MAX_STREAMS}], got {self.streams}")
+        if self.grpc_ping_delay_ns < 0:
+            raise ConfigError("-grpc-ping-delay must be >= 0")
+        if proto == "tcp":
+            for flag, used in (("-h2", self.h2), ("-H", bool(self.headers))):
+                if used:
+                    raise ConfigError(f"{flag} is HTTP; a tcp:// target carries no HTTP")
+        if self.h2 and self.grpc:
+            raise ConfigError("-h2 with -grpc: gRPC always runs over HTTP/2")
+        http1 = proto == "http" and not self.h2
+        if not self.keepalive and not http1:
+            raise ConfigError("-keepalive=false applies to HTTP/1.1 only (fortio's fast client)")
+        if self.connection_reuse is not None:
+            low, high = self.connection_reuse
+            if not http1:
+                raise ConfigError("-connection-reuse applies to HTTP/1.1 only")
+            if not 1 <= low <= high:
+                raise ConfigError(f"-connection-reuse {low}:{high}: expected 1 <= MIN <= MAX")
+        if self.cacert:
+            if proto == "tcp":
+                raise ConfigError("-cacert: a tcp:// target has no TLS")
+            if proto == "http" and not target.tls:
+                raise ConfigError(f"-cacert needs an https:// target, got {self.url}")
+            try:
+                loadcmd.check_cacert(self.cacert)
+            except ValueError as e:
+                raise ConfigError(f"-{e}") from None
+        if proto == "http" and self.payload and self.payload_size:
+            raise ConfigError("-payload and -payload-size: give one")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -140,7 +239,8 @@ class CallPlan:
 
     @classmethod
     def make(cls, o: LoadOptions) -> CallPlan:
-        threads = o.connections
+        # fortio's gRPC runner: NumThreads *= Streams before the periodic runner sees it.
+        threads = o.connections * (o.streams if o.grpc else 1)
         use_qps = o.qps > 0
         has_duration = o.duration_ns > 0
         if use_qps and (o.exactly > 0 or has_duration):

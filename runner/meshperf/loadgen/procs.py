@@ -40,6 +40,10 @@ async def _worker_async(
         return w.result()
     finally:
         w.close()
+        if o.grpc:
+            from meshperf.loadgen.grpcload import close_channels
+
+            await close_channels(w)
 
 
 def _child_main(

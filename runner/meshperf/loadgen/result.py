@@ -13,7 +13,14 @@ from typing import Any, TextIO
 from meshperf import fortiojson
 from meshperf.goduration import SECOND, format_duration
 from meshperf.histogram import Histogram
-from meshperf.loadgen.options import VERSION, CallPlan, LoadOptions, Target, payload_bytes
+from meshperf.loadgen.options import (
+    USER_AGENT,
+    VERSION,
+    CallPlan,
+    LoadOptions,
+    Target,
+    payload_bytes,
+)
 
 
 def merge_results(
@@ -47,7 +54,7 @@ def merge_results(
         errors.merge(Histogram.from_state(s["errors"]))
         send_lag.merge(Histogram.from_state(s["send_lag"]))
         connect.merge(Histogram.from_state(s["connect"]))
-        codes.update({int(k): v for k, v in s["codes"].items()})
+        codes.update(s["codes"])
         size_counts.update({int(k): v for k, v in s["sizes"].items()})
         header_counts.update({int(k): v for k, v in s["header_sizes"].items()})
         sockets.update({int(k): v for k, v in p["sockets"].items()})
@@ -98,21 +105,21 @@ def merge_results(
         "RunID": o.run_id,
         "AccessLoggerInfo": "",
         "ID": fortiojson.gen_id(id_time, labels, o.run_id),
-        "RetCodes": {str(k): codes[k] for k in sorted(codes)},
+        "RetCodes": {str(k): codes[k] for k in sorted(codes, key=_code_order)},
         "IPCountMap": {addr: total_sockets} if addr and total_sockets else {},
         "Insecure": False,
         "MTLS": False,
-        "CACert": "",
+        "CACert": o.cacert,
         "Cert": "",
         "Key": "",
         "UnixDomainSocket": "",
-        "URL": Target.parse(o.url).url,
+        "URL": Target.parse(o.url, o.grpc).url,
         "NumConnections": 1,
         "Compression": False,
         "DisableFastClient": False,
         "HTTP10": False,
-        "H2": False,
-        "DisableKeepAlive": False,
+        "H2": o.h2,
+        "DisableKeepAlive": not o.keepalive,
         "AllowHalfClose": False,
         "FollowRedirects": False,
         "Resolve": "",
@@ -123,7 +130,7 @@ def merge_results(
         "MethodOverride": "",
         "LogErrors": False,
         "SequentialWarmup": False,
-        "ConnReuseRange": [0, 0],
+        "ConnReuseRange": list(o.connection_reuse or (0, 0)),
         "NoResolveEachConn": False,
         "Offset": o.offset_ns,
         "Resolution": o.resolution,
@@ -135,7 +142,98 @@ def merge_results(
         "AbortOn": 0,
         "SendLagHistogram": send_lag.export(pcts),
     }
-    return result, samples
+    if o.protocol == "http":
+        return result, samples
+    common = {k: result[k] for k in _COMMON_KEYS}
+    common["RunType"] = run_type(o)
+    common["RetCodes"] = result["RetCodes"]
+    if o.protocol == "tcp":
+        body = payload_bytes(o.payload_size) if o.payload_size else o.payload.encode()
+        tcp = {k: common[k] for k in _COMMON_KEYS}
+        # tcprunner.RunnerResults: periodic results, then TCPOptions, then the counters.
+        tcp.update(
+            Destination=o.url,
+            Payload=base64.b64encode(body).decode() if body else None,
+            UnixDomainSocket="",
+            ReqTimeout=o.timeout_ns,
+            RetCodes=common["RetCodes"],
+            SocketCount=total_sockets,
+            BytesSent=sum(p.get("bytes_sent", 0) for p in parts),
+            BytesReceived=sum(p.get("bytes_received", 0) for p in parts),
+        )
+        tcp["SendLagHistogram"] = result["SendLagHistogram"]
+        return tcp, samples
+    # fgrpc.GRPCRunnerResults: periodic results, RetCodes, Destination, Streams, Ping, Metadata.
+    grpc = {k: common[k] for k in _COMMON_KEYS}
+    grpc.update(
+        RetCodes=common["RetCodes"],
+        Destination=o.url,
+        Streams=o.streams,
+        Ping=o.ping,
+        Metadata=grpc_metadata(o),
+    )
+    grpc["SendLagHistogram"] = result["SendLagHistogram"]
+    return grpc, samples
+
+
+# periodic.RunnerResults, the part every fortio result starts with (periodic/periodic.go).
+_COMMON_KEYS = (
+    "RunType",
+    "Labels",
+    "StartTime",
+    "RequestedQPS",
+    "RequestedDuration",
+    "ActualQPS",
+    "ActualDuration",
+    "NumThreads",
+    "Version",
+    "DurationHistogram",
+    "ErrorsDurationHistogram",
+    "Exactly",
+    "Jitter",
+    "Uniform",
+    "NoCatchUp",
+    "RunID",
+    "AccessLoggerInfo",
+    "ID",
+)
+
+
+def _code_order(code: int | str) -> tuple[int, int | str]:
+    """HTTP codes in numeric order; gRPC/TCP names sorted as Go's JSON sorts map keys."""
+    return (0, code) if isinstance(code, int) else (1, code)
+
+
+def run_type(o: LoadOptions) -> str:
+    """fortio's RunType: ``HTTP``, ``TCP``, ``GRPC Ping[ Delay=..]`` or ``GRPC Health for
+    '<svc>'``, then `` PayloadLength=N`` for gRPC with a payload (fgrpc.RunGRPCTest)."""
+    if o.protocol == "http":
+        return "HTTP"
+    if o.protocol == "tcp":
+        return "TCP"
+    if o.ping:
+        text = "GRPC Ping"
+        if o.grpc_ping_delay_ns > 0:
+            text += f" Delay={format_duration(o.grpc_ping_delay_ns)}"
+    else:
+        text = f"GRPC Health for '{o.health_service}'"
+    if o.payload:
+        text += f" PayloadLength={len(o.payload)}"
+    return text
+
+
+def grpc_metadata(o: LoadOptions) -> dict[str, list[str]]:
+    """fortio sends its HTTP headers as gRPC metadata (lower-case keys), User-Agent included
+    (cli.httpHeader2grpcMetadata)."""
+    md: dict[str, list[str]] = {"user-agent": [USER_AGENT]}
+    for h in o.headers:
+        name, _, value = h.partition(":")
+        key = name.strip().lower()
+        if key == "user-agent":
+            md[key] = [value.strip()]
+        else:
+            md.setdefault(key, []).append(value.strip())
+    return md
 
 
 def _zulu(t: dt.datetime) -> dt.datetime:
@@ -176,10 +274,12 @@ def print_summary(res: dict[str, Any], o: LoadOptions, log: TextIO) -> None:
         parts += [f"p{p['Percentile']:g} {p['Value'] * 1000:.3f}" for p in lag["Percentiles"]]
         parts.append(f"max {lag['Max'] * 1000:.3f}")
         print(f"Send lag (ms, how late calls left): {', '.join(parts)}", file=log)
-    print(
-        f"Sockets used: {res['SocketCount']} (for perfect keepalive, would be {res['NumThreads']})",
-        file=log,
-    )
+    if "SocketCount" in res:  # not in fortio's gRPC result
+        print(
+            f"Sockets used: {res['SocketCount']} (for perfect keepalive, would be "
+            f"{res['NumThreads']})",
+            file=log,
+        )
     total = max(h["Count"], 1)
     for code, n in res["RetCodes"].items():
         print(f"Code {code:>3} : {n} ({100.0 * n / total:.1f} %)", file=log)

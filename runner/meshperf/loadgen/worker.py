@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import ssl
 from bisect import bisect_right
 from collections import Counter
 from collections.abc import Sequence
@@ -17,8 +18,22 @@ from meshperf.goduration import SECOND, format_duration
 from meshperf.histogram import BUCKETS, NUM_VALUES, Histogram
 from meshperf.loadgen.http1 import Conn, build_request
 from meshperf.loadgen.options import CallPlan, LoadOptions, Target
+from meshperf.loadgen.periodic import Caller
 
 _LAST_EDGE = BUCKETS[-1]
+
+
+def client_tls(o: LoadOptions, target: Target) -> ssl.SSLContext | None:
+    """The TLS context of an https:// target: -cacert's CAs, else the system's (as fortio)."""
+    if not target.tls or o.protocol != "http":
+        return None
+    try:
+        ctx = ssl.create_default_context(cafile=o.cacert or None)
+    except (OSError, ssl.SSLError) as e:
+        raise ConfigError(f"-cacert {o.cacert}: {e}") from None
+    if o.h2:
+        ctx.set_alpn_protocols(["h2"])
+    return ctx
 
 
 class Stats:
@@ -32,13 +47,13 @@ class Stats:
         self.connect = Histogram(off, o.resolution)
         # (code, bytes read, header bytes) -> calls: one dict update per call instead of three
         # histogram records; Sizes/HeaderSizes are built from it at the end (integers, exact).
-        self.outcomes: dict[tuple[int, int, int], int] = {}
+        self.outcomes: dict[tuple[int | str, int, int], int] = {}
         self.samples: list[float] | None = [] if o.keep_samples else None
 
     def state(self) -> dict[str, Any]:
         sizes: Counter[int] = Counter()
         header_sizes: Counter[int] = Counter()
-        codes: Counter[int] = Counter()
+        codes: Counter[int | str] = Counter()
         for (code, size, head), n in self.outcomes.items():
             codes[code] += n
             sizes[size] += n
@@ -61,15 +76,16 @@ class Worker:
     def __init__(self, o: LoadOptions, plan: CallPlan, tids: Sequence[int]) -> None:
         self.o = o
         self.plan = plan
-        self.target = Target.parse(o.url)
-        self.request = build_request(o, self.target)
+        self.target = Target.parse(o.url, o.grpc)
+        self.request = build_request(o, self.target) if o.protocol == "http" else b""
+        self.tls = client_tls(o, self.target)
         self.stats = Stats(o)
         self.ptq = plan.per_thread_qps
         self.deadline = plan.deadline
         self.jitter = o.jitter
         self.nocatchup = o.nocatchup
         self.stopping = False
-        self.conns = [Conn(self, k, plan.calls[k]) for k in tids]
+        self.conns = self._callers(tids)
         self.active = 0
         self.loop: asyncio.AbstractEventLoop = asyncio.get_event_loop()
         self.addr: tuple[str, int] = ("", 0)
@@ -81,14 +97,31 @@ class Worker:
         self.end_ns = 0
         self._sweeper: asyncio.TimerHandle | None = None
 
+    def _callers(self, tids: Sequence[int]) -> list[Caller]:
+        """The threads of this worker, each the client of the run's protocol."""
+        o, calls = self.o, self.plan.calls
+        if o.protocol == "tcp":
+            from meshperf.loadgen.tcp import TcpConn
+
+            return [TcpConn(self, k, calls[k]) for k in tids]
+        if o.protocol == "grpc":
+            from meshperf.loadgen.grpcload import GrpcCaller
+
+            return [GrpcCaller(self, k, calls[k]) for k in tids]
+        if o.h2:
+            from meshperf.loadgen.h2 import H2Caller
+
+            return [H2Caller(self, k, calls[k]) for k in tids]
+        return [Conn(self, k, calls[k]) for k in tids]
+
     # -- schedule
 
-    def schedule(self, due: int, conn: Conn) -> None:
+    def schedule(self, due: int, conn: Caller) -> None:
         assert self.sched is not None
         self.sched.call_at(due, self._due, conn)
 
     @staticmethod
-    def _due(due: int, conn: Conn) -> None:
+    def _due(due: int, conn: Caller) -> None:
         conn.fire(due, _now())
 
     # -- bookkeeping
@@ -125,6 +158,19 @@ class Worker:
         out = s.outcomes
         out[key] = out.get(key, 0) + 1
         if not ok and code != 418:
+            s.errors.record(sec)
+        if s.samples is not None:
+            s.samples.append(sec)
+
+    def record_named(self, ns: int, code: str, ok: bool, size: int = 0) -> None:
+        """Count one gRPC or TCP call: fortio's RetCodes are strings there ("SERVING", "OK",
+        or the error text), and there are no HTTP sizes."""
+        s = self.stats
+        sec = ns / SECOND
+        s.durations.record(sec)
+        key = (code, size, 0)
+        s.outcomes[key] = s.outcomes.get(key, 0) + 1
+        if not ok:
             s.errors.record(sec)
         if s.samples is not None:
             s.samples.append(sec)
@@ -237,4 +283,6 @@ class Worker:
             "errors": dict(self.error_samples),
             "warnings": self.warnings,
             "addr": list(self.addr),
+            "bytes_sent": sum(getattr(c, "sent", 0) for c in self.conns),
+            "bytes_received": sum(getattr(c, "received", 0) for c in self.conns),
         }

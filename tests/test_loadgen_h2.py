@@ -1,0 +1,100 @@
+"""HTTP/2 cleartext (fortio ``load -h2`` against http://): our client and server, each checked
+against nghttp2's h2load, a C implementation, on the same port as HTTP/1.1."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import socket
+import subprocess
+import threading
+from collections.abc import Iterator
+
+import pytest
+
+from protoserver import ProtoServer, load, load_fails
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[ProtoServer]:
+    with ProtoServer() as s:
+        yield s
+
+
+def h2load() -> str:
+    path = shutil.which("h2load")
+    if path is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("h2load missing under CI (scripts/bootstrap.sh --system-deps installs it)")
+        pytest.skip("h2load (Debian nghttp2-client) not installed")
+    return path
+
+
+def test_h2load_gets_echo_replies_over_h2c(server: ProtoServer) -> None:
+    """A real HTTP/2 client (prior knowledge, 4 connections x 8 concurrent streams)."""
+    p = subprocess.run(
+        [h2load(), "-n", "400", "-c", "4", "-m", "8", server.url("/echo?size=1000")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert p.returncode == 0, p.stderr
+    m = re.search(r"requests: 400 total, 400 started, 400 done, 400 succeeded, 0 failed", p.stdout)
+    assert m, p.stdout
+    assert re.search(r"status codes: 400 2xx", p.stdout), p.stdout
+    # 1000 bytes of body per reply reached the client.
+    data = re.search(r"\((\d+)\) data", p.stdout)
+    assert data and int(data.group(1)) == 400 * 1000, p.stdout
+
+
+def test_h2load_status_and_delay_follow_the_echo_rules(server: ProtoServer) -> None:
+    p = subprocess.run(
+        [h2load(), "-n", "20", "-c", "1", "-m", "20", server.url("/?status=503&delay=50ms")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert re.search(r"status codes: 0 2xx, 0 3xx, 0 4xx, 20 5xx", p.stdout), p.stdout
+    # 20 streams multiplexed on one connection, each delayed 50 ms: together, not in series.
+    total = re.search(r"finished in ([\d.]+)(m?s)", p.stdout)
+    assert total, p.stdout
+    seconds = float(total.group(1)) / (1000 if total.group(2) == "ms" else 1)
+    assert 0.05 <= seconds < 0.05 * 20 / 2, p.stdout
+
+
+def test_h2_client_counts_codes_on_one_connection_per_thread(server: ProtoServer) -> None:
+    res, _ = load("-h2", "-c", "3", "-qps", "150", "-t", "1s", "-uniform", server.url("/?size=64"))
+    assert res["RunType"] == "HTTP" and res["H2"] is True
+    assert res["RetCodes"] == {"200": 150}
+    assert res["Sockets"] == [1, 1, 1]
+    assert res["Sizes"]["Min"] == res["Sizes"]["Max"] == 64  # body bytes of each reply
+
+
+def test_h2_client_posts_a_payload_and_reads_it_back(server: ProtoServer) -> None:
+    res, _ = load("-h2", "-c", "1", "-n", "5", "-payload-size", "300", server.url("/"))
+    assert res["RetCodes"] == {"200": 5}
+    assert res["Sizes"]["Min"] == 300 and res["Sizes"]["Max"] == 300
+
+
+def test_h2_client_against_h1_only_server_fails() -> None:
+    """A server that speaks HTTP/1.1 only answers the preface with garbage: errors, no 200."""
+    srv = socket.create_server(("127.0.0.1", 0))
+    port = srv.getsockname()[1]
+
+    def serve() -> None:
+        while True:
+            try:
+                c, _ = srv.accept()
+            except OSError:
+                return
+            c.recv(65536)
+            c.sendall(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
+            c.close()
+
+    threading.Thread(target=serve, daemon=True).start()
+    try:
+        p = load_fails("-h2", "-c", "1", "-t", "1s", f"http://127.0.0.1:{port}/")
+        assert "warmup call failed" in p.stderr, p.stderr
+    finally:
+        srv.close()
