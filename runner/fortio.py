@@ -16,6 +16,7 @@ import textwrap
 from typing import Any
 
 from meshperf.argtypes import positive_float
+from meshperf.cli import OneLineParser, print_error
 from meshperf.errors import ExitCode, MeshperfError, PrometheusError, exit_cli, missing_package
 
 try:
@@ -67,7 +68,7 @@ skipped (reasons printed); {int(ExitCode.ERROR)} nothing could be read, or bad i
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = OneLineParser(
         prog=PROG,
         description=__doc__,
         epilog=EPILOG,
@@ -132,8 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _err(message: str, hint: str | None = None) -> None:
-    # One line, so scripts can grep it; the hint rides along in parentheses.
-    print(f"{PROG}: error: {message}" + (f" (hint: {hint})" if hint else ""), file=sys.stderr)
+    print_error(PROG, message, hint)  # meshperf.cli: the one error line of every script
 
 
 def _url_hint(source: str) -> str | None:

@@ -12,10 +12,9 @@ import argparse
 import dataclasses
 import os
 import sys
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 from meshperf import clients, limits, loadcmd, search
 from meshperf.argtypes import (
@@ -26,14 +25,21 @@ from meshperf.argtypes import (
     positive_int,
     repeat_count,
 )
+from meshperf.cli import (  # make_output_dir, remove_if_empty: also runner's API
+    OneLineParser,
+    fail,
+    make_output_dir,  # noqa: F401 - runner.make_output_dir stays importable
+    prepare_output_dir,
+    remove_if_empty,
+)
 from meshperf.errors import ConfigError, ExitCode, MeshperfError, exit_cli
 from meshperf.plan import (
-    CLUSTER_ONLY_MESHES,
     LOAD_GENERATORS,
     MESHES,
     PLATFORMS,
     Plan,
     build_plan,
+    check_platform_rules,
     config_defaults,
     csv_floats,
     csv_ints,
@@ -73,15 +79,8 @@ then: python runner/fortio.py results/   and   python runner/graph.py <csv> p99
 """
 
 
-class _Parser(argparse.ArgumentParser):
-    """Bad command lines get one line on stderr, not argparse's usage block."""
-
-    def error(self, message: str) -> NoReturn:
-        self.exit(int(ExitCode.USAGE), f"{self.prog}: error: {message} (see --help)\n")
-
-
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(
+    p = OneLineParser(
         prog=PROG,
         description=__doc__,
         epilog=EPILOG,
@@ -388,11 +387,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _fail(e: MeshperfError | str, code: ExitCode = ExitCode.ERROR) -> int:
-    print(f"{PROG}: error: {e}", file=sys.stderr)
-    hint = getattr(e, "hint", None)
-    if hint:
-        print(f"{PROG}: hint: {hint}", file=sys.stderr)
-    return int(code)
+    return fail(PROG, e, code)
 
 
 def _note(args: argparse.Namespace, text: str) -> None:
@@ -424,61 +419,6 @@ def make_platform(opts: RunOptions) -> Platform:
     from meshperf.local.platform import LocalPlatform
 
     return LocalPlatform.from_options(opts)  # type: ignore[no-any-return]
-
-
-def _check_platform_rules(args: argparse.Namespace, platform: str, why: str) -> None:
-    if platform == "local":
-        if args.mesh in CLUSTER_ONLY_MESHES:
-            raise ConfigError(
-                f"--mesh {args.mesh} needs a cluster; the local platform runs Istio-style"
-                f" Envoy sidecars only (platform: local, {why})",
-                hint="use --platform kubernetes with a kubeconfig whose cluster runs that mesh",
-            )
-        if args.ingress:
-            raise ConfigError(
-                f"--ingress takes no value on the local platform (got {args.ingress!r})",
-                hint="use --ingress alone; the local platform starts its own gateway Envoy",
-            )
-        if args.client or args.server or args.perf_image:
-            raise ConfigError(
-                "--client, --server and --perf-image apply to --platform kubernetes only"
-            )
-    else:
-        if args.ingress == "":
-            raise ConfigError(
-                "--ingress needs the gateway's HOST[:PORT] on kubernetes",
-                hint="e.g. --ingress $(kubectl -n istio-system get svc istio-ingressgateway"
-                " -o jsonpath='{.status.loadBalancer.ingress[0].ip}')",
-            )
-
-
-def make_output_dir(path: Path, created: list[Path]) -> None:
-    """``mkdir -p path``, appending each directory this call made (outermost first) to
-    ``created``: only those may be removed again if the run never gets to write into them."""
-    missing: list[Path] = []
-    p = path
-    while not p.exists() and not p.is_symlink() and p != p.parent:
-        missing.append(p)
-        p = p.parent
-    for d in reversed(missing):
-        try:
-            d.mkdir()
-        except FileExistsError:
-            if not d.is_dir():
-                raise
-            continue  # made by someone else meanwhile: not ours to remove
-        created.append(d)
-    path.mkdir(parents=True, exist_ok=True)  # a file in the way: FileExistsError as before
-
-
-def remove_if_empty(created: list[Path]) -> None:
-    """Undo ``make_output_dir`` for directories still empty; any file in one keeps it (and so
-    its parents): rmdir itself refuses a directory that is not empty."""
-    for d in reversed(created):
-        try:
-            d.rmdir()
-        except OSError:
-            return
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -528,7 +468,13 @@ def _main(argv: list[str] | None, created: list[Path]) -> int:
 
     try:
         extra = run_labels(args.labels, telemetry=not args.no_telemetry)
-        _check_platform_rules(args, choice.platform, choice.reason)
+        check_platform_rules(
+            choice.platform,
+            choice.reason,
+            mesh=args.mesh,
+            ingress=args.ingress,
+            cluster_flags=bool(args.client or args.server or args.perf_image),
+        )
         modes = select_modes(
             baseline=args.baseline,
             serversidecar=args.serversidecar,
@@ -627,17 +573,9 @@ def _main(argv: list[str] | None, created: list[Path]) -> int:
     from meshperf.run import Progress, next_steps, run_matrix, still_to_run, summary_table
 
     try:
-        # Before anything starts: a run whose results cannot be written is not worth starting.
-        make_output_dir(args.output_dir, created)
-    except FileExistsError:
-        return _fail(f"output dir {args.output_dir} exists and is not a directory")
-    except OSError as e:
-        return _fail(f"cannot create output dir {args.output_dir}: {e.strerror or e}")
-    try:
-        # mkdir passes on a directory that cannot be written to (permissions, read-only mount).
-        tempfile.TemporaryFile(dir=args.output_dir).close()
-    except OSError as e:
-        return _fail(f"cannot write to output dir {args.output_dir}: {e.strerror or e}")
+        prepare_output_dir(args.output_dir, created)
+    except ConfigError as e:
+        return _fail(e)
     try:
         platform = make_platform(opts)
     except MeshperfError as e:

@@ -304,7 +304,8 @@ def select_modes(
     mesh: str,
     waypoint: bool = False,
 ) -> tuple[str, ...]:
-    """The 2019 scripts' switches: ``both`` unless --no-clientsidecar; the others add their mode."""
+    """The 2019 scripts' switches: ``both`` unless --no-clientsidecar; the others add their mode.
+    A mode whose path the mesh cannot give is refused (``meshperf.kube.paths``)."""
     if waypoint and mesh != "istio-ambient":
         raise ConfigError(
             f"--waypoint needs --mesh istio-ambient (got --mesh {mesh})",

@@ -5,12 +5,12 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from meshperf import fortiojson
+from meshperf.atomic import write_atomic
 from meshperf.errors import ResultsError
 from meshperf.fortiojson import parse_start_time
 from meshperf.fortioresult import (
@@ -85,38 +85,19 @@ __all__ = [
 
 
 def atomic_write_text(path: str | os.PathLike[str], text: str, *, overwrite: bool = False) -> Path:
-    """Write via a temp file in the same directory, then rename; never clobber unless asked."""
+    """Write via a temp file in the same directory, then rename; never clobber unless asked.
+
+    ``meshperf.atomic.write_atomic`` does the writing; this names the failure for the CLIs.
+    """
     target = Path(path)
-    if not overwrite and target.exists():
-        raise ResultsError(f"{target}: already exists", hint="use --overwrite to replace it")
     try:
-        fd, tmp = tempfile.mkstemp(prefix=".meshperf-", suffix=".tmp", dir=target.parent or ".")
+        return write_atomic(target, text, overwrite=overwrite)
+    except FileExistsError:
+        raise ResultsError(
+            f"{target}: already exists", hint="use --overwrite to replace it"
+        ) from None
     except OSError as e:
         raise ResultsError(f"{target}: cannot write ({e.strerror or e})") from None
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        if overwrite:
-            try:
-                os.replace(tmp, target)
-            except OSError as e:
-                raise ResultsError(f"{target}: cannot write ({e.strerror or e})") from None
-        else:
-            try:
-                # link() fails if the target appeared meanwhile: no race between check and rename.
-                os.link(tmp, target)
-            except FileExistsError:
-                raise ResultsError(
-                    f"{target}: already exists", hint="use --overwrite to replace it"
-                ) from None
-            except OSError:
-                os.replace(tmp, target)  # filesystems without hard links
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return target
 
 
 def write_result(

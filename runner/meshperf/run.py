@@ -29,6 +29,7 @@ from typing import Any, TextIO
 
 from meshperf import __version__, fortiojson
 from meshperf.atomic import write_atomic
+from meshperf.cli import python_command
 from meshperf.errors import ExitCode, MeshperfError
 from meshperf.fortiojson import parse_start_time
 from meshperf.histogram import calc_percentile
