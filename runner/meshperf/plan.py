@@ -295,6 +295,35 @@ def _config_value(action: argparse.Action, value: Any, negated: bool) -> Any:
 # ---- modes, labels, the plan ----------------------------------------------------------------
 
 
+def check_platform_rules(
+    platform: str, why: str, *, mesh: str, ingress: str | None, cluster_flags: bool
+) -> None:
+    """Flags that only one platform understands. ``ingress`` is None without --ingress, ""
+    for --ingress without a value; ``cluster_flags``: --client, --server or --perf-image."""
+    if platform == "local":
+        if mesh in CLUSTER_ONLY_MESHES:
+            raise ConfigError(
+                f"--mesh {mesh} needs a cluster; the local platform runs Istio-style"
+                f" Envoy sidecars only (platform: local, {why})",
+                hint="use --platform kubernetes with a kubeconfig whose cluster runs that mesh",
+            )
+        if ingress:
+            raise ConfigError(
+                f"--ingress takes no value on the local platform (got {ingress!r})",
+                hint="use --ingress alone; the local platform starts its own gateway Envoy",
+            )
+        if cluster_flags:
+            raise ConfigError(
+                "--client, --server and --perf-image apply to --platform kubernetes only"
+            )
+    elif ingress == "":
+        raise ConfigError(
+            "--ingress needs the gateway's HOST[:PORT] on kubernetes",
+            hint="e.g. --ingress $(kubectl -n istio-system get svc istio-ingressgateway"
+            " -o jsonpath='{.status.loadBalancer.ingress[0].ip}')",
+        )
+
+
 def select_modes(
     *,
     baseline: bool | None,

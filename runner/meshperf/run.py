@@ -793,8 +793,10 @@ def next_steps(output_dir: Path) -> str:
         scripts = Path(os.path.relpath(scripts))
     fortio, graph = (shlex.quote(str(scripts / name)) for name in ("fortio.py", "graph.py"))
     out, csv = shlex.quote(str(output_dir)), shlex.quote(f"{summary}.csv")
+    # The interpreter that ran this: system python may lack pandas and Bokeh.
+    py = python_command()
     return (
         "next:\n"
-        f"  python {fortio} {out} --output {shlex.quote(str(summary))}\n"
-        f"  python {graph} {csv} p99"
+        f"  {py} {fortio} {out} --output {shlex.quote(str(summary))}\n"
+        f"  {py} {graph} {csv} p99"
     )
