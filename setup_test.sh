@@ -30,6 +30,8 @@
 #   APP_CPU, APP_MEMORY  requests of each fortio container (default 1000m, 256Mi)
 #   POD_CIDRS         MESH=istio: pod ranges the client sidecar lets through untouched
 #                     (default: the nodes' spec.podCIDR)
+#   CLIENTS           fortioclient pods (default 1), for runner.py --clients N: each on a
+#                     node other than the server's, loading together
 #   WAIT_TIMEOUT      default 300s
 #   LB_WAIT           seconds to wait for the client's load balancer address (default 90)
 #   ISTIOCTL          istioctl for WAYPOINT=1 (default: istioctl on PATH)
@@ -74,6 +76,8 @@ WAIT_TIMEOUT="${WAIT_TIMEOUT:-300s}"
 check_value WAIT_TIMEOUT "${WAIT_TIMEOUT}" '^[1-9][0-9]*[sm]$' "a duration like 300s or 5m"
 LB_WAIT="${LB_WAIT:-90}"
 check_value LB_WAIT "${LB_WAIT}" '^[0-9]+$' "a number of seconds"
+CLIENTS="${CLIENTS:-1}"
+check_value CLIENTS "${CLIENTS}" '^([1-9]|[1-5][0-9]|6[0-4])$' "a number of client pods, 1 to 64"
 
 need kubectl "https://kubernetes.io/docs/tasks/tools/"
 command -v python3 >/dev/null 2>&1 || die "python3 not found; it renders the manifests (any Python 3.8+)"
@@ -107,7 +111,7 @@ python3 "${WD}/manifests/render.py" --out-dir "${out_dir}" --mesh "${MESH}" \
   --tools-image "${TOOLS_IMAGE:-busybox:1.36.1}" \
   --proxy-cpu "${PROXY_CPU:-1000m}" --proxy-memory "${PROXY_MEMORY:-512Mi}" \
   --proxy-cpu-limit "${PROXY_CPU_LIMIT:-}" --proxy-memory-limit "${PROXY_MEMORY_LIMIT:-}" \
-  --proxy-concurrency "${PROXY_CONCURRENCY:-2}" \
+  --proxy-concurrency "${PROXY_CONCURRENCY:-2}" --clients "${CLIENTS}" \
   --app-cpu "${APP_CPU:-1000m}" --app-memory "${APP_MEMORY:-256Mi}" \
   --pod-cidrs "${pod_cidrs}" --lb-source-ranges "${LB_SOURCE_RANGES:-}" >/dev/null ||
   die "could not render the manifests (see above)"

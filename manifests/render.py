@@ -134,6 +134,8 @@ def render(args: argparse.Namespace) -> dict[str, str]:
         _check("PROXY_MEMORY_LIMIT", args.proxy_memory_limit, MEMORY, "a memory quantity")
     if args.proxy_concurrency < 1:
         raise RenderError(f"PROXY_CONCURRENCY={args.proxy_concurrency} must be >= 1")
+    if not 1 <= args.clients <= 64:
+        raise RenderError(f"CLIENTS={args.clients} must be 1 to 64 (runner.py --clients)")
     lb_ranges = parse_cidrs(args.lb_source_ranges, "LB_SOURCE_RANGES") if args.lb_source_ranges else ""
     if lb_ranges and not args.expose_client:
         raise RenderError("LB_SOURCE_RANGES needs EXPOSE_CLIENT=1 (it restricts the load balancer)")
@@ -151,6 +153,8 @@ def render(args: argparse.Namespace) -> dict[str, str]:
         values = {
             "APP": app,
             "OTHER_APP": other,
+            # runner.py --clients N loads from N client pods at once; one server.
+            "REPLICAS": str(args.clients if app == CLIENT else 1),
             "NAMESPACE": args.namespace,
             "SERVICE_TYPE": service_type,
             # Who may reach the client's public load balancer (fortio's UI can start load
@@ -206,6 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--proxy-cpu-limit", default="")
     p.add_argument("--proxy-memory-limit", default="")
     p.add_argument("--proxy-concurrency", type=int, default=2)
+    p.add_argument("--clients", type=int, default=1, help="fortioclient replicas (CLIENTS)")
     p.add_argument("--app-cpu", default="1000m")
     p.add_argument("--app-memory", default="256Mi")
     p.add_argument("--pod-cidrs", default="", help="client excludeOutboundIPRanges (MESH=istio)")
