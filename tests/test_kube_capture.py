@@ -277,9 +277,7 @@ def _ztunnel_pod(name: str, node: str) -> dict[str, Any]:
     return pod
 
 
-def test_ztunnel_version_and_the_ztunnels_of_the_two_nodes(
-    fk: FakeKube, kubeconfig: Path
-) -> None:
+def test_ztunnel_version_and_the_ztunnels_of_the_two_nodes(fk: FakeKube, kubeconfig: Path) -> None:
     fk.use_mesh("istio-ambient")
     fk.daemonsets.append(load("daemonset-ztunnel.json"))  # labelled as istioctl labels it
     fk.other_pods += [

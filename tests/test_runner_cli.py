@@ -212,8 +212,9 @@ def test_kubernetes_dry_run_targets_and_short_duration_warning(
     )
     rows = out.splitlines()
     assert rows[0].startswith("plan: 3 tests on kubernetes (mesh linkerd)")
-    assert rows[2].endswith("server pod IP, uncaptured port (bypasses sidecars)")
-    assert rows[4].endswith("ingress gateway gw.example:80")
+    assert rows[2].endswith("client -> server pod IP:8077 (skip-outbound-ports on the client,"
+                            " skip-inbound-ports on the server) -> app")  # fmt: skip
+    assert rows[4].endswith("; gateway gw.example:80")
     # A shorter scrape interval lowers the minimum: the warning is derived, not a constant.
     code, _, err = run(capsys, "16", "1000", "80", "--platform", "kubernetes",
                        "--scrape-interval", "5", "--dry-run")  # fmt: skip

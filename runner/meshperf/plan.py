@@ -19,6 +19,7 @@ from typing import Any
 
 from meshperf import limits, loadcmd
 from meshperf.errors import ConfigError
+from meshperf.kube import paths
 from meshperf.labels import format_label, format_qps
 from meshperf.platform import MODES, TestSpec
 
@@ -332,6 +333,7 @@ def select_modes(
     ingress: bool,
     mesh: str,
     waypoint: bool = False,
+    clientonly: bool = False,
 ) -> tuple[str, ...]:
     """The 2019 scripts' switches: ``both`` unless --no-clientsidecar; the others add their mode.
     A mode whose path the mesh cannot give is refused (``meshperf.kube.paths``)."""
@@ -345,6 +347,7 @@ def select_modes(
         flags = (
             ("--serversidecar", serversidecar),
             ("--clientsidecar", clientsidecar),
+            ("--clientonly", clientonly),
             ("--ingress", ingress),
         )
         asked = [f for f, v in flags if v]
@@ -357,11 +360,16 @@ def select_modes(
     wanted = {
         "baseline": bool(baseline),
         "serversidecar": bool(serversidecar),
+        "clientonly": bool(clientonly),
         "both": clientsidecar is not False,
         "ingress": ingress,
         "waypoint": waypoint,
     }
     modes = tuple(m for m in MODES if wanted.get(m))
+    for m in modes:
+        refused = paths.refusal(mesh, m) if mesh in ("istio-ambient", "linkerd") else None
+        if refused is not None:
+            raise ConfigError(f"--mesh {mesh} --{m}: {refused[0]}", hint=refused[1])
     if not modes:
         raise ConfigError(
             "no sidecar mode selected",
@@ -496,23 +504,23 @@ def shuffled(plan: Plan, seed: int) -> Plan:
     return dataclasses.replace(plan, tests=tuple(order), shuffle_seed=seed)
 
 
-def describe_target(platform: str, mode: str, ingress: str | None = None) -> str:
+def describe_target(
+    platform: str, mode: str, ingress: str | None = None, mesh: str = "istio"
+) -> str:
     """Where the load goes in each mode, for the dry-run listing."""
     if platform == "local":
         return {
             "baseline": "loadgen -> app",
             "serversidecar": "loadgen -> server sidecar -> app",
+            "clientonly": "loadgen -> client sidecar -> app (no server sidecar)",
             "both": "loadgen -> client sidecar =mTLS=> server sidecar -> app",
             "ingress": "loadgen -> gateway =mTLS=> server sidecar -> app",
             "waypoint": "loadgen -> waypoint -> app",
         }[mode]
-    return {
-        "baseline": "server pod IP, uncaptured port (bypasses sidecars)",
-        "serversidecar": "server pod IP, captured port (server sidecar only)",
-        "both": "server Service via the client sidecar",
-        "ingress": f"ingress gateway {ingress or '(address not given)'}",
-        "waypoint": "server Service via the waypoint",
-    }[mode]
+    where = paths.path(mesh, mode)
+    if mode == "ingress":
+        where += f"; gateway {ingress or '(address not given)'}"
+    return where
 
 
 def format_seconds(seconds: float) -> str:
@@ -534,7 +542,7 @@ def format_plan(plan: Plan, ingress: str | None = None) -> str:
                 t.labels,
                 loadcmd.describe_protocol(t.protocol, t.h2),
                 loadcmd.planned_url(plan.platform, t.mode, t.protocol, t.size, ingress),
-                describe_target(plan.platform, t.mode, ingress),
+                describe_target(plan.platform, t.mode, ingress, plan.mesh),
             )
         )
     widths = [max(len(r[c]) for r in rows) for c in range(len(rows[0]) - 1)]

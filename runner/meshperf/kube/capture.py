@@ -48,7 +48,7 @@ def _named(containers: Iterable[Any] | None, name: str) -> Any | None:
 
 
 def proxy_kind(pod: Any, name: str) -> str | None:
-    """"container", "native sidecar", or None when ``pod`` has no container ``name``."""
+    """ "container", "native sidecar", or None when ``pod`` has no container ``name``."""
     if _named(pod.raw.spec.containers, name) is not None:
         return "container"
     init = _named(pod.raw.spec.init_containers, name)

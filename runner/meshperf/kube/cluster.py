@@ -114,7 +114,8 @@ class PodInfo:
                 workers = _istio_concurrency(env.get("PROXY_CONFIG", ""))
                 out[c.name] = {
                     "workers": workers,
-                    "from": "PROXY_CONFIG concurrency" if workers is not None
+                    "from": "PROXY_CONFIG concurrency"
+                    if workers is not None
                     else "mesh default (meshConfig.defaultConfig.concurrency)",
                 }
         return out
