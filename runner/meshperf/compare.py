@@ -600,6 +600,13 @@ def text_report(cmp: Comparison) -> str:
             "only covers the sampling noise inside each run; run with --repeat 3 or more for "
             "intervals that include run-to-run variation"
         )
+    if any(RESOURCE_COMPARED.match(c.metric) and c.method.startswith(METHOD_REPEATS)
+           for c in cmp.changes):  # fmt: skip
+        lines.append(
+            "CPU/memory: the repeats of one run share its proxy processes, so their interval "
+            "misses what changes from one run's processes to the next; expect more false "
+            "verdicts than for latency (docs/compare.md)"
+        )
     if METHOD_NONE in methods:
         lines.append(f"{METHOD_NONE}: single values without raw data are never significant")
     return "\n".join(lines).rstrip() + "\n"
