@@ -568,6 +568,7 @@ def _main(argv: list[str] | None, created: list[Path]) -> int:
         kubeconfig=args.kubeconfig or choice.kubeconfig,
         perf_image=args.perf_image,
         verbose=-1 if args.quiet else args.verbose,
+        protocols=(args.protocol,),
         clients=args.clients,
     )
     from meshperf.run import Progress, next_steps, run_matrix, still_to_run, summary_table

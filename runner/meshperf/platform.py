@@ -178,6 +178,9 @@ class RunOptions:
     kubeconfig: str | None = None
     perf_image: str | None = None
     verbose: int = 0  # -1 quiet, 0 normal, 1+ verbose
+    # The run's protocols (meshperf.loadcmd.PROTOCOLS): the local platform serves gRPC and TCP
+    # only when asked; HTTP always (it checks each path with an HTTP request).
+    protocols: tuple[str, ...] = ("http",)
     clients: int = 1  # load generators (local) or client pods (kubernetes) per test
 
 

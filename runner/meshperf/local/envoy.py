@@ -45,15 +45,63 @@ VALIDATE_TIMEOUT = 60.0
 VERSION_TIMEOUT = 20.0
 READY_TIMEOUT = 30.0
 
-# Listener names (admin /listeners reports them with their bound ports).
+# Listener names (admin /listeners reports them with their bound ports). HTTP (1.1 and 2)
+# has the names it always had; gRPC and TCP get their own listeners, as Istio gives each
+# Service port its own filter chain, named after the fortio server's ports for them.
 INBOUND_PLAINTEXT = "virtualInbound_plaintext"
 INBOUND_MTLS = "virtualInbound_mtls"
 OUTBOUND = "outbound_0.0.0.0_8080"
 GATEWAY_HTTP = "gateway_http_8080"
+INBOUND_GRPC_PLAINTEXT = "virtualInbound_grpc_plaintext"
+INBOUND_GRPC_MTLS = "virtualInbound_grpc_mtls"
+OUTBOUND_GRPC = "outbound_0.0.0.0_8079"
+GATEWAY_GRPC = "gateway_grpc_8079"
+INBOUND_TCP_PLAINTEXT = "virtualInbound_tcp_plaintext"
+INBOUND_TCP_MTLS = "virtualInbound_tcp_mtls"
+OUTBOUND_TCP = "outbound_0.0.0.0_8078"
+GATEWAY_TCP = "gateway_tcp_8078"
+
+# Per protocol: (server plaintext, server mTLS, client outbound, gateway) listener names.
+LISTENERS: dict[str, tuple[str, str, str, str]] = {
+    "http": (INBOUND_PLAINTEXT, INBOUND_MTLS, OUTBOUND, GATEWAY_HTTP),
+    "grpc": (INBOUND_GRPC_PLAINTEXT, INBOUND_GRPC_MTLS, OUTBOUND_GRPC, GATEWAY_GRPC),
+    "tcp": (INBOUND_TCP_PLAINTEXT, INBOUND_TCP_MTLS, OUTBOUND_TCP, GATEWAY_TCP),
+}
+# The Service port each protocol stands for (fortio's server ports; cluster names carry them).
+SERVICE_PORTS: dict[str, int] = {"http": 8080, "grpc": 8079, "tcp": 8078}
+_SERVICE = "fortioserver.twopods.svc.cluster.local"
 
 APP_CLUSTER = "inbound|8080||"
-SERVER_CLUSTER = "outbound|8080||fortioserver.twopods.svc.cluster.local"
-SERVER_SNI = "outbound_.8080_._.fortioserver.twopods.svc.cluster.local"
+SERVER_CLUSTER = f"outbound|8080||{_SERVICE}"
+SERVER_SNI = f"outbound_.8080_._.{_SERVICE}"
+
+
+def app_cluster(protocol: str) -> str:
+    return f"inbound|{SERVICE_PORTS[protocol]}||"
+
+
+def server_cluster(protocol: str) -> str:
+    return f"outbound|{SERVICE_PORTS[protocol]}||{_SERVICE}"
+
+
+def server_sni(protocol: str) -> str:
+    """Istio's SNI for an mTLS connection to a Service port: outbound_.<port>_._.<host>."""
+    return f"outbound_.{SERVICE_PORTS[protocol]}_._.{_SERVICE}"
+
+
+# How a cluster speaks to its upstream, from Istio's ClusterBuilder.setUpstreamProtocol
+# (istio/istio pilot/pkg/networking/core/cluster_builder.go): a gRPC (HTTP/2) port gets
+# explicit HTTP/2 with max_concurrent_streams 2^30 ("Envoy default value of 100 is too low for
+# data path"); an HTTP port whose protocol the sidecar detects uses the downstream's protocol
+# (HTTP/1.1 in, HTTP/1.1 out; HTTP/2 in, HTTP/2 out). TCP has no HTTP options at all.
+UPSTREAM_H2 = "h2"
+UPSTREAM_DOWNSTREAM = "downstream"
+UPSTREAM_HTTP: dict[str, str | None] = {
+    "http": UPSTREAM_DOWNSTREAM,
+    "grpc": UPSTREAM_H2,
+    "tcp": None,
+}
+_H2_OPTIONS: dict[str, Any] = {"max_concurrent_streams": 1073741824}
 
 # Istio's default text access log format (meshConfig.accessLogFormat unset).
 ISTIO_ACCESS_LOG_FORMAT = (
@@ -190,45 +238,63 @@ def _validation(ca: Path, allowed_sans: Sequence[str]) -> dict[str, Any]:
     }
 
 
-def downstream_mtls(certs: CertFiles, ca: Path, allowed_sans: Sequence[str]) -> dict[str, Any]:
-    """Istio's STRICT inbound: a CA-signed client cert with an allowed identity is required."""
+def downstream_mtls(
+    certs: CertFiles, ca: Path, allowed_sans: Sequence[str], alpn: Sequence[str] = ()
+) -> dict[str, Any]:
+    """Istio's STRICT inbound: a CA-signed client cert with an allowed identity is required.
+
+    ``alpn``: what the listener offers; ``h2`` lets an HTTP/2 client sidecar negotiate it.
+    """
+    common: dict[str, Any] = {
+        "tls_params": {
+            "tls_minimum_protocol_version": "TLSv1_2",
+            "tls_maximum_protocol_version": "TLSv1_3",
+        },
+        "tls_certificates": [_tls_certificate(certs)],
+        "validation_context": _validation(ca, allowed_sans),
+    }
+    if alpn:
+        common["alpn_protocols"] = list(alpn)
     return {
         "name": "envoy.transport_sockets.tls",
         "typed_config": {
             "@type": "type.googleapis.com/"
             "envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext",
             "require_client_certificate": True,
-            "common_tls_context": {
-                "tls_params": {
-                    "tls_minimum_protocol_version": "TLSv1_2",
-                    "tls_maximum_protocol_version": "TLSv1_3",
-                },
-                "tls_certificates": [_tls_certificate(certs)],
-                "validation_context": _validation(ca, allowed_sans),
-            },
+            "common_tls_context": common,
         },
     }
 
 
-def upstream_mtls(certs: CertFiles, ca: Path, server_san: str) -> dict[str, Any]:
+def upstream_mtls(
+    certs: CertFiles,
+    ca: Path,
+    server_san: str,
+    sni: str = SERVER_SNI,
+    alpn: Sequence[str] = (),
+) -> dict[str, Any]:
     """Istio's outbound ISTIO_MUTUAL: present our identity, pin the server's, TLS 1.3 only.
 
-    Envoy's upstream default maximum is TLS 1.2; Istio raises it to 1.3, so do we.
+    Envoy's upstream default maximum is TLS 1.2; Istio raises it to 1.3, so do we. An HTTP/2
+    cluster advertises ``h2`` with ALPN, as Istio's does (``util.ALPNH2Only``).
     """
+    common: dict[str, Any] = {
+        "tls_params": {
+            "tls_minimum_protocol_version": "TLSv1_3",
+            "tls_maximum_protocol_version": "TLSv1_3",
+        },
+        "tls_certificates": [_tls_certificate(certs)],
+        "validation_context": _validation(ca, [server_san]),
+    }
+    if alpn:
+        common["alpn_protocols"] = list(alpn)
     return {
         "name": "envoy.transport_sockets.tls",
         "typed_config": {
             "@type": "type.googleapis.com/"
             "envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
-            "sni": SERVER_SNI,
-            "common_tls_context": {
-                "tls_params": {
-                    "tls_minimum_protocol_version": "TLSv1_3",
-                    "tls_maximum_protocol_version": "TLSv1_3",
-                },
-                "tls_certificates": [_tls_certificate(certs)],
-                "validation_context": _validation(ca, [server_san]),
-            },
+            "sni": sni,
+            "common_tls_context": common,
         },
     }
 
@@ -296,8 +362,72 @@ def _http_listener(
     return {"name": name, "stat_prefix": name, "address": _addr(0), "filter_chains": [chain]}
 
 
+def _tcp_listener(
+    name: str,
+    cluster: str,
+    stat_prefix: str,
+    telemetry: bool,
+    access_log: Path | None,
+    transport_socket: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """A TCP port as Istio serves one: the ``tcp_proxy`` network filter straight to a cluster
+    (no HTTP filters), with the access log at connection close when telemetry is on."""
+    proxy: dict[str, Any] = {
+        "@type": "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy",
+        "stat_prefix": stat_prefix,
+        "cluster": cluster,
+    }
+    if telemetry and access_log is not None:
+        proxy["access_log"] = _access_log(access_log)
+    chain: dict[str, Any] = {
+        "filters": [{"name": "envoy.filters.network.tcp_proxy", "typed_config": proxy}]
+    }
+    if transport_socket is not None:
+        chain["transport_socket"] = transport_socket
+    return {"name": name, "stat_prefix": name, "address": _addr(0), "filter_chains": [chain]}
+
+
+def _listener(
+    protocol: str,
+    name: str,
+    cluster: str,
+    stat_prefix: str,
+    telemetry: bool,
+    access_log: Path | None,
+    transport_socket: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """HTTP and gRPC go through the HTTP connection manager (codec AUTO: HTTP/1.1 or HTTP/2
+    by ALPN or preface); TCP through tcp_proxy."""
+    make = _tcp_listener if protocol == "tcp" else _http_listener
+    return make(name, cluster, stat_prefix, telemetry, access_log, transport_socket)
+
+
+def _upstream_http_options(upstream: str | None) -> dict[str, Any] | None:
+    """``typed_extension_protocol_options`` for a cluster (see ``UPSTREAM_HTTP``)."""
+    if upstream is None:
+        return None
+    if upstream == UPSTREAM_H2:
+        config: dict[str, Any] = {"explicit_http_config": {"http2_protocol_options": _H2_OPTIONS}}
+    else:
+        config = {
+            "use_downstream_protocol_config": {
+                "http_protocol_options": {},
+                "http2_protocol_options": _H2_OPTIONS,
+            }
+        }
+    return {
+        "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+            "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+            **config,
+        }
+    }
+
+
 def _cluster(
-    name: str, port: int, transport_socket: dict[str, Any] | None = None
+    name: str,
+    port: int,
+    transport_socket: dict[str, Any] | None = None,
+    upstream: str | None = None,
 ) -> dict[str, Any]:
     cluster: dict[str, Any] = {
         "name": name,
@@ -321,6 +451,9 @@ def _cluster(
     }
     if transport_socket is not None:
         cluster["transport_socket"] = transport_socket
+    options = _upstream_http_options(upstream)
+    if options is not None:
+        cluster["typed_extension_protocol_options"] = options
     return cluster
 
 
@@ -372,23 +505,37 @@ def server_sidecar_config(
     allowed_client_sans: Sequence[str],
     telemetry: bool,
     access_log: Path | None,
+    *,
+    grpc_port: int | None = None,
+    tcp_port: int | None = None,
 ) -> dict[str, Any]:
-    listeners = [
-        _http_listener(
-            INBOUND_PLAINTEXT, APP_CLUSTER, "inbound_0.0.0.0_8080", telemetry, access_log
-        ),
-        _http_listener(
-            INBOUND_MTLS,
-            APP_CLUSTER,
-            "inbound_0.0.0.0_8080_mtls",
-            telemetry,
-            access_log,
-            downstream_mtls(certs, ca, allowed_client_sans),
-        ),
-    ]
-    return _bootstrap(
-        "sidecar", "fortioserver", listeners, [_cluster(APP_CLUSTER, app_port)], telemetry
-    )
+    """Inbound plaintext and mTLS listeners for each protocol the app serves: HTTP on
+    ``app_port`` always, gRPC and TCP on theirs when given."""
+    app_ports = {"http": app_port, "grpc": grpc_port, "tcp": tcp_port}
+    listeners: list[dict[str, Any]] = []
+    clusters: list[dict[str, Any]] = []
+    for protocol, port in app_ports.items():
+        if port is None:
+            continue
+        plaintext, mtls, _, _ = LISTENERS[protocol]
+        cluster = app_cluster(protocol)
+        stat = f"inbound_0.0.0.0_{SERVICE_PORTS[protocol]}"
+        # HTTP/2 is offered to a client sidecar that asks for it; TCP has nothing to negotiate.
+        alpn = ("h2", "http/1.1") if protocol != "tcp" else ()
+        listeners += [
+            _listener(protocol, plaintext, cluster, stat, telemetry, access_log),
+            _listener(
+                protocol,
+                mtls,
+                cluster,
+                f"{stat}_mtls",
+                telemetry,
+                access_log,
+                downstream_mtls(certs, ca, allowed_client_sans, alpn),
+            ),
+        ]
+        clusters.append(_cluster(cluster, port, upstream=UPSTREAM_HTTP[protocol]))
+    return _bootstrap("sidecar", "fortioserver", listeners, clusters, telemetry)
 
 
 def client_sidecar_config(
@@ -401,10 +548,58 @@ def client_sidecar_config(
     role: str = "sidecar",
     workload: str = "fortioclient",
     listener: str = OUTBOUND,
+    *,
+    grpc_port: int | None = None,
+    tcp_port: int | None = None,
 ) -> dict[str, Any]:
-    listeners = [_http_listener(listener, SERVER_CLUSTER, listener, telemetry, access_log)]
-    clusters = [_cluster(SERVER_CLUSTER, server_mtls_port, upstream_mtls(certs, ca, server_san))]
+    """Outbound listeners whose clusters speak mTLS to the server sidecar's mTLS listeners:
+    HTTP to ``server_mtls_port`` always, gRPC and TCP to theirs when given."""
+    server_ports = {"http": server_mtls_port, "grpc": grpc_port, "tcp": tcp_port}
+    gateway = role == "router"
+    listeners: list[dict[str, Any]] = []
+    clusters: list[dict[str, Any]] = []
+    for protocol, port in server_ports.items():
+        if port is None:
+            continue
+        _, _, outbound, gateway_name = LISTENERS[protocol]
+        name = listener if protocol == "http" else (gateway_name if gateway else outbound)
+        cluster = server_cluster(protocol)
+        upstream = UPSTREAM_HTTP[protocol]
+        listeners.append(_listener(protocol, name, cluster, name, telemetry, access_log))
+        clusters.append(
+            _cluster(
+                cluster,
+                port,
+                upstream_mtls(
+                    certs,
+                    ca,
+                    server_san,
+                    server_sni(protocol),
+                    ("h2",) if upstream == UPSTREAM_H2 else (),
+                ),
+                upstream=upstream,
+            )
+        )
     return _bootstrap(role, workload, listeners, clusters, telemetry)
+
+
+# The clientonly mode's client sidecar (a listener of its own, as the cluster's client sidecar
+# has one for the Service port 8074, meshperf.kube.paths.CLIENTONLY_PORTS).
+CLIENTONLY_OUTBOUND = "outbound_0.0.0.0_8074"
+CLIENTONLY_CLUSTER = f"outbound|8074||{_SERVICE}"
+
+
+def clientonly_sidecar_config(
+    app_port: int, telemetry: bool, access_log: Path | None
+) -> dict[str, Any]:
+    """The client sidecar of the clientonly mode: an outbound listener whose cluster goes in
+    plain text straight to the app, where no server sidecar listens; on a cluster the same
+    hop is the client sidecar's, with TLS off for that port (manifests/istio-clientonly.yaml)."""
+    listener = _listener(
+        "http", CLIENTONLY_OUTBOUND, CLIENTONLY_CLUSTER, CLIENTONLY_OUTBOUND, telemetry, access_log
+    )
+    cluster = _cluster(CLIENTONLY_CLUSTER, app_port, upstream=UPSTREAM_HTTP["http"])
+    return _bootstrap("sidecar", "fortioclient", [listener], [cluster], telemetry)
 
 
 def gateway_config(
@@ -414,6 +609,9 @@ def gateway_config(
     server_san: str,
     telemetry: bool,
     access_log: Path | None,
+    *,
+    grpc_port: int | None = None,
+    tcp_port: int | None = None,
 ) -> dict[str, Any]:
     return client_sidecar_config(
         server_mtls_port,
@@ -425,6 +623,8 @@ def gateway_config(
         role="router",
         workload="istio-ingressgateway",
         listener=GATEWAY_HTTP,
+        grpc_port=grpc_port,
+        tcp_port=tcp_port,
     )
 
 

@@ -110,6 +110,46 @@ def _cpu_model() -> str:
     return pyplatform.processor() or pyplatform.machine()
 
 
+def _all_open(ports: tuple[int, ...]) -> bool:
+    return all(port_open(p) for p in ports)
+
+
+PROBE_PAYLOAD = b"meshperf path check\n"
+
+
+def probe_protocol(protocol: str, port: int, timeout: float) -> str:
+    """One call through a gRPC or TCP path on loopback: "" when it answered right, else what
+    went wrong. gRPC: the standard health service (fortio's server registers it); TCP: one
+    echo round trip, the bytes sent must come back."""
+    if protocol == "tcp":
+        try:
+            with socket.create_connection((LOOPBACK, port), timeout=timeout) as s:
+                s.sendall(PROBE_PAYLOAD)
+                got = b""
+                while len(got) < len(PROBE_PAYLOAD):
+                    chunk = s.recv(len(PROBE_PAYLOAD) - len(got))
+                    if not chunk:
+                        break
+                    got += chunk
+        except OSError as e:
+            return str(e) or type(e).__name__
+        return "" if got == PROBE_PAYLOAD else f"echo answered {got!r}"
+    if protocol == "grpc":
+        import grpc  # only for gRPC runs: grpcio takes a while to import
+        from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+        with grpc.insecure_channel(f"{LOOPBACK}:{port}") as channel:
+            try:
+                reply = health_pb2_grpc.HealthStub(channel).Check(
+                    health_pb2.HealthCheckRequest(service=""), timeout=timeout
+                )
+            except grpc.RpcError as e:
+                return f"health check failed: {e.code().name}"  # type: ignore[attr-defined]
+        serving = health_pb2.HealthCheckResponse.SERVING
+        return "" if reply.status == serving else f"health status {reply.status}"
+    raise ConfigError(f"no probe for protocol {protocol!r}")
+
+
 class LocalPlatform:
     """The local platform; see the module docstring. Use as a context manager or call close()."""
 
@@ -128,6 +168,8 @@ class LocalPlatform:
         self.group: ProcessGroup | None = None
         self.app: Proc | None = None
         self.app_port = 0
+        self.app_ports: dict[str, int] = {}  # gRPC and TCP ports of the app, when served
+        self._proto_targets: dict[tuple[str, str], int] = {}
         self.proxies: dict[str, envoy_mod.EnvoyProcess] = {}
         self.modes: tuple[str, ...] = ()
         self._targets: dict[str, int] = {}
@@ -224,8 +266,11 @@ class LocalPlatform:
             self._targets["both"] = self.proxies["client"].ports[envoy_mod.OUTBOUND]
         if "gateway" in self.proxies:
             self._targets["ingress"] = self.proxies["gateway"].ports[envoy_mod.GATEWAY_HTTP]
+        self._proto_targets = self._protocol_targets(modes)
         for mode in modes:
             self._check_path(mode)
+            for protocol in self.app_ports:
+                self._check_protocol(mode, protocol)
         self._say(
             f"local platform up in {self.work_dir}: app pid {self.app.pid if self.app else '-'}"
             f" on {LOOPBACK}:{self.app_port}",
@@ -253,25 +298,29 @@ class LocalPlatform:
         # between, so one retry on a fresh port.
         for _ in range(2):
             port = free_port()
+            # fortio's server ports: gRPC (its PingServer and health) and TCP echo, only for
+            # the protocols this run measures (grpcio is not loaded otherwise).
+            extra = {p: free_port() for p in self.opts.protocols if p != "http"}
+            flags = [a for p, q in extra.items() for a in (f"-{p}-port", f"{LOOPBACK}:{q}")]
             proc = self.group.start(
                 "app",
-                [*argv0, "server", "-http-port", f"{LOOPBACK}:{port}"],
+                [*argv0, "server", "-http-port", f"{LOOPBACK}:{port}", *flags],
                 env=envoy_mod.process_env(),
                 cwd=self.work_dir,
             )
             try:
                 wait_until(
-                    functools.partial(port_open, port),
+                    functools.partial(_all_open, (port, *extra.values())),
                     APP_READY_TIMEOUT,
                     proc,
-                    f"listening on {LOOPBACK}:{port}",
+                    f"listening on {LOOPBACK}:" + ",".join(map(str, (port, *extra.values()))),
                 )
             except PlatformError as e:
                 last = e
                 proc.stop()
                 self.group.remove(proc)
                 continue
-            self.app, self.app_port = proc, port
+            self.app, self.app_port, self.app_ports = proc, port, extra
             return
         assert last is not None
         raise last
@@ -305,14 +354,26 @@ class LocalPlatform:
                 [client.spiffe, gateway.spiffe],
                 telemetry,
                 log("server"),
+                grpc_port=self.app_ports.get("grpc"),
+                tcp_port=self.app_ports.get("tcp"),
             ),
         )
         mtls_port = srv.ports[envoy_mod.INBOUND_MTLS]
+        # The server sidecar's mTLS listener per protocol, for the client sidecar and gateway.
+        upstream = {p: srv.ports[envoy_mod.LISTENERS[p][1]] for p in self.app_ports}
+        grpc_port, tcp_port = upstream.get("grpc"), upstream.get("tcp")
         if "both" in modes:
             start(
                 "client",
                 envoy_mod.client_sidecar_config(
-                    mtls_port, client, ca.cert_path, server.spiffe, telemetry, log("client")
+                    mtls_port,
+                    client,
+                    ca.cert_path,
+                    server.spiffe,
+                    telemetry,
+                    log("client"),
+                    grpc_port=grpc_port,
+                    tcp_port=tcp_port,
                 ),
             )
         if "ingress" in modes:
@@ -320,7 +381,14 @@ class LocalPlatform:
             start(
                 "gateway",
                 envoy_mod.gateway_config(
-                    mtls_port, gateway, ca.cert_path, server.spiffe, telemetry, None
+                    mtls_port,
+                    gateway,
+                    ca.cert_path,
+                    server.spiffe,
+                    telemetry,
+                    None,
+                    grpc_port=grpc_port,
+                    tcp_port=tcp_port,
                 ),
             )
 
@@ -338,11 +406,48 @@ class LocalPlatform:
             f"{mode}: GET {url} answered {status or 'nothing'}" + (f": {detail}" if detail else "")
         )
 
-    def target(self, mode: str, size: int) -> str:
-        """The URL the load generator hits for ``mode``."""
+    def _protocol_targets(self, modes: tuple[str, ...]) -> dict[tuple[str, str], int]:
+        """Each mode's entry port for gRPC and TCP: the app's own port (baseline), else the
+        listener of that protocol on the first proxy of the mode's path."""
+        out: dict[tuple[str, str], int] = {}
+        first = {"serversidecar": ("server", 0), "both": ("client", 2), "ingress": ("gateway", 3)}
+        for protocol, app_port in self.app_ports.items():
+            for mode in modes:
+                if mode == "baseline":
+                    out[(mode, protocol)] = app_port
+                elif mode in first and first[mode][0] in self.proxies:
+                    name, which = first[mode]
+                    listener = envoy_mod.LISTENERS[protocol][which]
+                    out[(mode, protocol)] = self.proxies[name].ports[listener]
+        return out
+
+    def _check_protocol(self, mode: str, protocol: str) -> None:
+        """One gRPC health check or one TCP echo round trip through the mode's path."""
+        port = self._proto_targets.get((mode, protocol))
+        if port is None:
+            raise PlatformError(f"{mode}: no {protocol} path on the local platform")
+        deadline = time.monotonic() + 10.0
+        problem = ""
+        while time.monotonic() < deadline:
+            problem = probe_protocol(protocol, port, timeout=5.0)
+            if not problem:
+                return
+            time.sleep(0.1)
+        raise PlatformError(f"{mode}: {protocol} to {LOOPBACK}:{port}: {problem}")
+
+    def target(self, mode: str, size: int, protocol: str = "http") -> str:
+        """The URL the load generator hits for ``mode`` (fortio's form for ``protocol``)."""
         if mode not in self._targets:
             raise ConfigError(f"mode {mode} was not started (started: {', '.join(self.modes)})")
-        return f"http://{LOOPBACK}:{self._targets[mode]}/echo?size={size}"
+        if protocol == "http":
+            return f"http://{LOOPBACK}:{self._targets[mode]}/echo?size={size}"
+        port = self._proto_targets.get((mode, protocol))
+        if port is None:
+            raise ConfigError(
+                f"protocol {protocol} was not started"
+                f" (started: {', '.join(('http', *self.app_ports))})"
+            )
+        return loadcmd.target_url(protocol, LOOPBACK, port, size)
 
     # ------------------------------------------------------------------ tests
 
@@ -374,7 +479,7 @@ class LocalPlatform:
             return clients_mod.run_local(self, spec)
         self._tests += 1
         label = spec.labels or f"{spec.mode}_{spec.conn}_{spec.qps:g}"
-        url = self.target(spec.mode, spec.size)
+        url = self.target(spec.mode, spec.size, spec.protocol)
         json_path = self.work_dir / f"test-{self._tests}.json"
         argv = self.loadgen_argv(spec, url, json_path)
 
