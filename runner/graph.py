@@ -15,7 +15,7 @@ import webbrowser
 from pathlib import Path
 
 from meshperf.argtypes import non_negative_float, positive_int
-from meshperf.cli import OneLineParser, print_error
+from meshperf.cli import OneLineParser, fail, print_error
 from meshperf.errors import ExitCode, MeshperfError, exit_cli, missing_package
 
 try:
@@ -179,11 +179,7 @@ def main(argv: list[str] | None = None) -> int:
                 "give one name or one per CSV"
             )
     if args.metric not in METRICS:
-        print(
-            f"{PROG}: error: unknown metric {args.metric!r}; expected one of {', '.join(METRICS)}",
-            file=sys.stderr,
-        )
-        return ExitCode.ERROR
+        return fail(PROG, f"unknown metric {args.metric!r}; expected one of {', '.join(METRICS)}")
     if args.baseline_series is not None and args.metric != "all":
         parser.error("--baseline-series sets the overhead view's baseline: use it with METRIC all")
     if args.xaxis == "connections" and args.conn is not None:

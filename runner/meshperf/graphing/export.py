@@ -12,9 +12,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from meshperf.atomic import write_atomic
 from meshperf.errors import ConfigError
 from meshperf.graphing.names import fmt_number
-from meshperf.results import atomic_write_text
 
 if TYPE_CHECKING:
     from bokeh.models.ui.ui_element import UIElement
@@ -43,8 +43,8 @@ def write_html(layout: UIElement, path: Path, title: str) -> Path:
     text = file_html(layout, resources=INLINE, title=title)
     try:
         # The project's one atomic writer; a chart is redrawn in place, as the 2019 script did.
-        return atomic_write_text(path, text, overwrite=True)
-    except OSError as e:  # a failure inside the write itself (a full disk)
+        return write_atomic(path, text, overwrite=True)
+    except OSError as e:  # read-only filesystem, a directory in the way, a full disk
         raise ConfigError(f"{path}: cannot write ({e.strerror or e})") from None
 
 
