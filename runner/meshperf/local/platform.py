@@ -27,7 +27,6 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -51,6 +50,7 @@ from meshperf.local.procs import (
     ProcessGroup,
     free_port,
     http_get,
+    make_work_dir,
     port_open,
     wait_until,
 )
@@ -74,6 +74,16 @@ APP_READY_TIMEOUT = 30.0
 LOADGEN_GRACE = 60.0  # seconds a load generator may take beyond the test's duration
 VERSION_TIMEOUT = 20.0
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+# The Envoys on each mode's path: a dead one fails these modes only.
+_MODE_PROXIES: dict[str, tuple[str, ...]] = {
+    "baseline": (),
+    "serversidecar": ("server",),
+    "both": ("client", "server"),
+    "ingress": ("gateway", "server"),
+    "clientonly": ("clientonly",),
+}
 
 
 def _safe(name: str) -> str:
@@ -165,6 +175,7 @@ class LocalPlatform:
         self.envoy = envoy
         self.loadgen_argv0 = loadgen_argv0
         self.work_dir: Path | None = None
+        self.restarts: list[str] = []  # components that died mid-run and were started again
         self.group: ProcessGroup | None = None
         self.app: Proc | None = None
         self.app_port = 0
@@ -248,8 +259,8 @@ class LocalPlatform:
             raise
 
     def _start(self, modes: tuple[str, ...]) -> None:
-        self.work_dir = Path(tempfile.mkdtemp(prefix="meshperf-local-"))
-        os.chmod(self.work_dir, 0o700)
+        # 0700, owner recorded; work dirs of SIGKILLed runs (keys in them) are swept first.
+        self.work_dir = make_work_dir()
         self.group = ProcessGroup(self.work_dir)
         self._start_app()
         needs_server = any(m != "baseline" for m in modes)
@@ -290,17 +301,20 @@ class LocalPlatform:
             if self._perf_error:
                 self._say(f"--perf: {self._perf_error}; tests run without flame graphs")
 
-    def _start_app(self) -> None:
+    def _start_app(self, same_ports: bool = False) -> None:
         assert self.group is not None and self.work_dir is not None
         argv0 = loadgen_command()
         last: PlatformError | None = None
         # The port is picked free then handed to the app; another process may take it in
         # between, so one retry on a fresh port.
         for _ in range(2):
-            port = free_port()
-            # fortio's server ports: gRPC (its PingServer and health) and TCP echo, only for
-            # the protocols this run measures (grpcio is not loaded otherwise).
-            extra = {p: free_port() for p in self.opts.protocols if p != "http"}
+            if same_ports:  # a restart: the sidecars' upstreams point at these ports
+                port, extra = self.app_port, dict(self.app_ports)
+            else:
+                port = free_port()
+                # fortio's server ports: gRPC (its PingServer and health) and TCP echo, only
+                # for the protocols this run measures (grpcio is not loaded otherwise).
+                extra = {p: free_port() for p in self.opts.protocols if p != "http"}
             flags = [a for p, q in extra.items() for a in (f"-{p}-port", f"{LOOPBACK}:{q}")]
             proc = self.group.start(
                 "app",
@@ -470,11 +484,23 @@ class LocalPlatform:
             raise PlatformError("platform not started")
         if spec.mode not in self.modes:
             raise ConfigError(f"mode {spec.mode} was not started")
-        for proxy in self.proxies.values():
-            if not proxy.proc.alive():
+        # A dead proxy fails only the modes whose path has it (baseline never does).
+        for name in _MODE_PROXIES.get(spec.mode, tuple(self.proxies)):
+            proxy = self.proxies.get(name)
+            if proxy is not None and not proxy.proc.alive():
                 raise proxy.proc.died_error("died")
         if self.app is not None and not self.app.alive():
-            raise self.app.died_error("died")
+            # Every mode needs the app: start it again on its ports, the sidecars' upstreams.
+            dead = self.app
+            error = dead.died_error("died")
+            dead.stop()
+            self.group.remove(dead)
+            self._say(f"{error}; restarting it on {LOOPBACK}:{self.app_port}")
+            self._start_app(same_ports=True)
+            self.restarts.append(str(error))
+            restarted = [f"app: {error}"]
+        else:
+            restarted = []
         if self.opts.clients > 1:  # --clients N: N generator processes, merged
             return clients_mod.run_local(self, spec)
         self._tests += 1
@@ -538,6 +564,8 @@ class LocalPlatform:
         )
         if perf_info is not None:
             block["perf"] = perf_info
+        if restarted:  # this test ran on a component started again just before it
+            block["restarted"] = restarted
         result[RESULT_KEY] = block
         return result
 

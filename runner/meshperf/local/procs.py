@@ -16,10 +16,12 @@ import ctypes.util
 import functools
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.error
@@ -238,6 +240,80 @@ class ProcessGroup:
                 p._signal_group(signal.SIGTERM)
         for p in reversed(procs):
             p.stop(timeout)
+
+
+# ---- work directories: made per run, removed at close, swept after a SIGKILL --------------
+
+OWNER_FILE = "owner.pid"  # "<pid> <process start time>" of the run that made the directory
+WORK_DIR_PREFIX = "meshperf-local-"
+
+
+def _start_time(pid: int) -> str:
+    """The process's start time in clock ticks since boot (/proc/PID/stat field 22): with the
+    pid it names one process, so a pid reused by another program does not count as the owner."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
+            return f.read().rpartition(")")[2].split()[19]
+    except (OSError, IndexError):
+        return ""
+
+
+def owner_alive(text: str) -> bool:
+    """Whether the ``owner.pid`` content names a process that still runs."""
+    pid_text, _, started = text.strip().partition(" ")
+    try:
+        pid = int(pid_text)
+    except ValueError:
+        return False
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process: not ours to judge
+    return not started or _start_time(pid) in ("", started)
+
+
+def make_work_dir(prefix: str = WORK_DIR_PREFIX) -> Path:
+    """A private (0700) temp directory owned by this process, recorded in ``owner.pid``.
+
+    First removes the directories of earlier runs whose owner is gone: a SIGKILLed runner
+    cannot clean up, and its directory holds private keys.
+    """
+    sweep_stale_work_dirs(prefix)
+    d = Path(tempfile.mkdtemp(prefix=prefix))
+    os.chmod(d, 0o700)
+    (d / OWNER_FILE).write_text(f"{os.getpid()} {_start_time(os.getpid())}\n", encoding="ascii")
+    return d
+
+
+def sweep_stale_work_dirs(prefix: str = WORK_DIR_PREFIX, root: Path | None = None) -> list[Path]:
+    """Remove ``root/<prefix>*`` directories of this user whose owner process is gone.
+
+    A directory without an owner file is left alone (made by an older version, or still being
+    set up by a run that is just starting); so is one that is not this user's.
+    """
+    base = Path(root if root is not None else tempfile.gettempdir())
+    removed: list[Path] = []
+    try:
+        candidates = list(base.glob(f"{prefix}*"))
+    except OSError:
+        return removed
+    for d in candidates:
+        try:
+            if d.is_symlink() or not d.is_dir() or d.stat().st_uid != os.getuid():
+                continue
+            owner = (d / OWNER_FILE).read_text(encoding="ascii", errors="replace")
+        except OSError:
+            continue
+        if owner_alive(owner):
+            continue
+        shutil.rmtree(d, ignore_errors=True)
+        if not d.exists():
+            removed.append(d)
+    return removed
 
 
 def wait_until(
