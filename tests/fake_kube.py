@@ -142,6 +142,44 @@ def fortio_reply() -> bytes:
     return fortiojson.dumps(doc).encode()
 
 
+def pod_from(
+    obj: dict[str, Any], *, name: str, app: str, ip: str, node: str, namespace: str = "twopods"
+) -> dict[str, Any]:
+    """A running, Ready pod as the API server would list it, made from a Deployment's pod
+    template (or a Pod) another project wrote: its containers, init containers, annotations
+    and labels kept as they are; ``app`` added to the labels so meshperf's selector finds it."""
+    template = obj["spec"]["template"] if obj.get("kind") == "Deployment" else obj
+    meta = copy.deepcopy(template.get("metadata") or {})
+    spec = copy.deepcopy(template["spec"])
+    labels = dict(meta.get("labels") or {}, app=app)
+    spec["nodeName"] = node
+    statuses = [
+        {"name": c["name"], "ready": True, "restartCount": 0, "image": c.get("image", ""),
+         "imageID": "", "state": {"running": {"startedAt": "2026-11-20T09:13:02Z"}}}
+        for c in spec.get("containers", [])
+    ]  # fmt: skip
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "labels": labels,
+            "annotations": dict(meta.get("annotations") or {}),
+            "uid": hashlib.sha256(name.encode()).hexdigest()[:32],
+        },
+        "spec": spec,
+        "status": {
+            "phase": "Running",
+            "podIP": ip,
+            "podIPs": [{"ip": ip}],
+            "hostIP": "10.128.0.2",
+            "conditions": [{"type": "Ready", "status": "True"}],
+            "containerStatuses": statuses,
+        },
+    }
+
+
 def load(name: str) -> dict[str, Any]:
     return json.loads((DATA_DIR / name).read_text())
 
@@ -306,6 +344,13 @@ class FakeKube:
                         "resources": {"requests": {"cpu": "2", "memory": "512Mi"}},
                     },
                 ]
+
+    def set_pod(self, pod: dict[str, Any]) -> None:
+        """Replace the pod with the same ``app`` label by ``pod`` (see ``pod_from``)."""
+        app = pod["metadata"]["labels"]["app"]
+        for name in [n for n, p in self.pods.items() if p["metadata"]["labels"].get("app") == app]:
+            del self.pods[name]
+        self.pods[pod["metadata"]["name"]] = pod
 
     def exclude_outbound_ports(self, ports: str) -> None:
         """Give the client's istio-init (and its annotation) these excluded outbound ports,
