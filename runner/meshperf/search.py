@@ -211,12 +211,39 @@ def _round(v: float | None) -> float | None:
     return None if v is None else round(v, 4)
 
 
-def judge(slo: Slo, result: Mapping[str, Any], qps: float, file: str = "") -> Step:
+def offered_thresholds(qps: float, conn: int, duration: float) -> trust.Thresholds:
+    """``meshperf.trust``'s thresholds for a test of ``conn`` connections at ``qps`` for
+    ``duration`` s, the achieved-rate floor lowered by what fortio's own schedule costs.
+
+    Each connection paces its calls at ``conn/qps`` s; with ``-uniform`` the last one starts
+    up to one such interval late, and every one ends on its last slot, so a run that keeps its
+    schedule perfectly still takes up to ``duration + conn/qps`` s: 100 req/s over 8
+    connections for 5 s achieves 98.4 req/s with nobody behind. Only a shortfall beyond that
+    means the load was not offered.
+    """
+    if qps <= 0 or duration <= 0:
+        return trust.DEFAULT
+    schedule = duration / (duration + conn / qps)
+    return dataclasses.replace(
+        trust.DEFAULT, achieved_min_fraction=trust.ACHIEVED_MIN_FRACTION * schedule
+    )
+
+
+def judge(
+    slo: Slo,
+    result: Mapping[str, Any],
+    qps: float,
+    file: str = "",
+    *,
+    conn: int = 0,
+    duration: float = 0.0,
+) -> Step:
     """The step a fortio result makes: its numbers and met / not met / cannot judge.
 
     Whether the load was offered as asked is ``meshperf.trust``'s ``behind`` rule (achieved
-    rate, send lag); its other warnings (CPU pressure, errors, ...) are kept with the step but
-    do not stop the search: the SLO itself decides on errors.
+    rate, send lag), with the schedule's own cost allowed for (``offered_thresholds``) when
+    ``conn`` and ``duration`` are given; its other warnings (CPU pressure, errors, ...) are
+    kept with the step but do not stop the search: the SLO itself decides on errors.
     """
     try:
         r = FortioResult(result, file)
@@ -227,7 +254,8 @@ def judge(slo: Slo, result: Mapping[str, Any], qps: float, file: str = "") -> St
     for p, _ in slo.latency:
         if count:
             lat[f"p{p:g}"] = 1000.0 * r.percentile(p)
-    warnings = trust.assess(r) if count else []
+    thresholds = offered_thresholds(qps, conn, duration) if conn else trust.DEFAULT
+    warnings = trust.assess(r, thresholds=thresholds) if count else []
     base = Step(
         qps=qps,
         achieved=r.actual_qps,
@@ -479,7 +507,10 @@ class SearchRun:
             except (OSError, ValueError) as err:
                 e.search.fail(outcome.spec.qps, f"result {outcome.file} unreadable: {err}")
                 return []
-            e.search.add(judge(self.slo, result, outcome.spec.qps, outcome.file))
+            s = outcome.spec
+            e.search.add(
+                judge(self.slo, result, s.qps, outcome.file, conn=s.conn, duration=s.duration)
+            )
         else:
             e.search.fail(outcome.spec.qps, f"{outcome.status}: {outcome.reason}")
             return []
