@@ -307,3 +307,19 @@ def test_unknown_baseline_series_in_the_library(tmp_path: Path) -> None:
         overhead_chart(build_chart([data], "p50"), baseline_series="mesh")
     with pytest.raises(ResultsError, match="no such file"):
         load_csv(tmp_path / "missing.csv")
+
+
+def test_plain_runs_in_the_2019_shape_claim_no_mesh(tmp_path: Path) -> None:
+    # The 2019 scripts' fortio.py --csv output of runs that were not theirs: no mode, no mesh.
+    header = "StartTime,ActualDuration,Labels,NumThreads,ActualQPS,p50,p90,p99"
+    csv = write(tmp_path / "s.csv", header, [
+        "t,300,direct,1,1000,500,800,990", "t,300,envoy,1,1000,800,1100,1500",
+    ])  # fmt: skip
+    data = load_csv(csv)
+    assert data.format == "istio2019"
+    assert not any("mesh taken as" in n for n in data.notes)
+    chart = build_chart([data], "p99")
+    assert points(chart) == {"direct": [(1, 0.99)], "envoy": [(1, 1.5)]}
+    # Requested QPS taken from ActualQPS (the CSV has no other), and said.
+    assert chart.title == "p99 latency vs connections at 1000 qps"
+    assert any("taken as the achieved ActualQPS" in n for n in data.notes)

@@ -325,12 +325,13 @@ def load_csv(
     elif mesh is not None:
         t["mesh"] = mesh
     elif fmt != FORMAT_MESHPERF:
-        # The 2019 scripts and istio/tools are Istio's; istio/tools labels Linkerd runs.
-        t["mesh"] = _fill(pd.Series(label_mesh, index=t.index, dtype=object), ["istio"] * n)
-        notes.append(
-            f"{p.name}: no mesh column; mesh taken as {'/'.join(sorted(set(t['mesh'])))} "
-            "(name it with --mesh)"
-        )
+        # Labels of the 2019 scripts and istio/tools runs are Istio's (istio/tools marks
+        # Linkerd runs); a row whose label is neither (a plain fortio run) claims no mesh.
+        istio = ["istio" if f else "" for f in facts]
+        t["mesh"] = _fill(pd.Series(label_mesh, index=t.index, dtype=object), istio)
+        if any(facts):
+            taken = "/".join(sorted(set(t["mesh"]) - {""}))
+            notes.append(f"{p.name}: no mesh column; mesh taken as {taken} (name it with --mesh)")
     else:
         # A CSV of ours with the mesh column left out (fortio.py --csv): unknown, not guessed.
         t["mesh"] = pd.Series(label_mesh, index=t.index, dtype=object)
