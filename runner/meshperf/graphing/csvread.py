@@ -294,6 +294,7 @@ def load_csv(
     t = pd.DataFrame(index=raw.index)
     t["source"] = p.name
     t["label"] = label
+    t["warnings"] = _text(raw, "warnings").replace("nan", "")  # meshperf.trust, fortio.py's CSV
     t["mode"] = _fill(_text(raw, "mode").map(_mode), [f.mode if f else "" for f in facts])
     telemetry = _fill(_text(raw, "telemetry"), [f.telemetry if f else "" for f in facts])
     extra = _fill(_text(raw, "extra_labels"), [f.extra if f else "" for f in facts])

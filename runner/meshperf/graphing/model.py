@@ -31,6 +31,7 @@ from meshperf.graphing.names import (
     fmt_number,
     fmt_qps,
 )
+from meshperf.stats import welch
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,6 +62,9 @@ class Series:
     run_ids: frozenset[str] = frozenset()
     y_min: tuple[float, ...] = ()
     y_max: tuple[float, ...] = ()
+    values: tuple[tuple[float, ...], ...] = ()  # the repeats' values at each x
+    warnings: tuple[str, ...] = ()  # meshperf.trust causes of the rows at each x ("" = none)
+    interval: bool = False  # overhead: y_min/y_max are its 95% interval, not the spread
 
     def points(self) -> list[tuple[float, float]]:
         return list(zip(self.x, self.y, strict=True))
@@ -262,6 +266,12 @@ def _shown_dimensions(
     return [d for d in _NAMED_WHEN_DIFFERENT if d in shown]
 
 
+def _warning_union(cells: pd.Series) -> str:
+    """Every cause named by the rows of one point (``; ``-separated, as fortio.py writes)."""
+    parts = (w.strip() for v in cells for w in str(v).split(";"))
+    return "; ".join(dict.fromkeys(w for w in parts if w and w != "nan"))
+
+
 def _make_series(
     rows: pd.DataFrame, xcol: str, split: Sequence[str], n_csvs: int
 ) -> tuple[list[Series], int]:
@@ -284,6 +294,8 @@ def _make_series(
             runs=("y", "size"),
             actual_qps=("actual_qps", "mean"),
             label=("label", lambda s: " | ".join(dict.fromkeys(str(v) for v in s))),
+            values=("y", lambda s: tuple(float(v) for v in s)),
+            warnings=("warnings", _warning_union),
         )
         averaged += int((agg["runs"] > 1).sum())
         name, base = _series_name(key, split, shown, pname in clash)
@@ -307,6 +319,8 @@ def _make_series(
                 runs=tuple(int(v) for v in agg["runs"]),
                 actual_qps=tuple(float(v) for v in agg["actual_qps"]),
                 labels=tuple(str(v) for v in agg["label"]),
+                values=tuple(agg["values"]),
+                warnings=tuple(str(v) for v in agg["warnings"]),
             )
         )
     sources = list(dict.fromkeys(rows["source"]))
@@ -528,14 +542,32 @@ def overhead_chart(chart: Chart, baseline_series: str | None = None) -> Chart:
         if not idx:
             skipped.append(("no x value in common with its baseline", s.name, f" ({b.name})"))
             continue
+        # With repeats on both sides the whiskers are the overhead's 95% interval (Welch's,
+        # between repeats: meshperf.stats), not the spread of one side.
+        lows, highs = [], []
+        b_at = dict(zip(b.x, b.values or [()] * len(b.x), strict=True))
+        b_warn = dict(zip(b.x, b.warnings or [""] * len(b.x), strict=True))
+        for i in idx:
+            mine, theirs = (s.values[i] if s.values else ()), b_at[s.x[i]]
+            lo = hi = None
+            if len(mine) >= 2 and len(theirs) >= 2:
+                _, lo, hi = welch(list(theirs), list(mine))
+            lows.append(s.y[i] - base[s.x[i]] if lo is None else lo)
+            highs.append(s.y[i] - base[s.x[i]] if hi is None else hi)
+        warn = [
+            "; ".join(w for w in ((s.warnings[i] if s.warnings else ""), b_warn[s.x[i]]) if w)
+            for i in idx
+        ]
         out.append(
             dataclasses.replace(
                 s,
                 baseline=b.name,
                 x=tuple(s.x[i] for i in idx),
                 y=tuple(s.y[i] - base[s.x[i]] for i in idx),
-                y_min=tuple(s.y_min[i] - base[s.x[i]] for i in idx),
-                y_max=tuple(s.y_max[i] - base[s.x[i]] for i in idx),
+                y_min=tuple(lows),
+                y_max=tuple(highs),
+                interval=True,
+                warnings=tuple(warn),
                 runs=tuple(s.runs[i] for i in idx),
                 actual_qps=tuple(s.actual_qps[i] for i in idx),
                 labels=tuple(s.labels[i] for i in idx),

@@ -83,6 +83,7 @@ def make_figure(
                 "actual_qps": list(s.actual_qps),
                 "label": list(s.labels),
                 "baseline": [s.baseline or "-"] * len(s.x),
+                "warnings": [w or "-" for w in (s.warnings or [""] * len(s.x))],
             },
             name=s.name,
         )
@@ -101,6 +102,7 @@ def make_figure(
             )
         )
         _draw_spread(p, s, color)
+        _draw_warnings(p, s, source)
         xs.update(s.x)
     x_fmt = "0" if chart.xaxis == "connections" else "0.[00]"
     p.add_tools(
@@ -112,7 +114,11 @@ def make_figure(
                 (chart.y_label, f"@y{{{chart.y_format}}}"),
                 ("achieved QPS", "@actual_qps{0.0}"),
                 ("runs", "@runs"),
-                ("repeats min..max", f"@y_min{{{chart.y_format}}} .. @y_max{{{chart.y_format}}}"),
+                (
+                    "95% interval" if any(s.interval for s in chart.series) else "repeats min..max",
+                    f"@y_min{{{chart.y_format}}} .. @y_max{{{chart.y_format}}}",
+                ),
+                ("warnings", "@warnings"),
                 ("label", "@label"),
                 *((("minus", "@baseline"),) if chart.metric.startswith("overhead-") else ()),
             ],
@@ -130,6 +136,20 @@ def make_figure(
         legend.click_policy = "hide"
         legend.location = "top_left"
     return p
+
+
+def _draw_warnings(p: Figure, s: Series, source: Any) -> None:
+    """A red ring around each point whose rows carry warnings (meshperf.trust)."""
+    from bokeh.models import CDSView, IndexFilter
+
+    idx = [i for i, w in enumerate(s.warnings) if w]
+    if not idx:
+        return
+    p.scatter(
+        "x", "y", source=source, view=CDSView(filter=IndexFilter(indices=idx)), marker="circle",
+        size=16, fill_alpha=0.0, line_color="#d62728", line_width=2, legend_label=s.name,
+        name=f"{s.name} warnings",
+    )  # fmt: skip
 
 
 def _draw_spread(p: Figure, s: Series, color: str) -> None:
