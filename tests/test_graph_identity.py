@@ -180,6 +180,9 @@ def test_istio_tools_modes_no_istio_clientonly_and_linkerd(tmp_path: Path) -> No
     data = load_csv(csv)
     assert data.format == "istio-tools"
     chart = build_chart([data], "p50")
+    assert [s.name for s in chart.series] == [
+        "istio none_mtls_baseline", "istio none_mtls_serversidecar", "istio none_mtls_clientonly",
+        "istio none_mtls_both", "linkerd baseline", "linkerd both"]
     assert points(chart) == {
         "istio none_mtls_baseline": [(16, 0.1)],
         "istio none_mtls_serversidecar": [(16, 0.3)],

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import re
 
+from meshperf import labels
 from meshperf.platform import (
-    MODES,
     RESOURCE_CLIENT_PROXY,
     RESOURCE_INGRESS_PROXY,
     RESOURCE_SERVER_PROXY,
@@ -56,7 +56,8 @@ PROXY_TITLES: dict[str, str] = {
     "waypoint": "waypoint",
 }
 
-MODE_ORDER: tuple[str, ...] = (*MODES[:2], "clientsidecar", *MODES[2:])
+# Legend order: every mode a label or mode column may name (meshperf.labels), in run order.
+MODE_ORDER: tuple[str, ...] = labels.MODES
 MESH_NAME = re.compile(r"^[a-z][a-z0-9-]{0,40}$")
 
 
