@@ -180,6 +180,14 @@ def test_search_never_met() -> None:
     assert min(st.qps for st in s.steps) >= search.MIN_QPS
 
 
+def test_search_goes_no_lower_than_ten_calls_per_connection() -> None:
+    assert search.min_rate(8, 3.0) == pytest.approx(80 / 3)
+    assert search.min_rate(1, 60.0) == search.MIN_QPS
+    s = search.find_max(knee_system(0.1), 100.0, 0.05, min_qps=search.min_rate(8, 3.0))
+    assert s.outcome == search.NEVER_MET
+    assert [st.qps for st in s.steps] == [100.0, 50.0, pytest.approx(80 / 3)]
+
+
 def test_search_stops_where_the_load_cannot_be_offered() -> None:
     s = search.find_max(knee_system(knee=10_000.0, limit=3000.0), 100.0, 0.05)
     assert s.outcome == search.LOAD_LIMIT

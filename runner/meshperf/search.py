@@ -44,6 +44,9 @@ RAMP_FACTOR = 2.0
 MAX_RAMP_STEPS = 14  # 100 req/s doubled 13 times is 819200 req/s: beyond any one client
 MIN_QPS = 1.0  # below this a downward ramp gives up: the SLO is not met at any useful rate
 RETRIES = 1  # times a step that could not judge the SLO is run again before the search ends
+# Below this many calls per connection a step's percentiles say nothing (a p99 of 3 calls):
+# the downward ramp stops at the rate that gives each connection that many.
+MIN_CALLS_PER_CONNECTION = 10
 
 # A step judges the SLO only if the load was offered as planned (coordinated omission hides
 # latency otherwise): meshperf.trust's "behind" rule, with its thresholds.
@@ -413,6 +416,11 @@ def _whole(q: float) -> float:
     return float(round(q))
 
 
+def min_rate(conn: int, duration: float) -> float:
+    """The lowest rate a search tries: ``MIN_CALLS_PER_CONNECTION`` calls per connection."""
+    return max(MIN_QPS, MIN_CALLS_PER_CONNECTION * conn / duration)
+
+
 def worst_case_steps(
     resolution: float, max_ramp_steps: int = MAX_RAMP_STEPS, start_qps: float = DEFAULT_START_QPS
 ) -> int:
@@ -479,7 +487,8 @@ class SearchRun:
         self.entries: list[_Entry] = []
         self._by_spec: dict[Any, tuple[_Entry, int]] = {}
         for spec in plan.tests:
-            e = _Entry(spec.mode, spec.conn, Search(spec.qps, resolution), spec)
+            search = Search(spec.qps, resolution, min_qps=min_rate(spec.conn, spec.duration))
+            e = _Entry(spec.mode, spec.conn, search, spec)
             self.entries.append(e)
             self._by_spec[spec] = (e, 1)
 
