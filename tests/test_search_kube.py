@@ -1,0 +1,61 @@
+"""``--find-max`` on the kubernetes platform, against the wire-level fake API server: each step
+is a ``fortio load`` exec in the client pod at the step's rate, and the search finds the knee
+of a fortio that answers slowly past it."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import fortio_data
+import runner
+from fake_kube import ExecCall, ExecReply, FakeKube
+from meshperf import fortiojson
+from meshperf.errors import ExitCode
+
+KNEE = 2500.0  # req/s: fortio's p99 jumps from 1 ms to 6 ms past it
+
+
+@pytest.fixture
+def fk() -> Iterator[FakeKube]:
+    with FakeKube() as f:
+        yield f
+
+
+def test_find_max_in_the_client_pod(
+    fk: FakeKube, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def fortio(call: ExecCall) -> ExecReply:
+        if call.argv[:2] != ["fortio", "load"]:
+            return fk.default_exec(call)
+        argv = call.argv
+        qps = float(argv[argv.index("-qps") + 1])
+        tail = 0.001 if qps <= KNEE else 0.006
+        doc = fortio_data.http_result(
+            [0.0005] * 98 + [tail] * 2, qps=qps, threads=16, duration_s=100,
+            labels=argv[argv.index("-labels") + 1],
+        )  # fmt: skip
+        doc["ActualQPS"] = qps
+        return ExecReply(stdout=fortiojson.dumps(doc).encode())
+
+    fk.exec_handler = fortio
+    out = tmp_path / "results"
+    code = runner.main([
+        "16", "0", "100", "--baseline", "--no-clientsidecar", "--find-max", "--slo",
+        "p99=2ms", "--find-max-resolution", "10%", "--platform", "kubernetes",
+        "--kubeconfig", str(fk.kubeconfig(tmp_path / "kc")), "--output-dir", str(out), "-q",
+    ])  # fmt: skip
+    text = capsys.readouterr().out
+    assert code == ExitCode.OK, text
+    rates = [float(c.argv[c.argv.index("-qps") + 1]) for c in fk.calls("fortio")]
+    assert rates[:6] == [100, 200, 400, 800, 1600, 3200]
+    (run_file,) = out.glob("run-*.json")
+    (rec,) = json.loads(run_file.read_text())["slo_search"]
+    assert rec["outcome"] == "found" and not rec["lower_bound"]
+    assert rec["max_qps"] <= KNEE and (KNEE - rec["max_qps"]) / KNEE <= 0.10
+    assert [s["qps"] for s in rec["steps"]] == rates
+    row = next(ln for ln in text.splitlines() if ln.startswith("baseline ") and "between" in ln)
+    assert row.split()[:3] == ["baseline", "16", f"{rec['max_qps']:g}"]
