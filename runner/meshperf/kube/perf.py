@@ -4,9 +4,9 @@ How: once per run an ephemeral debug container (image ``--perf-image``, which mu
 ``perf`` and ``pgrep``) is added to the server pod with ``targetContainerName`` set to the proxy
 container, so it sees the proxy's processes. During each test, execs in that container find
 the proxy (``pgrep``), record it (``perf record -F 99 -g -p PID -- sleep N``) and print the
-samples (``perf script``); the stacks are folded and drawn as an SVG flame graph under
-``<output-dir>/perf/``. Any failure is recorded in ``meshperf.perf.error`` and the matrix
-goes on: profiling is an extra, never a reason to lose a measurement.
+samples (``perf script``); ``meshperf.flamegraph`` folds the stacks and draws an SVG flame
+graph under ``<output-dir>/perf/``. Any failure is recorded in ``meshperf.perf.error`` and the
+matrix goes on: profiling is an extra, never a reason to lose a measurement.
 
 The debug container is started when the platform starts (and again for a replaced server
 pod, before its next test), so its image pull and start-up (up to ``READY_TIMEOUT``) never
@@ -18,16 +18,15 @@ with the pod. Each run adds its own, named after the run id.
 
 from __future__ import annotations
 
-import html
 import re
 import threading
 import time
-import zlib
-from collections import defaultdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from meshperf import flamegraph
 from meshperf.errors import ClusterError
+from meshperf.flamegraph import FREQUENCY
 from meshperf.kube.execs import SHORT_EXEC_TIMEOUT, run_exec
 from meshperf.plan import repeat_label
 from meshperf.platform import RunOptions, TestSpec
@@ -38,7 +37,7 @@ if TYPE_CHECKING:
 # Seconds the debug container sleeps: the largest value every sleep (busybox too) accepts.
 # A shorter life would turn every later test's exec into an error (it cannot be restarted).
 DEBUG_TTL = 2147483647
-PERF_FREQ = 99  # Hz, as the 2019 scripts' get_perfdata.sh
+PERF_FREQ = FREQUENCY  # Hz, as the 2019 scripts' get_perfdata.sh
 MAX_RECORD_SECONDS = 40.0  # the 2019 scripts recorded 40 s of each test
 READY_TIMEOUT = 90.0  # image pull + start of the debug container
 # The process to profile in each mesh's proxy container.
@@ -81,102 +80,6 @@ def record_window(duration: float) -> tuple[float, float]:
     seconds = min(MAX_RECORD_SECONDS, max(1.0, duration * 0.5))
     delay = max(0.0, (duration - seconds) / 2)
     return delay, seconds
-
-
-# -- folding and drawing -------------------------------------------------------------------
-
-_FRAME_RE = re.compile(r"^\s*[0-9a-fA-F]+\s+(?P<sym>.+?)(?:\s+\((?P<dso>[^)]*)\))?\s*$")
-# "comm pid[/tid] [cpu] time: period event:" -- comm may hold spaces (thread names).
-_HEADER_RE = re.compile(r"^(?P<comm>\S.*?)\s+\d+(?:/\d+)?\s+(?:\[\d+\]\s+)?\d+\.\d+:")
-
-
-def fold_perf_script(text: str) -> dict[str, int]:
-    """``perf script`` output -> folded stacks ``root;...;leaf`` -> sample count.
-
-    Each sample is a header line (``comm pid ... cycles:``) followed by one frame per line,
-    leaf first, and a blank line.
-    """
-    folded: dict[str, int] = defaultdict(int)
-    comm = ""
-    frames: list[str] = []
-
-    def flush() -> None:
-        if comm:
-            stack = [comm] + list(reversed(frames))
-            folded[";".join(stack)] += 1
-
-    in_sample = False
-    for line in text.splitlines():
-        if not line.strip():
-            if in_sample:
-                flush()
-            in_sample, comm, frames = False, "", []
-            continue
-        if line.startswith("#"):
-            continue
-        if not in_sample:
-            in_sample = True
-            header = _HEADER_RE.match(line)
-            comm = (header.group("comm") if header else line.split()[0]).replace(" ", "_")
-            frames = []
-            continue
-        m = _FRAME_RE.match(line)
-        if m:
-            sym = m.group("sym")
-            dso = m.group("dso") or ""
-            if sym == "[unknown]" and dso and dso != "[unknown]":
-                sym = f"[{Path(dso).name}]"
-            frames.append(sym.replace(";", ":"))
-    if in_sample:
-        flush()
-    return dict(folded)
-
-
-def render_flamegraph(folded: dict[str, int], title: str) -> str:
-    """A self-contained SVG flame graph (root at the bottom, width = share of samples)."""
-    total = sum(folded.values())
-    width, row, pad = 1200.0, 16, 30
-    tree: dict[str, Any] = {"n": 0, "c": {}}
-    depth = 0
-    for stack, count in folded.items():
-        node = tree
-        node["n"] += count
-        frames = stack.split(";")
-        depth = max(depth, len(frames))
-        for f in frames:
-            node = node["c"].setdefault(f, {"n": 0, "c": {}})
-            node["n"] += count
-    height = pad * 2 + row * (depth + 1)
-    rects: list[str] = []
-
-    def draw(node: dict[str, Any], name: str, x: float, level: int) -> None:
-        w = width * node["n"] / total if total else 0
-        if w < 0.3:
-            return
-        y = height - pad - row * (level + 1)
-        hue = (zlib.crc32(name.encode()) % 40) + 10  # stable colours across runs
-        label = html.escape(name)
-        pct = 100.0 * node["n"] / total
-        text = html.escape(name[: int(w / 7)]) if w > 21 else ""
-        rects.append(
-            f"<g><title>{label} ({node['n']} samples, {pct:.2f}%)</title>"
-            f'<rect x="{x:.1f}" y="{y}" width="{w:.1f}" height="{row - 1}" '
-            f'fill="hsl({hue},90%,60%)"/>'
-            f'<text x="{x + 3:.1f}" y="{y + row - 4}">{text}</text></g>'
-        )
-        cx = x
-        for child_name, child in sorted(node["c"].items()):
-            draw(child, child_name, cx, level + 1)
-            cx += width * child["n"] / total
-
-    draw(tree, "all", 0.0, 0)
-    return (
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width:.0f}" height="{height}" '
-        f'font-family="monospace" font-size="11">'
-        f'<text x="10" y="20" font-size="14">{html.escape(title)} ({total} samples)</text>'
-        + "".join(rects)
-        + "</svg>\n"
-    )
 
 
 # -- the recorder ----------------------------------------------------------------------------
@@ -335,17 +238,11 @@ class PerfRecorder:
         data_file = f"/tmp/meshperf-{label}.perf.data"
         self._exec(record_argv(pids[0], seconds, data_file), timeout=seconds + SHORT_EXEC_TIMEOUT)
         script = self._exec(script_argv(data_file), timeout=120.0)
-        folded = fold_perf_script(script)
+        folded = flamegraph.fold(script)
         if not folded:
             raise ClusterError("--perf: perf recorded no samples")
-        out_dir = Path(self.opts.output_dir) / "perf"
-        out_dir.mkdir(parents=True, exist_ok=True)
-        (out_dir / f"{label}.folded").write_text(
-            "".join(f"{k} {v}\n" for k, v in sorted(folded.items()))
-        )
-        svg = out_dir / f"{label}.svg"
-        svg.write_text(render_flamegraph(folded, f"{process} in {self.server.name}: {label}"))
-        return svg
+        svg = Path(self.opts.output_dir) / "perf" / f"{label}.svg"
+        return flamegraph.write(folded, svg, f"{process} in {self.server.name}: {label}")
 
     def close(self) -> None:
         self._closed.set()
