@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from meshperf import clients, limits, loadcmd, search
+from meshperf import clients, limits, loadcmd
 from meshperf.argtypes import (
     duration_seconds,
     image_ref,
@@ -32,7 +32,14 @@ from meshperf.cli import (  # make_output_dir, remove_if_empty: also runner's AP
     prepare_output_dir,
     remove_if_empty,
 )
-from meshperf.errors import ConfigError, ExitCode, MeshperfError, exit_cli
+from meshperf.errors import ConfigError, ExitCode, MeshperfError, exit_cli, missing_package
+
+try:  # meshperf.search reads results, which needs requests: one line, not a traceback
+    from meshperf import search
+except ModuleNotFoundError as e:
+    if (e.name or "").partition(".")[0] == "meshperf":
+        raise
+    missing_package(e)
 from meshperf.plan import (
     LOAD_GENERATORS,
     MESHES,
