@@ -26,6 +26,13 @@ from meshperf import goduration, trust
 from meshperf.errors import ConfigError, PrometheusError
 from meshperf.results import FortioResult, LoadReport, Skipped, atomic_write_text
 
+try:  # prometheus-api-client: only --prometheus needs it
+    from meshperf.prom import PrometheusSource, throttling
+
+    _PROMETHEUS: tuple[type, ...] = (PrometheusSource,)
+except ImportError:  # pragma: no cover - depends on the installed packages
+    _PROMETHEUS = ()
+
 # Column name -> percentile for the latency columns every row has.
 PERCENTILE_COLUMNS: dict[str, float] = {"p50": 50, "p75": 75, "p90": 90, "p99": 99, "p999": 99.9}
 # Every key of a row, in CSV order when all are wanted (resource columns follow).
@@ -256,6 +263,8 @@ def collect(
                             row.update(cells)
                         else:  # never silently missing (the 2019 scripts' complaint)
                             reason = "Prometheus has no proxy CPU/memory series in the window"
+                        if isinstance(prometheus, _PROMETHEUS):
+                            _throttling_warnings(r, row, prometheus, window, name, notify)
                 except PrometheusError as e:
                     prom_failures += 1
                     reason = f"Prometheus: {e}"
@@ -264,6 +273,23 @@ def collect(
                 partial.append(Skipped(r.source, reason))
         rows.append(row)
     return Collected(rows, len(report.results), skipped, partial, selected_out, duplicates)
+
+
+def _throttling_warnings(
+    r: FortioResult,
+    row: dict[str, Any],
+    prometheus: Any,
+    window: tuple[dt.datetime, dt.datetime],
+    name: str,
+    notify: Callable[[str], None],
+) -> None:
+    """meshperf.trust's ``throttled``: a proxy CPU-throttled in the window (kubernetes)."""
+    try:
+        throttled = throttling(prometheus, *window)
+    except PrometheusError as e:
+        notify(f"{name}: CPU throttling not read ({e})")
+        return
+    row["warnings"] = trust.text(trust.assess(r, throttled=throttled))
 
 
 def cut_short(r: FortioResult) -> str | None:

@@ -46,6 +46,9 @@ CPU_METRIC = "container_cpu_usage_seconds_total"
 # Not container_memory_usage_bytes: that one includes page cache the kernel can drop at will,
 # so a proxy writing access logs looks like it is leaking.
 MEM_METRIC = "container_memory_working_set_bytes"
+# cAdvisor's CFS counters: scheduling periods, and those in which the quota ran out.
+THROTTLED_METRIC = "container_cpu_cfs_throttled_periods_total"
+PERIODS_METRIC = "container_cpu_cfs_periods_total"
 
 BYTES_PER_MB = 1024 * 1024
 MILLICORES_PER_CORE = 1000.0
@@ -253,6 +256,25 @@ def resource_queries(rate_window_s: float, extra: Sequence[Matcher] = ()) -> tup
         cpu_parts.append(f"rate({cpu_sel}[{window}])")
         mem_parts.append(vector_selector(MEM_METRIC, base))
     return " or ".join(cpu_parts), " or ".join(mem_parts)
+
+
+def throttling_queries(window_s: float, extra: Sequence[Matcher] = ()) -> tuple[str, str]:
+    """The (throttled periods, periods) PromQL: CFS periods counted over the whole window.
+
+    ``increase`` over the window evaluated at its end gives one value per container; only
+    containers with a CPU limit have CFS periods. meshperf.trust warns on their ratio.
+    """
+    window = format_prom_duration(window_s)
+    pods = _pod_regex()
+    throttled: list[str] = []
+    periods: list[str] = []
+    for pod_label, container_label in LABEL_SCHEMES:
+        base = [Matcher(pod_label, "=~", pods)]
+        base += [Matcher(container_label, "!=", c) for c in POD_LEVEL_CONTAINERS]
+        base += list(extra)
+        throttled.append(f"increase({vector_selector(THROTTLED_METRIC, base)}[{window}])")
+        periods.append(f"increase({vector_selector(PERIODS_METRIC, base)}[{window}])")
+    return " or ".join(throttled), " or ".join(periods)
 
 
 # --- workloads ------------------------------------------------------------------------------
@@ -581,6 +603,28 @@ class PrometheusSource:
                 entry["mem_MB"] = mem[key]
             out[key] = entry
         return out
+
+
+def throttling(
+    source: PrometheusSource, start: dt.datetime, end: dt.datetime
+) -> dict[str, dict[str, float]]:
+    """``{key: {"throttled": share of CFS periods throttled, "periods": n}}`` over [start, end]
+    (``meshperf.throttled``); workloads without a CPU limit have no periods and are absent."""
+    _require_aware(start)
+    _require_aware(end)
+    span = (end - start).total_seconds()
+    if span <= 0:
+        return {}
+    thr_q, per_q = throttling_queries(span, source.matchers)
+    step = max(span, source.timing().scrape_interval)
+    thr = summarize(source._query_range(thr_q, end, end, step), 1.0)
+    per = summarize(source._query_range(per_q, end, end, step), 1.0)
+    out: dict[str, dict[str, float]] = {}
+    for key, p in per.items():
+        if p["avg"] > 0:
+            t = thr.get(key, {}).get("avg", 0.0)
+            out[key] = {"throttled": round(t / p["avg"], 4), "periods": round(p["avg"], 1)}
+    return out
 
 
 def _require_aware(t: dt.datetime) -> None:

@@ -79,11 +79,14 @@ def assess(
     *,
     thresholds: Thresholds = DEFAULT,
     window_problem: str | None = None,
+    throttled: Mapping[str, Any] | None = None,
 ) -> list[TrustWarning]:
     """Every warning that applies to ``r`` (a usable result, ``r.problem is None``).
 
     ``window_problem`` is the Prometheus path's reason a test is too short for its window
-    (``meshperf.prom.Timing.window``), when CPU/memory were asked for and could not be had.
+    (``meshperf.prom.Timing.window``), when CPU/memory were asked for and could not be had;
+    ``throttled`` the CFS throttling read from Prometheus (``meshperf.prom.throttling``), in
+    place of the result's own ``meshperf.throttled``.
     """
     out: list[TrustWarning] = []
     requested = r.requested_qps
@@ -117,7 +120,8 @@ def assess(
                     f"(PSI some > {100 * thresholds.cpu_pressure_max:g}%)",
                 )
             )
-    throttled = r.meshperf.get(THROTTLED_KEY)
+    if throttled is None:
+        throttled = r.meshperf.get(THROTTLED_KEY)
     if isinstance(throttled, Mapping):
         for key, t in sorted(throttled.items()):
             share_t = _number(t.get("throttled")) if isinstance(t, Mapping) else None
