@@ -552,7 +552,7 @@ def _main(argv: list[str] | None, created: list[Path]) -> int:
         if slo_run is not None:
             print(slo_run.dry_run())
         if args.clients > 1:
-            print(clients.describe(args.clients, plan.platform, args.conn[0], plan.tests[0].qps))
+            print(clients.describe(args.clients, plan.platform, plan.tests))
         return int(ExitCode.OK)
 
     opts = RunOptions(
@@ -596,6 +596,8 @@ def _main(argv: list[str] | None, created: list[Path]) -> int:
     keep_failed = bool(args.resume_keep_failed)
     todo = still_to_run(plan, args.output_dir, keep_failed) if args.resume else list(plan.tests)
     _note(args, start_line(plan, todo, args.output_dir))
+    if slo_run is not None:
+        _note(args, slo_run.start_note())
     try:
         report = run_matrix(
             slo_run.wrap(platform) if slo_run is not None else platform,

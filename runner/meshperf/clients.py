@@ -558,14 +558,23 @@ def run_kube(platform: Any, spec: Any) -> dict[str, Any]:
     return result
 
 
-def describe(n: int, platform: str, conn: int, qps: float) -> str:
-    """``--dry-run``'s line about the clients: "3 client pods, each ..."."""
-    shares = split_test(conn, qps, n)
-    what = "client pods (label app=fortioclient)" if platform == "kubernetes" else (
-        "load generator processes"
+def describe(n: int, platform: str, tests: Sequence[Any]) -> str:
+    """``--dry-run``'s lines about the clients: "load from 3 client pods ... at once: ..."."""
+    what = (
+        "client pods (label app=fortioclient)"
+        if platform == "kubernetes"
+        else "load generator processes"
     )
-    each = ", ".join(f"c={c} qps={q:g}" for c, q in shares)
-    return f"load from {n} {what} at once: {each}; results merged into one"
+    cells = list(dict.fromkeys((t.conn, t.qps) for t in tests))
+
+    def each(conn: int, qps: float) -> str:
+        return ", ".join(f"c={c} qps={q:g}" for c, q in split_test(conn, qps, n))
+
+    if len(cells) == 1:
+        return f"load from {n} {what} at once: {each(*cells[0])}; results merged into one"
+    lines = [f"load from {n} {what} at once, results merged into one per test:"]
+    lines += [f"  c={c} qps={q:g}: {each(c, q)}" for c, q in cells]
+    return "\n".join(lines)
 
 
 # ---- the command line -----------------------------------------------------------------------

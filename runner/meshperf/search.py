@@ -27,15 +27,20 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import math
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
-from meshperf import trust
+from meshperf import loadcmd, trust
 from meshperf.errors import ResultsError
 from meshperf.goduration import SECOND, parse_duration
+from meshperf.plan import Plan, format_seconds, make_label
+from meshperf.platform import RESULT_KEY, Platform, TestSpec
 from meshperf.results import FortioResult
+from meshperf.run import ERRORS, OK, Outcome
 
 FIND_MAX_LABEL = "findmax"  # label tag of every search step (the facts are in the block)
 DEFAULT_START_QPS = 100.0  # QPS 0 on the command line: start the ramp here
@@ -367,10 +372,6 @@ class Search:
         self.steps.append(Step(qps=qps, reason=reason))
         self._stop(STEP_FAILED, f"the test at {qps:g} req/s failed: {reason}")
 
-    def interrupt(self, reason: str) -> None:
-        if not self.done:
-            self._stop(UNFINISHED, reason)
-
     def _stop(self, outcome: str, reason: str) -> None:
         self._next = None
         self.outcome, self.reason = outcome, reason
@@ -453,11 +454,8 @@ def step_labels(extra_labels: str) -> str:
     return f"{extra_labels}_{FIND_MAX_LABEL}" if extra_labels else FIND_MAX_LABEL
 
 
-def step_label(run_id: str, spec: Any, qps: float) -> str:
+def step_label(run_id: str, spec: TestSpec, qps: float) -> str:
     """The fortio label of ``spec``'s search at ``qps``: the plan's own label rule."""
-    from meshperf import loadcmd
-    from meshperf.plan import make_label
-
     token = loadcmd.label_token(spec.protocol, spec.h2)
     return make_label(run_id, qps, spec.conn, spec.size, spec.extra_labels, spec.mode, token)
 
@@ -467,7 +465,7 @@ class _Entry:
     mode: str
     conn: int
     search: Search
-    first: Any  # the TestSpec of step 1, the template of the others
+    first: TestSpec  # step 1, the template of the others
 
 
 class SearchRun:
@@ -479,30 +477,26 @@ class SearchRun:
     ``slo_search``; ``wrap(platform)`` adds the ``search`` block to each step's result.
     """
 
-    def __init__(self, plan: Any, slo: Slo, resolution: float, output_dir: Any) -> None:
+    def __init__(self, plan: Plan, slo: Slo, resolution: float, output_dir: Path) -> None:
         self.plan = plan
         self.slo = slo
         self.resolution = resolution
         self.output_dir = output_dir
         self.entries: list[_Entry] = []
-        self._by_spec: dict[Any, tuple[_Entry, int]] = {}
+        self._by_spec: dict[TestSpec, tuple[_Entry, int]] = {}
         for spec in plan.tests:
             search = Search(spec.qps, resolution, min_qps=min_rate(spec.conn, spec.duration))
             e = _Entry(spec.mode, spec.conn, search, spec)
             self.entries.append(e)
             self._by_spec[spec] = (e, 1)
 
-    def spec_at(self, e: _Entry, qps: float) -> Any:
+    def spec_at(self, e: _Entry, qps: float) -> TestSpec:
         return dataclasses.replace(
             e.first, qps=float(qps), labels=step_label(self.plan.run_id, e.first, qps)
         )
 
-    def more(self, outcome: Any) -> list[Any]:
+    def more(self, outcome: Outcome) -> list[TestSpec]:
         """Judge a finished step; the next test of its search, if any."""
-        import json
-
-        from meshperf.run import ERRORS, OK
-
         found = self._by_spec.get(outcome.spec)
         if found is None:
             return []
@@ -530,16 +524,12 @@ class SearchRun:
         self._by_spec[spec] = (e, len(e.search.steps) + 1)
         return [spec]
 
-    def step_info(self, spec: Any) -> dict[str, Any] | None:
+    def step_info(self, spec: TestSpec) -> dict[str, Any] | None:
         found = self._by_spec.get(spec)
         if found is None:
             return None
         e, n = found
         return {"slo": self.slo.text, "step": n, "mode": e.mode, "conn": e.conn}
-
-    def finish(self, reason: str) -> None:
-        for e in self.entries:
-            e.search.interrupt(reason)
 
     def records(self) -> list[dict[str, Any]]:
         return [
@@ -559,7 +549,7 @@ class SearchRun:
             },
         }
 
-    def wrap(self, platform: Any) -> SearchPlatform:
+    def wrap(self, platform: Platform) -> SearchPlatform:
         return SearchPlatform(platform, self)
 
     def hooks(self) -> dict[str, Any]:
@@ -568,6 +558,15 @@ class SearchRun:
 
     def summary(self) -> str:
         return summary_text(self.records(), self.slo)
+
+    def start_note(self) -> str:
+        """Said beside the run's start line, whose estimate counts only the first steps."""
+        n = len(self.entries)
+        worst = worst_case_steps(self.resolution, start_qps=self.plan.tests[0].qps) if n else 0
+        return (
+            f"SLO search ({self.slo.describe()}): {n} searches of up to {worst} steps each,"
+            " decided as they go; the estimate above is for their first steps"
+        )
 
     def dry_run(self) -> str:
         return dry_run_text(
@@ -579,7 +578,7 @@ class SearchRun:
 class SearchPlatform:
     """A platform whose results say which search step they are (``meshperf.search``)."""
 
-    def __init__(self, inner: Any, run: SearchRun) -> None:
+    def __init__(self, inner: Platform, run: SearchRun) -> None:
         self.inner = inner
         self.run = run
         self.name = inner.name
@@ -587,9 +586,7 @@ class SearchPlatform:
     def start(self, modes: tuple[str, ...]) -> None:
         self.inner.start(modes)
 
-    def run_test(self, spec: Any) -> dict[str, Any]:
-        from meshperf.platform import RESULT_KEY
-
+    def run_test(self, spec: TestSpec) -> dict[str, Any]:
         result: dict[str, Any] = self.inner.run_test(spec)
         info = self.run.step_info(spec)
         if info is not None and isinstance(result, dict):
@@ -680,7 +677,7 @@ def summary_text(records: Sequence[Mapping[str, Any]], slo: Slo) -> str:
 
 
 def dry_run_text(
-    plan: Any, slo: Slo, resolution: float, per_test_overhead: float, start_overhead: float
+    plan: Plan, slo: Slo, resolution: float, per_test_overhead: float, start_overhead: float
 ) -> str:
     """What ``--find-max --dry-run`` prints: how the search goes and its worst-case time."""
     n = len(plan.tests)
@@ -690,8 +687,6 @@ def dry_run_text(
     worst = worst_case_steps(resolution, start_qps=start)
     duration = plan.tests[0].duration
     worst_s = start_overhead + n * worst * (duration + per_test_overhead)
-    from meshperf.plan import format_seconds
-
     lines = [
         f"SLO search: the {n} tests above are the first steps of {n} searches"
         f" ({', '.join(f'{t.mode} c={t.conn}' for t in plan.tests)}), each for the highest"
@@ -786,7 +781,7 @@ def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Non
         parser.error("--find-max decides each step from the one before; --resume does not apply")
 
 
-def prepare(args: argparse.Namespace, plan: Any) -> SearchRun | None:
+def prepare(args: argparse.Namespace, plan: Plan) -> SearchRun | None:
     """With ``--find-max``: the run's searches, and the plan reduced to each search's first
     step (the start rate, the ``findmax`` label tag); None without it."""
     if not getattr(args, "find_max", False):
