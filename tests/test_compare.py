@@ -275,7 +275,9 @@ def test_rows_with_warnings_are_marked(tmp_path: Path, capsys: pytest.CaptureFix
     assert cli.main([str(base), str(new), "--json", str(out)]) == 0
     text = capsys.readouterr().out
     assert "both c4 q1000 1024B http !" in text
-    assert re.search(r"new \S+r2_qps\S+: behind: achieved 89\d\.\d of 1000 qps \(\d+\.\d%\)", text)
-    assert "base " not in text.split("! tests whose")[1]  # the sound side is not marked
+    footnote = text.split("! results with warnings")[1]
+    assert "  both c4 q1000 1024B http: new 1/1 results (behind 1)\n" in footnote
+    assert "base " not in footnote  # the sound side is not marked
     row = json.loads(out.read_text())["rows"][0]
-    assert any("behind" in w and w.startswith("new ") for w in row["warnings"])
+    (w,) = row["warnings"]
+    assert re.fullmatch(r"new \S+r2_qps\S+: behind: achieved 89\d\.\d of 1000 qps \(\d+\.\d%\)", w)

@@ -82,7 +82,7 @@ def test_cpu_pressure_throttling_errors_and_samples() -> None:
         "cpu-pressure", "throttled", "errors", "short-window", "few-samples",
     ]  # fmt: skip
     text = trust.text(w)
-    assert "tasks waited for a CPU 42% of the test" in text
+    assert "tasks waited for a CPU 42.0% of the test" in text
     assert "fortioserver_deployment_proxy CPU-throttled in 20.0% of periods" in text
     assert "0.99% of calls failed" in text
     assert "3 samples of fortioserver_deployment_proxy (< 5)" in text

@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 
 from meshperf import collect as col
-from meshperf import stats
+from meshperf import stats, trust
 from meshperf.errors import ConfigError, ResultsError
 from meshperf.results import (
     DEFAULT_TIMEOUT,
@@ -549,6 +549,22 @@ def _side_text(side: Side) -> str:
     return f"{side.name} ({n} result{'' if n == 1 else 's'}; run {runs})"
 
 
+def _warning_summary(c: Change) -> str:
+    """``base 2/3 results (behind 2, cpu-pressure 1); new 3/3 (...)``: causes counted."""
+    parts: list[str] = []
+    for side, total in (("base", c.n_base), ("new", c.n_new)):
+        texts = [w.partition(": ")[2] for w in c.warnings if w.startswith(side + " ")]
+        if not texts:
+            continue
+        counts: dict[str, int] = {}
+        for t in texts:
+            for code in dict.fromkeys(trust.codes(t)):
+                counts[code] = counts.get(code, 0) + 1
+        causes = ", ".join(f"{code} {n}" for code, n in counts.items())
+        parts.append(f"{side} {len(texts)}/{total} results ({causes})")
+    return "; ".join(parts)
+
+
 def text_report(cmp: Comparison) -> str:
     """benchstat's layout: one block per metric, a line per test, the geometric mean last."""
     lines = [f"base: {_side_text(cmp.base)}", f"new:  {_side_text(cmp.new)}", ""]
@@ -580,14 +596,16 @@ def text_report(cmp: Comparison) -> str:
         lines += _table(rows, {1, 2, 3})
         lines.append("")
     if marked:
-        lines.append("! tests whose results carry warnings (their numbers may not be believed):")
+        lines.append(
+            "! results with warnings (their numbers may not be believed; each cause is in the "
+            "--json rows and fortio.py's warnings column):"
+        )
         seen: set[str] = set()
         for c in marked:
-            for w in c.warnings:
-                line = f"  {describe_key(c.key)}: {w}"
-                if line not in seen:
-                    seen.add(line)
-                    lines.append(line)
+            line = f"  {describe_key(c.key)}: {_warning_summary(c)}"
+            if line not in seen:
+                seen.add(line)
+                lines.append(line)
         lines.append("")
     for what, keys in (("only in base", cmp.only_base), ("only in new", cmp.only_new)):
         if keys:

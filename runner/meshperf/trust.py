@@ -116,7 +116,7 @@ def assess(
             out.append(
                 TrustWarning(
                     "cpu-pressure",
-                    f"tasks waited for a CPU {100 * some:.0f}% of the test "
+                    f"tasks waited for a CPU {100 * some:.1f}% of the test "
                     f"(PSI some > {100 * thresholds.cpu_pressure_max:g}%)",
                 )
             )
