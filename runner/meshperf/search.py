@@ -40,7 +40,7 @@ from meshperf.goduration import SECOND, parse_duration
 from meshperf.plan import Plan, format_seconds, make_label
 from meshperf.platform import RESULT_KEY, Platform, TestSpec
 from meshperf.results import FortioResult
-from meshperf.run import ERRORS, OK, Outcome
+from meshperf.run import ERRORS, INTERRUPTED, OK, Outcome
 
 FIND_MAX_LABEL = "findmax"  # label tag of every search step (the facts are in the block)
 DEFAULT_START_QPS = 100.0  # QPS 0 on the command line: start the ramp here
@@ -501,8 +501,8 @@ class SearchRun:
         if found is None:
             return []
         e, _ = found
-        if e.search.done:
-            return []
+        if e.search.done or outcome.status == INTERRUPTED:
+            return []  # a step stopped midway says nothing; the search stays unfinished
         if outcome.status in (OK, ERRORS) and outcome.file:
             try:
                 text = (self.output_dir / outcome.file).read_text(encoding="utf-8")
