@@ -37,9 +37,37 @@ def kubeconfig_paths(env: Mapping[str, str], home: Path | None = None) -> list[P
     return [p] if p.is_file() else []
 
 
-def _merged(paths: list[Path]) -> tuple[dict[str, Any], str | None]:
+# File fields kubectl resolves against the directory of the kubeconfig that names them
+# (k8s.io/client-go tools/clientcmd loader.go ResolveLocalPaths).
+_PATH_FIELDS = {
+    "clusters": ("cluster", ("certificate-authority",)),
+    "users": ("user", ("client-certificate", "client-key", "tokenFile")),
+}
+
+
+def _resolve_paths(key: str, item: dict[str, Any], base: Path) -> dict[str, Any]:
+    """``item`` with its relative file fields made absolute against ``base``."""
+    if key not in _PATH_FIELDS:
+        return item
+    inner_key, fields = _PATH_FIELDS[key]
+    inner = item.get(inner_key)
+    if not isinstance(inner, dict):
+        return item
+    inner = dict(inner)
+    for field in fields:
+        value = inner.get(field)
+        if isinstance(value, str) and value and not Path(value).is_absolute():
+            inner[field] = str(base / value)
+    return {**item, inner_key: inner}
+
+
+def merged(paths: list[Path]) -> tuple[dict[str, Any], str | None]:
     """kubectl's merge of several kubeconfig files: for ``current-context`` and for each named
-    context, cluster and user, the first file that sets it wins. Returns (config, problem)."""
+    context, cluster and user, the first file that sets it wins; relative file paths are made
+    absolute against the file that names them, as kubectl does. Returns (config, problem).
+
+    The one merge: ``--platform auto`` probes the result, and the kubernetes platform hands the
+    same dict to the client (``meshperf.kube.cluster.connect``)."""
     import yaml
 
     out: dict[str, Any] = {"contexts": [], "clusters": [], "users": []}
@@ -57,7 +85,11 @@ def _merged(paths: list[Path]) -> tuple[dict[str, Any], str | None]:
             if not isinstance(items, list):  # a hand-edited kubeconfig may hold anything here
                 continue
             seen = {i.get("name") for i in out[key]}
-            out[key] += [i for i in items if isinstance(i, dict) and i.get("name") not in seen]
+            out[key] += [
+                _resolve_paths(key, i, path.resolve().parent)
+                for i in items
+                if isinstance(i, dict) and i.get("name") not in seen
+            ]
     return out, None
 
 
@@ -125,7 +157,7 @@ def choose_platform(
     if not paths:
         where = "$KUBECONFIG" if env.get("KUBECONFIG") else "~/.kube/config"
         return Choice("local", f"no kubeconfig ({where} not found)")
-    cfg, problem = _merged(paths)
+    cfg, problem = merged(paths)
     if problem:
         return Choice("local", problem)
     named = str(paths[0]) if len(paths) == 1 else f"({kc})"

@@ -18,6 +18,7 @@ from kubernetes import config as kconfig
 from kubernetes.client.rest import ApiException
 from kubernetes.config.config_exception import ConfigException
 
+from meshperf import choose
 from meshperf.errors import ClusterError
 from meshperf.kube import paths
 from meshperf.platform import RunOptions
@@ -135,16 +136,13 @@ class PodInfo:
 
 
 def resolve_kubeconfig(opts: RunOptions) -> str | None:
-    """The kubeconfig path(s) to use, or None for in-cluster configuration."""
+    """The kubeconfig path(s) to use (a list joined with the path separator, as KUBECONFIG
+    holds it), or None for in-cluster configuration. The files are the ones ``--platform
+    auto`` looked at (``meshperf.choose.kubeconfig_paths``)."""
     if opts.kubeconfig:
         return opts.kubeconfig
-    env = os.environ.get("KUBECONFIG")
-    if env:
-        return env
-    default = Path.home() / ".kube" / "config"
-    if default.is_file():
-        return str(default)
-    return None
+    found = choose.kubeconfig_paths(os.environ)
+    return os.pathsep.join(str(p) for p in found) if found else None
 
 
 def connect(opts: RunOptions) -> Connection:
@@ -165,9 +163,25 @@ def connect(opts: RunOptions) -> Connection:
             raise ClusterError(f"in-cluster configuration failed: {e}") from e
         context = "in-cluster"
     else:
+        # Merged once, by meshperf.choose (the same merge --platform auto probed), then given
+        # to the client as one config.
+        files = [Path(p) for p in path.split(os.pathsep) if p]
+        missing = [str(f) for f in files if not f.is_file()]
+        if missing:
+            raise ClusterError(
+                f"kubeconfig {missing[0]} not found",
+                hint="point --kubeconfig or KUBECONFIG at a cluster's config",
+            )
+        config_dict, problem = choose.merged(files)
+        if problem:
+            what = f"context {opts.context!r}" if opts.context else "the current context"
+            raise ClusterError(
+                f"cannot load {what} from kubeconfig {path}: {problem}",
+                hint="pick another with --context, or another file with --kubeconfig / KUBECONFIG",
+            )
         try:
-            kconfig.load_kube_config(
-                config_file=path,
+            kconfig.load_kube_config_from_dict(
+                config_dict,
                 context=opts.context,
                 client_configuration=cfg,
                 persist_config=False,
@@ -179,17 +193,9 @@ def connect(opts: RunOptions) -> Connection:
                 f"cannot load {what} from kubeconfig {path}: {str(e).splitlines()[0]}",
                 hint="pick another with --context, or another file with --kubeconfig / KUBECONFIG",
             ) from e
-        context = opts.context or _current_context(path) or "current"
+        context = opts.context or str(config_dict.get("current-context") or "current")
     cfg.retries = 0  # fail fast; the caller decides whether to try again
     return Connection(kclient.ApiClient(configuration=cfg), context, str(cfg.host))
-
-
-def _current_context(path: str) -> str | None:
-    try:
-        _, current = kconfig.list_kube_config_contexts(config_file=path)
-    except (ConfigException, OSError, ValueError, TypeError, AttributeError, KeyError):
-        return None
-    return str(current.get("name")) if current else None
 
 
 def _close_api(api: kclient.ApiClient) -> None:
