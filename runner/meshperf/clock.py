@@ -111,12 +111,28 @@ class SpinTimer:
 
 
 class Scheduler:
-    """Callbacks at absolute ``perf_counter_ns`` instants, to the microsecond, on one loop."""
+    """Callbacks at absolute ``perf_counter_ns`` instants, to the microsecond, on one loop.
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+    ``early=True`` (the echo server's ``delay=``) also learns how late the timer's wakeups
+    are on this machine and arms that much early, then spins the remainder, at most
+    ``MAX_SPIN_NS``: a callback is never run before its instant, and on a loaded machine the
+    median reply leaves on time instead of one wakeup latency late. The lead is a running
+    median (moved by ``LEAD_STEP_NS`` per wakeup), so about half of the wakeups spin a little.
+    The load generator does not use it: a spinning loop would time the responses that arrive
+    meanwhile late.
+    """
+
+    MAX_SPIN_NS = 200_000
+    MAX_LEAD_NS = 1_000_000
+    LEAD_STEP_NS = 5_000
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, early: bool = False) -> None:
         self._heap: list[tuple[int, int, Callable[[int, Any], None], Any]] = []
         self._seq = 0
-        self._armed = 0
+        self._armed = 0  # the instant the timer is set for, 0 = not armed
+        self._early = early
+        self._learn = False  # the armed wakeup measures the timer's lateness
+        self.lead = 50_000 if early else 0  # ns the timer is armed ahead of the due instant
         self.timer: TimerFd | SpinTimer
         try:
             self.timer = TimerFd(loop, self._on_timer)
@@ -127,21 +143,39 @@ class Scheduler:
         """Call ``fn(due_ns, arg)`` at ``due_ns``; equal instants run in the order asked."""
         self._seq += 1
         heapq.heappush(self._heap, (due_ns, self._seq, fn, arg))
-        if not self._armed or due_ns < self._armed:
-            self._armed = due_ns
-            self.timer.arm(due_ns)
+        if not self._armed or due_ns - self.lead < self._armed:
+            self._arm(due_ns)
+
+    def _arm(self, due_ns: int) -> None:
+        at = due_ns - self.lead
+        now = _now()
+        # Only a wakeup asked for the future says how late wakeups are.
+        self._learn = self._early and at > now
+        self._armed = at if at > now else due_ns
+        self.timer.arm(self._armed)
 
     def _on_timer(self) -> None:
+        now = _now()
+        if self._learn and self._armed:
+            # Track the median wakeup latency: one step towards what this wakeup showed.
+            late = now - self._armed
+            lead = self.lead + (self.LEAD_STEP_NS if late > self.lead else -self.LEAD_STEP_NS)
+            self.lead = min(max(lead, 0), self.MAX_LEAD_NS)
         self._armed = 0
         heap = self._heap
-        now = _now()
-        while heap and heap[0][0] <= now:
+        spin = self.MAX_SPIN_NS if self._early else 0
+        while heap:
+            due = heap[0][0]
+            if due > now:
+                if due - now > spin:
+                    break
+                while _now() < due:  # the last few microseconds, never early
+                    pass
             due, _, fn, arg = heapq.heappop(heap)
             fn(due, arg)
             now = _now()
         if heap and not self._armed:
-            self._armed = heap[0][0]
-            self.timer.arm(self._armed)
+            self._arm(heap[0][0])
 
     def clear(self) -> None:
         """Forget every pending callback (the timer may still fire once, to no effect)."""

@@ -466,7 +466,7 @@ def _serve_socket(sock: socket.socket, cfg: EchoConfig, ready: Callable[[], None
     stop = asyncio.Event()
 
     async def run() -> None:
-        sched = Scheduler(loop)
+        sched = Scheduler(loop, early=True)
         server = await loop.create_server(lambda: EchoProtocol(cfg, sched), sock=sock, backlog=4096)
         servers = [server]
         if cfg.tcp is not None:
