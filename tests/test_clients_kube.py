@@ -167,3 +167,29 @@ def test_client_on_the_server_node_is_a_warning(
     warning = json.loads(merged_file.read_text())["meshperf"]["clients_warning"]
     assert f"client pod(s) {pods[1]} on the server's node" in warning
     assert CLIENT_NODE not in warning
+
+
+def test_stop_reaches_fortio_in_every_client_pod(fk: FakeKube, tmp_path: Path) -> None:
+    from meshperf.errors import ClusterError
+    from meshperf.kube.platform import KubernetesPlatform
+    from meshperf.platform import RunOptions
+    from meshperf.platform import TestSpec as Spec
+
+    pods = add_client_pods(fk, 3)
+    fk.hold_fortio = 60.0  # each fortio runs until pkill releases it
+    opts = RunOptions(platform="kubernetes", kubeconfig=str(fk.kubeconfig(tmp_path / "kc")),
+                      run_id="5e1f00d2", clients=3, output_dir=tmp_path)  # fmt: skip
+    p = KubernetesPlatform.from_options(opts)
+    try:
+        p.start(("baseline",))
+        timer = threading.Timer(1.5, p.stop_current)
+        timer.start()
+        t0 = time.monotonic()
+        with pytest.raises(ClusterError, match="was stopped"):
+            p.run_test(Spec(mode="baseline", conn=6, qps=300, duration=60,
+                            labels="5e1f00d2_qps_300_c_6_1024_base", run_id="5e1f00d2"))
+        assert time.monotonic() - t0 < 20
+    finally:
+        p.close()
+    assert sorted(c.pod for c in fk.calls("pkill")) == sorted(pods)
+    assert sorted(c.pod for c in fk.calls("fortio")) == sorted(pods)

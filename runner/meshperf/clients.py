@@ -459,7 +459,7 @@ def run_kube(platform: Any, spec: Any) -> dict[str, Any]:
     from meshperf.errors import ClusterError
     from meshperf.kube import cluster as kc
     from meshperf.kube import platform as kp
-    from meshperf.kube.execs import SHORT_EXEC_TIMEOUT, ExecSession, run_exec
+    from meshperf.kube.execs import SHORT_EXEC_TIMEOUT, ExecSession, pkill_argv, run_exec
     from meshperf.platform import RESULT_KEY
 
     p = platform
@@ -497,6 +497,20 @@ def run_kube(platform: Any, spec: Any) -> dict[str, Any]:
         except BaseException as e:  # noqa: BLE001 - reported below
             errors[i] = e
 
+    def stop_all() -> None:
+        """Stop fortio in every client pod (pkill in its own pod), then drop the streams."""
+        for (pod, _, _), sess in zip(plans, sessions, strict=True):
+            if sess is None or sess.interrupt_sent:
+                continue
+            sess.interrupt_sent = True
+            try:
+                run_exec(p.cluster.core, pod.name, pod.namespace, pod.stop_container(),
+                         pkill_argv(label), timeout=kp.STOP_TIMEOUT)  # fmt: skip
+            except ClusterError as e:
+                p._say(f"could not stop fortio in pod {pod.namespace}/{pod.name} ({e})")
+            finally:
+                sess.abort()
+
     # Every exec opens at the same moment (threads), so the clients start together.
     threads = [threading.Thread(target=connect, args=(i,), daemon=True) for i in range(n)]
     for t in threads:
@@ -513,15 +527,12 @@ def run_kube(platform: Any, spec: Any) -> dict[str, Any]:
             t.start()
         while any(t.is_alive() for t in waits):
             if p._stopping.is_set() or any(errors):
-                for s in sessions:
-                    if s is not None:
-                        p._interrupt(s, label)
+                stop_all()
             for t in waits:
                 t.join(0.2)
     finally:
-        for s in sessions:
-            if s is not None and not s.interrupt_sent and any(errors):
-                p._interrupt(s, label)
+        if any(errors):
+            stop_all()
     if p._stopping.is_set():
         raise ClusterError(f"test {label} was stopped")
     for (pod, _, _), err in zip(plans, errors, strict=True):
