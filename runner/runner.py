@@ -56,6 +56,7 @@ from meshperf.plan import (
     label_text,
     load_config,
     new_run_id,
+    recorded_mesh,
     run_id_text,
     run_labels,
     select_modes,
@@ -530,7 +531,7 @@ def _main(argv: list[str] | None, created: list[Path]) -> int:
         duration=args.duration,
         modes=modes,
         platform=choice.platform,
-        mesh=args.mesh,
+        mesh=recorded_mesh(choice.platform, args.mesh),  # what runs: "envoy" locally
         run_id=run_id,
         size=args.size,
         extra_labels=extra,

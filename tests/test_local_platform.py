@@ -382,7 +382,8 @@ EXPECTED_RESOURCES = {
 def test_each_mode_runs(results: dict[str, dict], platform: LocalPlatform, mode: str) -> None:
     r = results[mode]
     block = r[RESULT_KEY]
-    assert block["platform"] == "local" and block["mesh"] == "istio"
+    assert block["platform"] == "local" and block["mesh"] == "envoy"  # no Istio ran
+    assert block["mesh_description"].startswith("Envoy sidecars with an Istio-like")
     assert block["mode"] == mode and block["run_id"] == "t1"
     assert (block["conn"], block["qps"], block["duration"], block["size"]) == (2, 200, 2, 1024)
     assert block["arrival"] == "uniform"

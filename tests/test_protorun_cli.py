@@ -239,3 +239,21 @@ def test_resume_finds_a_grpc_result_for_a_grpc_test(tmp_path: Path) -> None:
         mesh="istio", run_id="0000beef",
     )  # fmt: skip
     assert len(still_to_run(plan, tmp_path)) == 1  # HTTP/1.1 has no result yet
+
+
+def test_local_results_name_envoy_not_istio(tmp_path: Path) -> None:
+    """--mesh istio on the local platform runs Envoy sidecars, no Istio: the plan (whose mesh
+    every result and the run file record) says envoy; Kubernetes keeps the mesh asked for."""
+    from meshperf.plan import recorded_mesh
+
+    assert recorded_mesh("local", "istio") == "envoy"
+    assert recorded_mesh("local", "none") == "none"
+    assert recorded_mesh("kubernetes", "istio") == "istio"
+    plan = build_plan(
+        conns=[1], qpss=[10.0], duration=1, modes=("baseline",), platform="local",
+        mesh=recorded_mesh("local", "istio"), run_id="0000beef",
+    )  # fmt: skip
+    assert plan.mesh == "envoy"
+    # A result the local platform wrote as "istio" before this rule is still found by --resume.
+    _write_result(tmp_path, "old", mesh="istio")
+    assert still_to_run(plan, tmp_path) == []

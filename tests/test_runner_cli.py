@@ -60,7 +60,7 @@ def test_dry_run_prints_every_test_label_target_and_estimate(
     per, start = PER_TEST_OVERHEAD["local"], START_OVERHEAD["local"]
     total = start + 4 * (3 + per)
     expected = [
-        "plan: 4 tests on local (mesh istio), run id 0123abcd",
+        "plan: 4 tests on local (mesh envoy), run id 0123abcd",
         "#  mode      conn  qps  duration  label                           protocol  url"
         "                                               target",
         "1  baseline  1     500  3s        0123abcd_qps_500_c_1_1024_base  http/1.1"

@@ -26,6 +26,18 @@ from meshperf.platform import MODES, TestSpec
 MESHES: tuple[str, ...] = ("istio", "istio-ambient", "linkerd", "none")
 # Meshes whose control plane only exists in a cluster; the local platform emulates Istio.
 CLUSTER_ONLY_MESHES: frozenset[str] = frozenset({"istio-ambient", "linkerd"})
+# What the local platform runs for --mesh istio: Envoy sidecars configured the way Istio
+# configures them (meshperf.local.envoy), with no istiod and no Istio filters. Results, run
+# files and charts name that, not "istio", which did not run.
+LOCAL_MESH = "envoy"
+LOCAL_MESH_DESCRIPTION = "Envoy sidecars with an Istio-like configuration (no Istio control plane)"
+
+
+def recorded_mesh(platform: str, mesh: str) -> str:
+    """The mesh a result records: what ran. ``--mesh istio`` on the local platform is
+    ``envoy``; everything else is what was asked for. Also maps results written before this
+    rule (local, "istio") so ``--resume`` still finds them."""
+    return LOCAL_MESH if platform == "local" and mesh == "istio" else mesh
 PLATFORMS: tuple[str, ...] = ("auto", "local", "kubernetes")
 LOAD_GENERATORS: tuple[str, ...] = ("builtin", "fortio")
 

@@ -34,7 +34,7 @@ from meshperf.errors import ExitCode, MeshperfError
 from meshperf.fortiojson import parse_start_time
 from meshperf.histogram import calc_percentile
 from meshperf.loadcmd import uses_h2
-from meshperf.plan import Plan, format_qps, format_seconds
+from meshperf.plan import Plan, format_qps, format_seconds, recorded_mesh
 from meshperf.platform import RESULT_KEY, Platform, TestSpec
 from meshperf.results import error_percent
 
@@ -151,6 +151,8 @@ def _start_time(result: dict[str, Any]) -> dt.datetime:
 
 
 def resume_key(block: dict[str, Any]) -> tuple[Any, ...]:
+    mesh = recorded_mesh(str(block.get("platform", "")), str(block.get("mesh", "")))
+    block = {**block, "mesh": mesh}  # a local "istio" result from before is an "envoy" one
     return tuple(
         float(block[k])
         if k in ("qps", "duration")

@@ -55,7 +55,7 @@ from meshperf.local.procs import (
     wait_until,
 )
 from meshperf.local.sampler import Sampler
-from meshperf.plan import repeat_label
+from meshperf.plan import LOCAL_MESH, LOCAL_MESH_DESCRIPTION, recorded_mesh, repeat_label
 from meshperf.platform import (
     RESOURCE_CLIENT_PROXY,
     RESOURCE_INGRESS_PROXY,
@@ -229,6 +229,14 @@ class LocalPlatform:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    def _mesh_facts(self) -> dict[str, str]:
+        """``mesh`` as what ran (meshperf.plan.recorded_mesh) and, for Envoy sidecars, what
+        that is: no Istio ran here."""
+        mesh = recorded_mesh(self.name, self.opts.mesh)
+        if mesh == LOCAL_MESH:
+            return {"mesh": mesh, "mesh_description": LOCAL_MESH_DESCRIPTION}
+        return {"mesh": mesh}
 
     def _say(self, message: str, level: int = 0) -> None:
         if self.opts.verbose >= level:
@@ -555,7 +563,7 @@ class LocalPlatform:
         block.update(
             spec.result_block(
                 platform=self.name,
-                mesh=self.opts.mesh,
+                **self._mesh_facts(),
                 run_id=self.opts.run_id,
                 target=url,
                 resources=sampler.resources(window),
@@ -657,7 +665,8 @@ class LocalPlatform:
     def metadata(self) -> dict[str, Any]:
         meta: dict[str, Any] = {
             "platform": self.name,
-            "mesh": self.opts.mesh,
+            **self._mesh_facts(),
+            "mesh_requested": self.opts.mesh,
             "proxy_concurrency": self.opts.proxy_concurrency,
             "telemetry": self.opts.telemetry,
             "load_generator": {
