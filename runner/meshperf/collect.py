@@ -18,7 +18,7 @@ import json
 import math
 import re
 import statistics
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -181,7 +181,7 @@ class ResourceSource(Protocol):
     ) -> tuple[dt.datetime, dt.datetime] | str: ...
 
     def resources(
-        self, start: dt.datetime, end: dt.datetime
+        self, start: dt.datetime, end: dt.datetime, ztunnels: Collection[str] | None = None
     ) -> dict[str, dict[str, dict[str, float]]]: ...
 
 
