@@ -2,9 +2,10 @@
 
 HTTPS with a CA and server certificate made per instance, bearer-token auth, the read
 endpoints meshperf uses (pods, services, namespaces, nodes, deployments, daemonsets,
-``/version``), the ``ephemeralcontainers`` patch, and the exec websocket: an RFC 6455 server
-written here, speaking the ``v4.channel.k8s.io`` subprotocol (binary frames whose first byte is
-the channel: 1 stdout, 2 stderr, 3 status JSON). Objects come from ``tests/data/kube/*.json``,
+``/version``), the ``ephemeralcontainers`` patch, and the exec websocket, speaking the
+``v4.channel.k8s.io`` subprotocol (binary frames whose first byte is the channel: 1 stdout,
+2 stderr, 3 status JSON); the framing is the ``websockets`` library's (its sans-I/O protocol),
+not ours. Objects come from ``tests/data/kube/*.json``,
 shaped like ``kubectl get -o json`` output. Every exec's argv is recorded; what an exec prints
 is decided by ``exec_handler`` (default: ``fortio load`` prints a fortio 1.75-shaped JSON
 result that ``tests/fortio_data.py`` builds, so the fake needs nothing outside the repository).
@@ -23,7 +24,6 @@ import select
 import shutil
 import socket
 import ssl
-import struct
 import tempfile
 import threading
 import time
@@ -34,6 +34,10 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import yaml
+from websockets.frames import Opcode
+from websockets.protocol import State
+from websockets.server import ServerProtocol
+from websockets.utils import accept_key
 
 import conformance
 import fortio_data
@@ -44,7 +48,6 @@ from tlsfiles import server_tls_files
 DATA_DIR = Path(__file__).resolve().parent / "data" / "kube"
 # The fortio fixtures, for test modules that still import the name; the fake never reads them.
 FIXTURES = conformance.path("fixtures", "fortio")
-WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 V4 = "v4.channel.k8s.io"
 FRAME_CHUNK = 32 * 1024  # the API server relays exec output in pieces; so do we
 
@@ -561,8 +564,7 @@ def _make_handler(fk: FakeKube) -> type[BaseHTTPRequestHandler]:
             if V4 not in offered:
                 self._send(400, {"message": f"subprotocol {V4} not offered: {offered}"})
                 return
-            key = self.headers.get("Sec-WebSocket-Key", "")
-            accept = base64.b64encode(hashlib.sha1((key + WS_GUID).encode()).digest()).decode()  # noqa: S324 - RFC 6455
+            accept = accept_key(self.headers.get("Sec-WebSocket-Key", ""))
             self.send_response(101, "Switching Protocols")
             self.send_header("Upgrade", "websocket")
             self.send_header("Connection", "Upgrade")
@@ -577,6 +579,8 @@ def _make_handler(fk: FakeKube) -> type[BaseHTTPRequestHandler]:
                 fk.exec_calls.append(call)
             reply = fk.exec_handler(call)
             conn = self.connection
+            # The handshake is done above (the API server's own headers); frames from here on.
+            self._ws = ServerProtocol(state=State.OPEN, max_size=None)
             # The real server opens each channel with an empty frame.
             for ch in (1, 2, 3):
                 self._frame(bytes([ch]))
@@ -592,23 +596,22 @@ def _make_handler(fk: FakeKube) -> type[BaseHTTPRequestHandler]:
                         call.closed_by_client = True
                         return
             self._frame(bytes([3]) + status_json(reply, call.argv))
-            self._frame(struct.pack("!H", 1000), opcode=0x8)
+            self._ws.send_close(1000)
+            self._flush()
             self._client_gone(conn, 2.0)  # wait for the client's close frame
 
-        def _frame(self, payload: bytes, opcode: int = 0x2) -> bool:
-            n = len(payload)
-            if n < 126:
-                head = struct.pack("!BB", 0x80 | opcode, n)
-            elif n < 65536:
-                head = struct.pack("!BBH", 0x80 | opcode, 126, n)
-            else:
-                head = struct.pack("!BBQ", 0x80 | opcode, 127, n)
+        def _flush(self) -> bool:
             try:
-                self.wfile.write(head + payload)
+                for data in self._ws.data_to_send():
+                    self.wfile.write(data)
                 self.wfile.flush()
             except OSError:
                 return False
             return True
+
+        def _frame(self, payload: bytes) -> bool:
+            self._ws.send_binary(payload)
+            return self._flush()
 
         def _client_gone(self, conn: socket.socket, timeout: float) -> bool:
             """Wait up to ``timeout`` for a client frame; True if it closed or disconnected."""
@@ -618,21 +621,15 @@ def _make_handler(fk: FakeKube) -> type[BaseHTTPRequestHandler]:
                 if not r:
                     return False
             try:
-                head = self.rfile.read(2)
-                if len(head) < 2:
-                    return True
-                opcode = head[0] & 0x0F
-                n = head[1] & 0x7F
-                if n == 126:
-                    n = struct.unpack("!H", self.rfile.read(2))[0]
-                elif n == 127:
-                    n = struct.unpack("!Q", self.rfile.read(8))[0]
-                mask = self.rfile.read(4) if head[1] & 0x80 else b""
-                self.rfile.read(n)
+                data = self.rfile.read1(65536)  # what arrived (the handshake was read from here)
             except OSError:
                 return True
-            del mask
-            return opcode == 0x8
+            if not data:
+                self._ws.receive_eof()
+                return True
+            self._ws.receive_data(data)
+            frames = self._ws.events_received()
+            return any(f.opcode == Opcode.CLOSE for f in frames) or self._ws.state is State.CLOSED
 
     return Handler
 
