@@ -326,3 +326,20 @@ def test_plain_runs_in_the_2019_shape_claim_no_mesh(tmp_path: Path) -> None:
     # Requested QPS taken from ActualQPS (the CSV has no other), and said.
     assert chart.title == "p99 latency vs connections at 1000 qps"
     assert any("taken as the achieved ActualQPS" in n for n in data.notes)
+
+
+def test_series_without_a_baseline_at_its_rate_is_one_note(tmp_path: Path) -> None:
+    # The baseline ran at 1000 qps only; both ran at 500 and 1000.
+    csv = write(tmp_path / "q.csv", DEFAULT, [
+        "t,r_qps_1000_c_4_1024_base,baseline,istio,,4,4,1000,1000,1024,100,200",
+        "t,r_qps_1000_c_4_1024_both,both,istio,,4,4,1000,1000,1024,400,800",
+        "t,r_qps_500_c_4_1024_both,both,istio,,4,4,500,500,1024,380,700",
+        "t,r_qps_500_c_4_1024_serveronly,serversidecar,istio,,4,4,500,500,1024,300,600",
+    ])  # fmt: skip
+    _, charts, notes = build_page([load_csv(csv)], "all")
+    p50 = {c.metric: c for c in charts}["overhead-p50"]
+    assert points(p50) == {"both @ 1000 qps": [(4, 0.3)]}
+    assert [n for n in notes if n.startswith("overhead")] == [
+        "overhead p50, p99: 2 series not drawn: no baseline at the same qps; "
+        "e.g. 'serversidecar @ 500 qps'"
+    ]

@@ -227,21 +227,25 @@ def _core_name(key: dict[str, Any]) -> str:
     return " ".join(x for x in (key["setup"], mode_part) if x)
 
 
+# How a split dimension's value reads in a series name: "500 qps", "16 conn", "1024 B".
+_DIMENSION_UNITS: dict[str, str] = {"qps": "qps", "conn": "conn", "size": "B"}
+_DIMENSION_WORDS: dict[str, str] = {"qps": "qps", "conn": "connections", "size": "payload size"}
+
+
+def _held_values(held: Sequence[tuple[str, float]]) -> str:
+    """``500 qps, 1024 B``: the values a series holds its split dimensions at."""
+    return ", ".join(
+        f"{fmt_qps(v) if d == 'qps' else fmt_number(v)} {_DIMENSION_UNITS[d]}" for d, v in held
+    )
+
+
 def _series_name(
     key: dict[str, Any], split: Sequence[str], shown: Sequence[str], with_source: bool
 ) -> tuple[str, str]:
     """The series' name and its base name (without split dimensions and file name)."""
     base = " ".join(x for x in (*(key[d] for d in shown), _core_name(key)) if x)
-    parts = []
-    for dim in split:
-        v = key[dim]
-        if dim == "qps":
-            parts.append(f"{fmt_qps(v)} qps")
-        elif dim == "conn":
-            parts.append(f"{fmt_number(v)} conn")
-        else:
-            parts.append(f"{fmt_number(v)} B")
-    name = base + (" @ " + ", ".join(parts) if parts else "")
+    held = _held_values([(d, key[d]) for d in split])
+    name = base + (f" @ {held}" if held else "")
     if with_source:
         name += f" ({key['source']})"
     return name, base
@@ -422,15 +426,6 @@ def build_chart(
     )
 
 
-def _held_text_of(held: tuple[tuple[str, float], ...]) -> str:
-    return ", ".join(
-        f"{fmt_qps(v)} qps"
-        if d == "qps"
-        else (f"{fmt_number(v)} conn" if d == "conn" else f"{fmt_number(v)} B")
-        for d, v in held
-    )
-
-
 def _baseline_for(
     s: Series, baselines: Sequence[Series], explicit: bool
 ) -> tuple[Series | None, Skip | None]:
@@ -444,9 +439,8 @@ def _baseline_for(
     """
     same_held = [b for b in baselines if b.held == s.held]
     if not same_held:
-        where = _held_text_of(s.held)
-        return None, ("no baseline at the same " + ("values" if where else "x"), s.name,
-                      f" ({where})" if where else "")  # fmt: skip
+        what = " and ".join(_DIMENSION_WORDS[d] for d, _ in s.held) or "values"
+        return None, (f"no baseline at the same {what}", s.name, "")
 
     def ident(x: Series) -> tuple[str, ...]:
         return (x.source, x.mesh, x.platform, x.protocol)
