@@ -151,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
             comparison.changes = [
                 c
                 for c in comparison.changes
-                if any(cmp_mod.Gate("", w, 0).matches_metric(c.metric) for w in wanted)
+                if any(cmp_mod.metric_matches(w, c.metric) for w in wanted)
             ]
             if not comparison.changes:
                 raise MeshperfError(f"--metrics {args.metrics}: no such metric compared")

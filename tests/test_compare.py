@@ -281,3 +281,15 @@ def test_rows_with_warnings_are_marked(tmp_path: Path, capsys: pytest.CaptureFix
     row = json.loads(out.read_text())["rows"][0]
     (w,) = row["warnings"]
     assert re.fullmatch(r"new \S+r2_qps\S+: behind: achieved 89\d\.\d of 1000 qps \(\d+\.\d%\)", w)
+
+
+def test_fortio_server_urls_are_sources(tmp_path: Path) -> None:
+    """The sources fortio.py reads include a fortio server's URL (its data listing)."""
+    from fake_fortio_server import FakeFortio
+
+    mixer, nomixer = _mixer_pair(tmp_path)
+    out = tmp_path / "c.json"
+    with FakeFortio.from_dir(mixer) as base, FakeFortio.from_dir(nomixer) as new:
+        assert cli.main([base.url, new.url, "--json", str(out), "--metrics", "p50"]) == 0
+    rows = json.loads(out.read_text())["rows"]
+    assert len(rows) == len(CONNS) and {r["verdict"] for r in rows} == {"improved"}

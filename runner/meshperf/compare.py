@@ -650,6 +650,11 @@ _GATE = re.compile(r"^(?P<verdict>regressed|improved):(?P<metric>[A-Za-z0-9_*?\[
                    r"(?:>(?P<pct>[0-9]+(?:\.[0-9]+)?)%)?$")  # fmt: skip
 
 
+def metric_matches(pattern: str, metric: str) -> bool:
+    """A metric name or an fnmatch pattern (``cpu_*``), as --metrics and --fail-on take."""
+    return fnmatch.fnmatchcase(metric, pattern)
+
+
 @dataclasses.dataclass(frozen=True)
 class Gate:
     """``regressed:p99>5%``: fail when a significant regression of p99 is over 5%."""
@@ -672,7 +677,7 @@ class Gate:
         return f"{self.verdict}:{self.metric}{pct}"
 
     def matches_metric(self, metric: str) -> bool:
-        return fnmatch.fnmatchcase(metric, self.metric)
+        return metric_matches(self.metric, metric)
 
     def trips(self, c: Change) -> bool:
         if c.verdict != self.verdict or not self.matches_metric(c.metric):
