@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 from meshperf.argtypes import positive_float
+from meshperf.cli import OneLineParser, print_error
 from meshperf.errors import ExitCode, MeshperfError, exit_cli, missing_package
 
 try:
@@ -50,7 +51,7 @@ exit status: 0 compared (whatever the verdicts); {EXIT_GATE} a --fail-on gate tr
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = OneLineParser(
         prog=PROG,
         description=__doc__,
         epilog=EPILOG,
@@ -105,7 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _err(message: str, hint: str | None = None) -> None:
-    print(f"{PROG}: error: {message}" + (f" (hint: {hint})" if hint else ""), file=sys.stderr)
+    print_error(PROG, message, hint)  # meshperf.cli: the one error line of every script
 
 
 def _sources(text: str) -> list[str]:
