@@ -343,3 +343,15 @@ def test_series_without_a_baseline_at_its_rate_is_one_note(tmp_path: Path) -> No
         "overhead p50, p99: 2 series not drawn: no baseline at the same qps; "
         "e.g. 'serversidecar @ 500 qps'"
     ]
+
+
+def test_protocol_token_of_our_labels_splits_series_beside_extra_labels(tmp_path: Path) -> None:
+    # The runner puts the protocol (grpc, tcp, h2) first in the label's extra part; the
+    # extra_labels column holds only --labels. HTTP and gRPC runs must not be averaged.
+    header = "Labels,mode,mesh,platform,conn,RequestedQPS,size,extra_labels,p50"
+    csv = write(tmp_path / "p.csv", header, [
+        "r1_qps_1000_c_4_1024_nomixer_both,both,envoy,local,4,1000,1024,nomixer,400",
+        "r1_qps_1000_c_4_1024_grpc_nomixer_both,both,envoy,local,4,1000,1024,nomixer,650",
+    ])  # fmt: skip
+    chart = build_chart([load_csv(csv)], "p50")
+    assert points(chart) == {"nomixer_both": [(4, 0.4)], "grpc_nomixer_both": [(4, 0.65)]}

@@ -296,8 +296,14 @@ def load_csv(
     t["label"] = label
     t["warnings"] = _text(raw, "warnings").replace("nan", "")  # meshperf.trust, fortio.py's CSV
     t["mode"] = _fill(_text(raw, "mode").map(_mode), [f.mode if f else "" for f in facts])
-    telemetry = _fill(_text(raw, "telemetry"), [f.telemetry if f else "" for f in facts])
-    extra = _fill(_text(raw, "extra_labels"), [f.extra if f else "" for f in facts])
+    # The variant from the label where it parses: the label holds everything the runner put
+    # between size and mode (our protocol token, grpc or tcp, leads our extra labels there),
+    # while an extra_labels column may hold only the user's --labels.
+    parsed = pd.Series([f is not None for f in facts], index=t.index)
+    telemetry = pd.Series([f.telemetry if f else "" for f in facts], index=t.index, dtype=object)
+    telemetry = telemetry.where(parsed, _text(raw, "telemetry"))
+    extra = pd.Series([f.extra if f else "" for f in facts], index=t.index, dtype=object)
+    extra = extra.where(parsed, _text(raw, "extra_labels"))
     t["telemetry"] = telemetry
     t["variant"] = [_variant(tm, e) for tm, e in zip(telemetry, extra, strict=True)]
     t["platform"] = _text(raw, "platform")
