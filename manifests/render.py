@@ -24,8 +24,9 @@ HERE = Path(__file__).resolve().parent
 MESHES = ("istio", "istio-ambient", "linkerd", "none")
 MTLS_MODES = ("STRICT", "PERMISSIVE", "DISABLE")
 CLIENT, SERVER = "fortioclient", "fortioserver"
-# Ports of the uncaptured fortio server; the proxy must leave them alone on both pods.
-UNCAPTURED_PORTS = "8076,8077"
+# Ports of the uncaptured fortio server (TCP echo, gRPC, HTTP; meshperf.loadcmd.KUBE_PORTS);
+# the proxy must leave them alone on both pods.
+UNCAPTURED_PORTS = "8075,8076,8077"
 # The ingress gateway's port: excluded outbound on the client too, so that ingress requests
 # reach the gateway without crossing the client's sidecar (istio/tools
 # perf/benchmark/templates/fortio.yaml excludes 80 for the same reason).

@@ -209,7 +209,7 @@ def test_istio_client_excludes_the_ingress_port(stubs: Stubs) -> None:
     docs = load_docs(out / "fortio.yaml")
     client = pod_template(docs, "fortioclient")["metadata"]["annotations"]
     assert client["traffic.sidecar.istio.io/excludeOutboundPorts"].split(",") == [
-        "80", "8076", "8077",
+        "80", "8075", "8076", "8077",
     ]  # fmt: skip
     server = pod_template(docs, "fortioserver")["metadata"]["annotations"]
     assert "traffic.sidecar.istio.io/excludeOutboundPorts" not in server  # server: inbound only
@@ -248,8 +248,7 @@ def test_clientonly_service_ports_lead_to_the_uncaptured_server(stubs: Stubs, me
     _, out = render_for(stubs, mesh)
     ports = {p["port"]: p["targetPort"] for p in _services(out)["fortioserver"]["spec"]["ports"]}
     for proto, (port, target) in paths.CLIENTONLY_PORTS.items():
-        if proto in ("http", "grpc"):
-            assert ports[port] == target, (proto, ports)
+        assert ports[port] == target, (proto, ports)
     docs = load_docs(out / "fortio.yaml")
     rules = [d for d in docs if d["kind"] == "DestinationRule"]
     if mesh == "istio":
@@ -258,7 +257,7 @@ def test_clientonly_service_ports_lead_to_the_uncaptured_server(stubs: Stubs, me
         assert rule["spec"]["host"] == "fortioserver.twopods.svc.cluster.local"
         plain = {s["port"]["number"]: s["tls"]["mode"]
                  for s in rule["spec"]["trafficPolicy"]["portLevelSettings"]}  # fmt: skip
-        assert plain == {8074: "DISABLE", 8073: "DISABLE"}
+        assert plain == {8074: "DISABLE", 8073: "DISABLE", 8072: "DISABLE"}
         ann = pod_template(docs, "fortioserver")["metadata"]["annotations"]
         assert "8077" in ann["traffic.sidecar.istio.io/excludeInboundPorts"].split(",")
         client = pod_template(docs, "fortioclient")["metadata"]["annotations"]
