@@ -174,3 +174,23 @@ def test_aggregate_keeps_every_repeats_warnings() -> None:
     ]
     (agg,) = col.aggregate(rows)
     assert agg["warnings"] == "errors: 1.00% of calls failed"
+
+
+def test_proxy_workers_above_the_cpu_limit() -> None:
+    meta = {
+        "platform_metadata": {
+            "proxy_workers": {
+                "client": {"istio-proxy": {"workers": 2}},
+                "server": {"istio-proxy": {"workers": 4}},
+            },
+            "proxy_resources": {
+                "client": {"istio-proxy": {"requests": {"cpu": "1"}, "limits": {"cpu": "2"}}},
+                "server": {"istio-proxy": {"requests": {"cpu": "1"}, "limits": {"cpu": "1500m"}}},
+            },
+        }
+    }
+    r = _result(latencies=[0.0005] * 1000, extra={"ActualQPS": 1000.0}).with_run_metadata(meta)
+    (w,) = trust.assess(r)
+    assert str(w) == "workers: server istio-proxy runs 4 workers on a 1500m CPU limit"
+    assert trust.cpu_cores("250m") == 0.25 and trust.cpu_cores("2") == 2.0
+    assert trust.cpu_cores("lots") is None

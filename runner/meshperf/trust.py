@@ -13,6 +13,9 @@ Each warning names a cause that makes the latency or the resource numbers of a t
 - ``throttled``: a proxy container's CFS quota ran out in some scheduling periods
   (kubernetes, ``container_cpu_cfs_throttled_periods_total`` over
   ``container_cpu_cfs_periods_total``), recorded in ``meshperf.throttled``.
+- ``workers``: a proxy runs more worker threads than its CPU limit has cores (kubernetes,
+  from the run's ``platform_metadata``: ``proxy_workers`` and ``proxy_resources``): the
+  workers then share the quota and get throttled in turn.
 - ``errors``: some calls failed; their latency is not the successful calls' latency.
 - ``short-window``: the test is shorter than the Prometheus window its CPU/memory needs.
 - ``few-samples``: fewer than ``MIN_RESOURCE_SAMPLES`` resource samples of a workload.
@@ -131,6 +134,7 @@ def assess(
                         "throttled", f"{key} CPU-throttled in {100 * share_t:.1f}% of periods"
                     )
                 )
+    out += _workers_over_limit(r)
     if r.error_count > 0:
         out.append(TrustWarning("errors", f"{r.error_percent:.2f}% of calls failed"))
     if window_problem:
@@ -144,6 +148,40 @@ def assess(
                     f"{len(samples)} samples of {key} (< {thresholds.min_resource_samples})",
                 )
             )
+    return out
+
+
+def cpu_cores(quantity: Any) -> float | None:
+    """A Kubernetes CPU quantity (``2``, ``1.5``, ``500m``) in cores, None if it is not one."""
+    text = str(quantity).strip()
+    try:
+        return float(text[:-1]) / 1000.0 if text.endswith("m") else float(text)
+    except ValueError:
+        return None
+
+
+def _workers_over_limit(r: FortioResult) -> list[TrustWarning]:
+    meta = (r.run_metadata or {}).get("platform_metadata")
+    if not isinstance(meta, Mapping):
+        return []
+    workers, resources = meta.get("proxy_workers"), meta.get("proxy_resources")
+    if not isinstance(workers, Mapping) or not isinstance(resources, Mapping):
+        return []
+    out: list[TrustWarning] = []
+    for role, containers in sorted(workers.items()):
+        if not isinstance(containers, Mapping):
+            continue
+        for name, info in sorted(containers.items()):
+            n = info.get("workers") if isinstance(info, Mapping) else None
+            limits = ((resources.get(role) or {}).get(name) or {}).get("limits") or {}
+            cores = cpu_cores(limits.get("cpu")) if "cpu" in limits else None
+            if isinstance(n, int) and cores is not None and n > cores:
+                out.append(
+                    TrustWarning(
+                        "workers",
+                        f"{role} {name} runs {n} workers on a {limits['cpu']} CPU limit",
+                    )
+                )
     return out
 
 
