@@ -1,24 +1,46 @@
-"""fortio's gRPC load client (``fortio load -grpc [-ping] -s N host:port``) on grpcio.
+"""fortio's gRPC load client (``fortio load -grpc [-ping] -s N host:port``).
 
 As fortio v1.75.2's ``fgrpc/grpcrunner.go``: ``-c`` connections, each carrying ``-s`` streams
-(fortio threads, ``NumThreads = c * s``, threads ``k*s .. k*s+s-1`` share connection ``k``);
+(fortio threads, ``NumThreads = c * s``; threads ``k*s .. k*s+s-1`` share connection ``k``);
 each call is a health ``Check`` of ``-healthservice`` or, with ``-ping``, a ``PingMessage``
 with ``-payload`` and ``-grpc-ping-delay``. RetCodes keys are the health status name
 (``SERVING`` for every good Ping too) or ``ERROR`` for a failed call.
+
+The wire is gRPC over HTTP/2 (grpc/doc/PROTOCOL-HTTP2.md): a POST stream with
+``content-type: application/grpc`` and ``te: trailers``, the protobuf message behind gRPC's
+5-byte length prefix, the status in the ``grpc-status`` trailer. HTTP/2 itself (framing,
+HPACK, flow control, stream multiplexing) is the ``h2`` library's, as for ``-h2``: at 1000
+calls/s over 16 connections this costs about half the CPU of grpcio's asyncio client, which
+spends most of its time in its own poller thread (BENCHMARKS.md). The messages are encoded by
+protobuf (``meshperf.pingproto`` and grpcio-health-checking's ``health_pb2``), and the server
+side is grpcio (``meshperf.echo_grpc``), so every test runs our client against a real gRPC
+implementation.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from pathlib import Path
+import ssl
+import struct
 from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote
 
-import grpc
 from grpc_health.v1 import health_pb2
+from h2.config import H2Configuration
+from h2.connection import H2Connection
+from h2.events import (
+    ConnectionTerminated,
+    DataReceived,
+    ResponseReceived,
+    StreamEnded,
+    StreamReset,
+    TrailersReceived,
+)
+from h2.exceptions import H2Error
 
 from meshperf.clock import now_ns as _now
 from meshperf.goduration import SECOND
+from meshperf.loadgen.options import USER_AGENT
 from meshperf.loadgen.periodic import Caller
 from meshperf.pingproto import HEALTH_CHECK_METHOD, PING_METHOD, PingMessage
 
@@ -27,104 +49,280 @@ if TYPE_CHECKING:
 
 ERROR = "ERROR"  # fgrpc.Error
 SERVING = "SERVING"
+_STATUS_NAME = health_pb2.HealthCheckResponse.ServingStatus.Name
 
 
-def _channel(w: Worker) -> grpc.aio.Channel:
-    """One HTTP/2 connection: grpcio shares subchannels between equal channels unless told not
-    to, so each gets a distinct local-subchannel-pool (as fortio dials one ClientConn each)."""
-    o, t = w.o, w.target
-    host = f"[{w.addr[0]}]" if ":" in w.addr[0] else w.addr[0]
-    options: list[tuple[str, Any]] = [("grpc.use_local_subchannel_pool", 1)]
-    for h in o.headers:
-        name, _, value = h.partition(":")
-        if name.strip().lower() == "user-agent":
-            options.append(("grpc.primary_user_agent", value.strip()))
-        elif name.strip().lower() == "host":
-            options.append(("grpc.default_authority", value.strip()))
-    if t.tls:
-        roots = Path(o.cacert).read_bytes() if o.cacert else None
-        creds = grpc.ssl_channel_credentials(root_certificates=roots)
-        options.append(("grpc.ssl_target_name_override", t.host))
-        return grpc.aio.secure_channel(f"{host}:{w.addr[1]}", creds, options=options)
-    return grpc.aio.insecure_channel(f"{host}:{w.addr[1]}", options=options)
+def frame(message: bytes) -> bytes:
+    """gRPC's Length-Prefixed-Message: uncompressed flag, 4-byte big-endian length."""
+    return struct.pack(">BI", 0, len(message)) + message
+
+
+class _Detached(asyncio.Protocol):
+    """Protocol of a socket being torn down."""
+
+
+class GrpcConnection(asyncio.Protocol):
+    """One HTTP/2 connection, shared by the ``-s`` threads (streams) of one fortio connection."""
+
+    def __init__(self, w: Worker) -> None:
+        self.w = w
+        self.transport: asyncio.Transport | None = None
+        self.conn: H2Connection | None = None
+        self.connecting: asyncio.Future[Any] | None = None
+        self.waiting: list[GrpcCaller] = []  # callers whose call waits for the connection
+        self.streams: dict[int, GrpcCaller] = {}
+        self.batching = False  # inside data_received: one write at the end
+        o, t = w.o, w.target
+        path = PING_METHOD if o.ping else HEALTH_CHECK_METHOD
+        authority = t.host_header
+        ua = USER_AGENT
+        extra: list[tuple[bytes, bytes]] = []
+        for h in o.headers:  # fortio: -H become metadata; Host and User-Agent dial options
+            name, _, value = h.partition(":")
+            key = name.strip().lower()
+            if key == "host":
+                authority = value.strip()
+            elif key == "user-agent":
+                ua = value.strip()
+            else:
+                extra.append((key.encode("latin-1"), value.strip().encode("latin-1")))
+        self.headers = [
+            (b":method", b"POST"),
+            (b":scheme", b"https" if w.tls is not None else b"http"),
+            (b":path", path.encode()),
+            (b":authority", authority.encode("latin-1")),
+            (b"content-type", b"application/grpc"),
+            (b"te", b"trailers"),
+            (b"user-agent", ua.encode("latin-1")),
+            *extra,
+        ]
+
+    # -- asyncio.Protocol
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        self.conn = H2Connection(
+            H2Configuration(
+                client_side=True,
+                header_encoding=None,
+                validate_outbound_headers=False,
+                normalize_outbound_headers=False,
+                validate_inbound_headers=False,
+                normalize_inbound_headers=False,
+            )
+        )
+        self.conn.initiate_connection()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.transport = None
+        self.conn = None
+        self._fail_all(f"connection lost: {exc or 'closed by peer'}")
+
+    def data_received(self, data: bytes) -> None:
+        now = _now()
+        conn = self.conn
+        if conn is None:
+            return
+        try:
+            events = conn.receive_data(data)
+        except H2Error as e:
+            self._fail_all(f"bad HTTP/2: {e}")
+            self.close()
+            return
+        ended: list[GrpcCaller] = []
+        for ev in events:
+            caller = self.streams.get(getattr(ev, "stream_id", 0) or 0)
+            if isinstance(ev, DataReceived):
+                if caller is not None and ev.data is not None:
+                    caller.body += ev.data
+                conn.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
+            elif isinstance(ev, (ResponseReceived, TrailersReceived)):
+                if caller is not None:
+                    for k, v in ev.headers or ():
+                        if k == b"grpc-status":
+                            caller.status = int(v)
+                        elif k == b"grpc-message":
+                            caller.message = unquote(v.decode("latin-1"))
+                        elif k == b":status":
+                            caller.http_status = int(v)
+            elif isinstance(ev, StreamEnded):
+                if caller is not None:
+                    del self.streams[ev.stream_id]
+                    ended.append(caller)
+            elif isinstance(ev, StreamReset):
+                if caller is not None:
+                    del self.streams[ev.stream_id]
+                    caller.reset = True
+                    ended.append(caller)
+            elif isinstance(ev, ConnectionTerminated):
+                self._flush()
+                for c in ended:
+                    c.ended(now)
+                self._fail_all(f"GOAWAY {ev.error_code!r}")
+                self.close()
+                return
+        # Callers first: a call that starts now goes out in the same write as the window
+        # updates just acknowledged (one syscall per call instead of two).
+        self.batching = True
+        try:
+            for c in ended:
+                c.ended(now)
+        finally:
+            self.batching = False
+        self._flush()
+
+    # -- calls
+    def call(self, caller: GrpcCaller) -> None:
+        if self.conn is None:
+            self.waiting.append(caller)
+            if self.connecting is None:
+                self.connecting = asyncio.ensure_future(self._connect())
+            return
+        try:
+            sid = self.conn.get_next_available_stream_id()
+            self.conn.send_headers(sid, self.headers)
+            self.conn.send_data(sid, caller.message_bytes, end_stream=True)
+        except H2Error as e:
+            caller.fail(_now(), f"HTTP/2: {e}")
+            return
+        caller.stream = sid
+        self.streams[sid] = caller
+        if not self.batching:
+            self._flush()
+
+    def forget(self, caller: GrpcCaller) -> None:
+        """A call abandoned (stop, timeout): reset its stream, keep the connection."""
+        if caller in self.waiting:
+            self.waiting.remove(caller)
+        if self.streams.get(caller.stream) is caller:
+            del self.streams[caller.stream]
+            if self.conn is not None:
+                try:
+                    self.conn.reset_stream(caller.stream)
+                except H2Error:
+                    pass
+                self._flush()
+
+    async def _connect(self) -> None:
+        w = self.w
+        try:
+            if w.tls is not None:
+                await w.loop.create_connection(
+                    lambda: self, w.addr[0], w.addr[1], ssl=w.tls, server_hostname=w.target.host
+                )
+            else:
+                await w.loop.create_connection(lambda: self, w.addr[0], w.addr[1])
+        except asyncio.CancelledError:
+            return
+        except (OSError, ssl.SSLError) as e:
+            self.connecting = None
+            self._fail_all(e.strerror or str(e))
+            return
+        self.connecting = None
+        if self.waiting:
+            owner = self.waiting[0]
+            owner.sockets += 1
+            w.stats.connect.record((_now() - owner.t0) / SECOND)
+        waiting, self.waiting = self.waiting, []
+        for c in waiting:
+            if c.t0:
+                self.call(c)
+
+    def _flush(self) -> None:
+        if self.conn is not None and self.transport is not None:
+            out = self.conn.data_to_send()
+            if out:
+                self.transport.write(out)
+
+    def _fail_all(self, why: str) -> None:
+        now = _now()
+        callers = [*self.waiting, *self.streams.values()]
+        self.waiting, self.streams = [], {}
+        for c in callers:
+            c.fail(now, why)
+
+    def close(self) -> None:
+        t, self.transport = self.transport, None
+        self.conn = None
+        if t is not None:
+            t.set_protocol(_Detached())
+            t.abort()
+        if self.connecting is not None:
+            self.connecting.cancel()
+            self.connecting = None
 
 
 class GrpcCaller(Caller):
-    """One fortio gRPC thread: unary calls on its connection's channel."""
+    """One fortio gRPC thread: unary calls, one at a time, on its connection's streams."""
 
     def __init__(self, w: Worker, tid: int, calls: int) -> None:
         super().__init__(w, tid, calls)
         o = w.o
-        self.task: asyncio.Task[None] | None = None
-        self.metadata = tuple(
-            (name.strip().lower(), value.strip())
-            for name, _, value in (h.partition(":") for h in o.headers)
-            if name.strip().lower() not in ("user-agent", "host")
-        )
+        conns: dict[int, GrpcConnection] = w.__dict__.setdefault("grpc_connections", {})
+        key = tid // o.streams
+        if key not in conns:
+            conns[key] = GrpcConnection(w)
+        self.connection = conns[key]
         if o.ping:
-            self.request: Any = PingMessage(
-                payload=o.payload, delayNanos=o.grpc_ping_delay_ns, seq=tid
-            )
+            msg: Any = PingMessage(payload=o.payload, delayNanos=o.grpc_ping_delay_ns, seq=tid)
         else:
-            self.request = health_pb2.HealthCheckRequest(service=o.health_service)
-        self.method: Any = None
+            msg = health_pb2.HealthCheckRequest(service=o.health_service)
+        self.message_bytes = frame(msg.SerializeToString())
+        self.stream = 0
+        self._reset_call()
 
-    def _stub(self) -> Any:
-        w = self.w
-        channels: dict[int, grpc.aio.Channel] = w.__dict__.setdefault("grpc_channels", {})
-        key = self.tid // w.o.streams
-        ch = channels.get(key)
-        if ch is None:
-            ch = channels[key] = _channel(w)
-            self.sockets += 1  # this thread opened the connection its stream-mates share
-        if w.o.ping:
-            return ch.unary_unary(
-                PING_METHOD,
-                request_serializer=PingMessage.SerializeToString,
-                response_deserializer=PingMessage.FromString,
-            )
-        return ch.unary_unary(
-            HEALTH_CHECK_METHOD,
-            request_serializer=health_pb2.HealthCheckRequest.SerializeToString,
-            response_deserializer=health_pb2.HealthCheckResponse.FromString,
-        )
+    def _reset_call(self) -> None:
+        self.body = bytearray()
+        self.status = -1
+        self.message = ""
+        self.http_status = 0
+        self.reset = False
 
     def send(self) -> None:
-        if self.method is None:
-            self.method = self._stub()
         self.t0 = _now()
-        self.task = asyncio.ensure_future(self._call(self.t0))
+        self._reset_call()
+        self.connection.call(self)
 
-    async def _call(self, t0: int) -> None:
-        try:
-            res = await self.method(
-                self.request,
-                metadata=self.metadata or None,
-                timeout=self.w.o.timeout_ns / SECOND,
-            )
-        except asyncio.CancelledError:
+    def ended(self, now: int) -> None:
+        """The stream ended: a status, and for status 0 one message."""
+        if not self.t0:
             return
-        except grpc.aio.AioRpcError as e:
-            self._failed(_now(), f"{e.code().name}: {e.details()}")
+        if self.reset:
+            self.fail(now, "stream reset by the server")
             return
-        now = _now()
-        if self.t0 != t0:
+        if self.status != 0:
+            if self.status < 0:
+                why = f"no grpc-status (HTTP {self.http_status})"
+            else:
+                why = f"grpc-status {self.status}: {self.message}"
+            self.fail(now, why)
             return
-        self.t0 = 0
-        self.task = None
         code = SERVING
         if not self.w.o.ping:
-            code = health_pb2.HealthCheckResponse.ServingStatus.Name(res.status)
+            body = bytes(self.body)
+            if len(body) < 5 or body[0] != 0:
+                self.fail(now, "bad gRPC message")
+                return
+            try:
+                res = health_pb2.HealthCheckResponse.FromString(body[5:])
+            except Exception as e:  # protobuf's DecodeError; any bad reply is one error
+                self.fail(now, f"bad HealthCheckResponse: {e}")
+                return
+            code = _STATUS_NAME(res.status)
+        t0 = self.t0
+        self.t0 = 0
         if self.warmup is not None:
             self.warmup.set_result((0, "" if code == SERVING else code))
             return
         self.w.record_named(now - t0, code, code == SERVING)
         self.next_call(now)
 
+    def fail(self, now: int, why: str) -> None:
+        self._failed(now, why)
+
     def _failed(self, now: int, why: str) -> None:
         t0 = self.t0
         self.t0 = 0
-        self._drop()
+        self.connection.forget(self)
         if self.warmup is not None:
             if not self.warmup.done():
                 self.warmup.set_result((-1, why))
@@ -135,12 +333,9 @@ class GrpcCaller(Caller):
         self.next_call(now)
 
     def _drop(self) -> None:
-        task, self.task = self.task, None
-        if task is not None and not task.done() and task is not asyncio.current_task():
-            task.cancel()
+        self.connection.forget(self)
 
 
 async def close_channels(w: Worker) -> None:
-    for ch in w.__dict__.pop("grpc_channels", {}).values():
-        with contextlib.suppress(Exception):
-            await ch.close()
+    for c in w.__dict__.pop("grpc_connections", {}).values():
+        c.close()

@@ -25,13 +25,14 @@ _LAST_EDGE = BUCKETS[-1]
 
 def client_tls(o: LoadOptions, target: Target) -> ssl.SSLContext | None:
     """The TLS context of an https:// target: -cacert's CAs, else the system's (as fortio)."""
-    if not target.tls or o.protocol != "http":
+    # fortio's gRPC dial: TLS for https:// or whenever -cacert is given (fgrpc.Dial).
+    if not (target.tls or (o.grpc and o.cacert)) or o.protocol == "tcp":
         return None
     try:
         ctx = ssl.create_default_context(cafile=o.cacert or None)
     except (OSError, ssl.SSLError) as e:
         raise ConfigError(f"-cacert {o.cacert}: {e}") from None
-    if o.h2:
+    if o.h2 or o.grpc:
         ctx.set_alpn_protocols(["h2"])
     return ctx
 
