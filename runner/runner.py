@@ -51,6 +51,7 @@ from meshperf.plan import (
     csv_floats,
     csv_ints,
     format_plan,
+    format_qps,
     format_seconds,
     ingress_address,
     label_text,
@@ -548,6 +549,15 @@ def _main(argv: list[str] | None, created: list[Path]) -> int:
     slo_run = search.prepare(args, plan)  # --find-max: each search's first step
     if slo_run is not None:
         plan = slo_run.plan
+    for conn, qps in dict.fromkeys((t.conn, t.qps) for t in plan.tests):
+        used = limits.effective_connections(conn, qps, args.duration)
+        if used < conn:  # recorded beside conn as effective_conn when the test has run
+            _note(
+                args,
+                f"{PROG}: warning: {conn} connections at {format_qps(qps)} qps for"
+                f" {args.duration:.15g} s run as {used}: the load generator makes at least"
+                " 2 calls per connection",
+            )
     if args.dry_run:
         print(format_plan(plan, args.ingress))
         if slo_run is not None:

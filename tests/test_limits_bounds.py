@@ -155,3 +155,18 @@ def test_config_file_values_meet_the_same_bounds(
     code, out, err = run(capsys, "--config", str(cfg), "--platform", "local", "--dry-run")
     assert code == ExitCode.ERROR
     assert "repeat: 5000 repeats is above the bound of 1000" in one_line(err)
+
+
+def test_fewer_connections_than_asked_are_announced_before_the_run(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Item 7: 64 connections at 10 qps for 2 s are 20 calls; at least 2 per connection means
+    10 connections. Said in one line before anything runs (and recorded after each test)."""
+    code, out, err = run(capsys, "64,4", "10", "2", "--platform", "local", "--mesh", "none",
+                         "--dry-run")  # fmt: skip
+    assert code == 0
+    assert err == (
+        "runner.py: warning: 64 connections at 10 qps for 2 s run as 10: the load generator"
+        " makes at least 2 calls per connection\n"
+    )
+    assert "plan: 2 tests" in out

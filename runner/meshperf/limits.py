@@ -174,3 +174,19 @@ def check_size(size: int) -> int:
             " bytes (256 KiB, fortio's -maxpayloadsizekb default): it would be cut silently"
         )
     return size
+
+
+def effective_connections(conn: int, qps: float, duration: float) -> int:
+    """The connections the load generator will really use for ``conn`` at ``qps`` for
+    ``duration`` seconds: fortio makes at least 2 calls per connection (periodic.go
+    runQPSSetup), so a short slow test runs fewer. The built-in generator's own call plan
+    answers (``meshperf.loadgen.options.CallPlan``), so the rule lives in one place."""
+    if qps <= 0:
+        return conn
+    from meshperf.goduration import SECOND
+    from meshperf.loadgen.options import CallPlan, LoadOptions
+
+    opts = LoadOptions(
+        url="http://127.0.0.1:8080/", connections=conn, qps=qps, duration_ns=int(duration * SECOND)
+    )
+    return CallPlan.make(opts).threads
