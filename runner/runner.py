@@ -73,6 +73,7 @@ modes:
   both (default)   load -> client sidecar -> server sidecar -> app
   --baseline       load -> app, no sidecar in the path
   --serversidecar  load -> server sidecar -> app
+  --clientonly     load -> client sidecar -> app (server on its uncaptured port)
   --ingress        load -> ingress gateway -> server sidecar -> app
   --waypoint       load -> ztunnel -> waypoint proxy -> ztunnel -> app (istio-ambient)
   --no-clientsidecar drops 'both'; --no-X removes a mode a config file added.
@@ -150,6 +151,13 @@ def build_parser() -> argparse.ArgumentParser:
         action=argparse.BooleanOptionalAction,
         default=None,
         help="run 'both' (client and server sidecar); on by default",
+    )
+    m.add_argument(
+        "--clientonly",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="also run with the client sidecar only (istio/tools' clientonly): the server"
+        " answers on its uncaptured port; labels end in _clientonly",
     )
     m.add_argument(
         "--ingress",
@@ -491,6 +499,7 @@ def _main(argv: list[str] | None, created: list[Path]) -> int:
             ingress=args.ingress is not None,
             mesh=args.mesh,
             waypoint=bool(args.waypoint),
+            clientonly=bool(args.clientonly),
         )
         load_options = loadcmd.load_options(
             protocol=args.protocol,
