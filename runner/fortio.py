@@ -21,7 +21,13 @@ from meshperf.errors import ExitCode, MeshperfError, PrometheusError, exit_cli, 
 
 try:
     from meshperf import collect as col
-    from meshperf.results import DEFAULT_TIMEOUT, check_url, is_url, load_sources
+    from meshperf.results import (
+        DEFAULT_DEADLINE,
+        DEFAULT_TIMEOUT,
+        check_url,
+        is_url,
+        load_sources,
+    )
 except ModuleNotFoundError as e:  # requests, outside the project's environment
     missing_package(e)
 
@@ -129,6 +135,14 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="S",
         help="timeout in seconds for each HTTP request (default: %(default)s)",
     )
+    p.add_argument(
+        "--deadline",
+        type=positive_float,
+        default=DEFAULT_DEADLINE,
+        metavar="S",
+        help="seconds in which all of one URL source (listing and files) must arrive; what has "
+        "not is skipped (default: %(default)s)",
+    )
     return p
 
 
@@ -180,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
         )
 
         try:
-            report = load_sources(args.sources, timeout=args.timeout)
+            report = load_sources(args.sources, timeout=args.timeout, deadline=args.deadline)
             collected = col.collect(
                 report,
                 selector=args.selector,
@@ -192,7 +206,11 @@ def main(argv: list[str] | None = None) -> int:
             if prometheus is not None:
                 prometheus.close()
         for s in collected.skipped:
-            print(f"{PROG}: skipped {s.source}: {s.reason}", file=sys.stderr)
+            # A file that is no fortio result is named, but is no test that went missing.
+            verb = "skipped" if s.test else "ignored"
+            print(f"{PROG}: {verb} {s.source}: {s.reason}", file=sys.stderr)
+        skipped_tests = [s for s in collected.skipped if s.test]
+        not_results = len(collected.skipped) - len(skipped_tests)
         rows = col.aggregate(collected.rows) if args.aggregate else collected.rows
         if not rows:
             why = (
@@ -221,7 +239,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{collected.read} test{'' if collected.read == 1 else 's'} read, "
         f"{len(collected.rows)} written"
         + (f" as {len(rows)} aggregated rows" if args.aggregate else "")
-        + f", {len(collected.skipped)} skipped"
+        + f", {len(skipped_tests)} skipped"
     )
     if collected.selected_out:
         summary += f", {collected.selected_out} not selected"
@@ -229,8 +247,10 @@ def main(argv: list[str] | None = None) -> int:
         summary += f", {len(collected.duplicates)} duplicates ignored"
     if collected.partial:
         summary += f", {len(collected.partial)} without CPU/memory"
+    if not_results:
+        summary += f", {not_results} file{'' if not_results == 1 else 's'} not fortio results"
     print(summary)
-    return ExitCode.TESTS_FAILED if collected.skipped or collected.partial else ExitCode.OK
+    return ExitCode.TESTS_FAILED if skipped_tests or collected.partial else ExitCode.OK
 
 
 if __name__ == "__main__":

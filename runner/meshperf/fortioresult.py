@@ -18,7 +18,7 @@ import math
 import re
 import urllib.parse
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, TypedDict
 
 from meshperf.errors import ResultsError
 from meshperf.fortiojson import parse_start_time
@@ -89,6 +89,12 @@ def error_percent(raw: Mapping[str, Any]) -> float:
     return min(100.0, 100.0 * error_count(raw) / count)
 
 
+def _json_kind(doc: Any) -> str:
+    if isinstance(doc, list):
+        return f"array of {len(doc)}"
+    return {str: "string", bool: "boolean", type(None): "null"}.get(type(doc), "number")
+
+
 def _num(value: Any, what: str, default: float | None = None) -> float:
     if value is None and default is not None:
         return default
@@ -144,6 +150,166 @@ def parse_requested_qps(value: Any) -> float | None:
     return None if f == 0 else f
 
 
+# Nighthawk's fortio output (``nighthawk_output_transform --output-format fortio``, its
+# api/client/transform/fortio.proto) is proto3 JSON: uint64 fields are written as strings
+# ("Count": "17988"), and fields at their zero value are left out. These are the fields
+# where fortio writes integers; only there is an integer string read as the integer.
+_HISTOGRAMS = ("DurationHistogram", "ErrorsDurationHistogram", "SendLagHistogram", "Sizes",
+               "HeaderSizes")  # fmt: skip
+_TOP_INTEGERS = ("NumThreads", "BytesSent", "BytesReceived", "SocketCount", "RunID")
+_INT_TEXT = re.compile(r"^-?[0-9]{1,20}$")
+
+
+def _int_text(value: Any) -> Any:
+    return int(value) if isinstance(value, str) and _INT_TEXT.match(value) else value
+
+
+def _read_histogram(hist: Any) -> Any:
+    if not isinstance(hist, Mapping):
+        return hist
+    out = dict(hist)
+    out["Count"] = _int_text(out.get("Count", 0 if "Data" in out else None))
+    data = out.get("Data")
+    if isinstance(data, list):
+        out["Data"] = [
+            {**b, "Count": _int_text(b["Count"])} if isinstance(b, Mapping) and "Count" in b else b
+            for b in data
+        ]
+        # fortio's export makes the first bucket start at Min and the last end at Max; proto3
+        # leaves out Min and Max at 0 and older Nighthawk wrote neither: take them from Data.
+        if data and isinstance(data[0], Mapping) and isinstance(data[-1], Mapping):
+            if out.get("Min") is None:
+                out["Min"] = data[0].get("Start")
+            if out.get("Max") is None:
+                out["Max"] = data[-1].get("End")
+    return out
+
+
+def read_integers(raw: Mapping[str, Any]) -> Mapping[str, Any]:
+    """``raw`` with proto3 JSON's integer strings read as integers where fortio has integers.
+
+    Returns ``raw`` itself when there is nothing to change (every fortio-written file).
+    """
+    changed: dict[str, Any] = {}
+    for key in _HISTOGRAMS:
+        if key in raw and raw[key] is not None:
+            hist = _read_histogram(raw[key])
+            if hist != raw[key]:
+                changed[key] = hist
+    for key in _TOP_INTEGERS:
+        if isinstance(raw.get(key), str):
+            changed[key] = _int_text(raw[key])
+    codes = raw.get("RetCodes")
+    if isinstance(codes, Mapping) and any(isinstance(v, str) for v in codes.values()):
+        changed["RetCodes"] = {k: _int_text(v) for k, v in codes.items()}
+    return {**raw, **changed} if changed else raw
+
+
+class NotAResult(ResultsError):
+    """The file is not a fortio result at all (another program's JSON, NDJSON, ...): not a
+    test that failed to load, so it does not count as one."""
+
+
+# -- our own blocks: their shape and the versions this code reads ----------------------------
+#
+# As pyperf does with its files: each block says its format version, every version this code
+# can read is listed with what it changed, and reading any other version is an error naming
+# it (a newer meshperf wrote it) instead of a silent misreading. A block without "format"
+# predates the field and is read as version 1, which it is.
+#
+# The result block (result["meshperf"], written by platform.TestSpec.result_block):
+#   1: first version (mode, mesh, platform, conn, qps, duration, size, extra_labels, repeat,
+#      run_id, arrival, protocol, h2, load options, resources, perf).
+RESULT_FORMATS: dict[int, str] = {1: "first version"}
+# The run file (run-<id>.json, written by run.run_matrix):
+#   1: first version (status, platform, mesh, modes, machine, plan, tests, ...).
+RUN_FORMATS: dict[int, str] = {1: "first version"}
+
+
+class ResourceStats(TypedDict, total=False):
+    min: float
+    avg: float
+    max: float
+
+
+class ResultBlock(TypedDict, total=False):
+    """``result["meshperf"]``: what the runner knew about the test (platform.py documents it)."""
+
+    format: int
+    run_id: str
+    platform: str
+    mesh: str
+    mode: str
+    conn: int
+    qps: float
+    duration: float
+    size: int
+    extra_labels: str
+    repeat: int
+    target: str
+    arrival: str
+    protocol: str
+    h2: bool
+    headers: list[str]
+    keepalive: bool
+    connection_reuse: list[int]
+    cacert: str
+    resources: dict[str, dict[str, Any]]
+    perf: dict[str, str]
+    ztunnel_pods: list[str]
+
+
+class RunTest(TypedDict, total=False):
+    """One test of a run file's ``plan`` and ``tests`` lists (run.Outcome.record)."""
+
+    index: int
+    label: str
+    mode: str
+    conn: int
+    qps: float
+    duration: float
+    status: str
+    reason: str
+    file: str
+    wall_seconds: float
+
+
+class RunFile(TypedDict, total=False):
+    """``run-<id>.json``: the run's metadata, written by the runner as the run goes."""
+
+    format: int
+    run_id: str
+    status: str
+    started: str
+    finished: str
+    platform: str
+    mesh: str
+    modes: list[str]
+    arrival: str
+    command_line: list[str]
+    options: dict[str, Any]
+    machine: dict[str, Any]
+    platform_metadata: dict[str, Any]
+    estimated_seconds: float
+    plan: list[RunTest]
+    tests: list[RunTest]
+    wall_seconds: float
+
+
+def check_format(doc: Mapping[str, Any], what: str, accepted: Mapping[int, str]) -> int:
+    """The format version of one of our blocks; ValueError for one this code cannot read."""
+    version = doc.get("format", 1)
+    if isinstance(version, bool) or not isinstance(version, int):
+        raise ValueError(f"{what} format {version!r} is not a version number")
+    if version not in accepted:
+        known = ", ".join(str(v) for v in sorted(accepted))
+        newer = " (written by a newer meshperf?)" if version > max(accepted) else ""
+        raise ValueError(
+            f"{what} format version {version} is not one this meshperf reads ({known}){newer}"
+        )
+    return version
+
+
 @dataclasses.dataclass(frozen=True)
 class LabelShape:
     """The parts of a label (``meshperf.labels`` reads it); ``extra_labels`` is the whole
@@ -181,7 +347,11 @@ class LabelShape:
 
 @dataclasses.dataclass(frozen=True)
 class FortioResult:
-    """One fortio result, validated on construction. ``raw`` is the file's JSON, untouched."""
+    """One fortio result, validated on construction.
+
+    ``raw`` is the file's JSON, untouched but for proto3 JSON's integer strings, which are read
+    as the integers fortio writes there (``read_integers``, for Nighthawk's output).
+    """
 
     raw: Mapping[str, Any]
     source: str = ""
@@ -194,11 +364,13 @@ class FortioResult:
         raw = self.raw
         where = self.source or "result"
         if not isinstance(raw, Mapping):
-            raise ResultsError(f"{where}: not a fortio result (JSON {type(raw).__name__})")
+            raise NotAResult(f"{where}: not a fortio result: JSON {_json_kind(raw)}")
+        raw = read_integers(raw)
+        object.__setattr__(self, "raw", raw)
         if "DurationHistogram" not in raw:
-            raise ResultsError(f"{where}: not a fortio result (no DurationHistogram)")
+            raise NotAResult(f"{where}: not a fortio result: no DurationHistogram")
         if "StartTime" not in raw:
-            raise ResultsError(f"{where}: not a fortio result (no StartTime)")
+            raise NotAResult(f"{where}: not a fortio result: no StartTime")
         try:
             _check_histogram(raw["DurationHistogram"], "DurationHistogram")
             for extra in ("ErrorsDurationHistogram", "SendLagHistogram"):
@@ -223,6 +395,8 @@ class FortioResult:
             block = raw.get(RESULT_KEY)
             if block is not None and not isinstance(block, Mapping):
                 raise ValueError(f"{RESULT_KEY} must be an object")
+            if block:
+                check_format(block, RESULT_KEY, RESULT_FORMATS)
             if block and block.get("mode") not in (None, "", *MODES):
                 raise ValueError(f"{RESULT_KEY}.mode {block.get('mode')!r} is not a known mode")
         except ValueError as e:
@@ -315,7 +489,8 @@ class FortioResult:
 
     @property
     def meshperf(self) -> Mapping[str, Any]:
-        """Our block (``platform.RESULT_KEY``), or {} for results fortio wrote on its own."""
+        """Our block (``platform.RESULT_KEY``, shaped as ``ResultBlock``), or {} for results
+        fortio wrote on its own. Typed loosely: readers also look up keys of newer versions."""
         return self.raw.get(RESULT_KEY) or {}
 
     @property

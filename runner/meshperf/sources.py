@@ -10,23 +10,31 @@ from __future__ import annotations
 
 import base64
 import concurrent.futures
+import contextlib
 import dataclasses
 import hashlib
 import html
 import json
 import os
 import re
+import socket
+import threading
 import urllib.parse
+import weakref
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import requests
+import urllib3.connectionpool
 
 from meshperf.errors import ResultsError
-from meshperf.fortioresult import FortioResult
+from meshperf.fortioresult import RUN_FORMATS, FortioResult, NotAResult, check_format
 
 DEFAULT_TIMEOUT = 10.0
+# A whole URL source (listing and every file) must be read within this many seconds: the
+# per-request timeout alone lets a server that sends a byte every second hold on for ever.
+DEFAULT_DEADLINE = 300.0
 FETCH_WORKERS = 8
 # Far above any fortio result (a 256 KiB payload makes ~350 KB); guards against serving junk.
 MAX_FILE_BYTES = 64 * 1024 * 1024
@@ -36,12 +44,19 @@ RUN_FILE = re.compile(r"^run-(?P<run_id>.+)\.json$")
 _SAFE_NAME = re.compile(r"^[^/\\?#]+\.json$")
 
 
+# fortio's results nest 5 levels deep, ours 6; anything far deeper is not one, and Python's
+# json module and every recursive walk after it would hit the recursion limit.
+MAX_JSON_DEPTH = 32
+
+
 @dataclasses.dataclass(frozen=True)
 class Skipped:
-    """Something that was not read, and why."""
+    """Something that was not read, and why. ``test`` is False for a file that is not a fortio
+    result at all (NDJSON, another program's JSON): it is named, but it is no failed test."""
 
     source: str
     reason: str
+    test: bool = True
 
 
 @dataclasses.dataclass
@@ -85,24 +100,94 @@ def _run_id_of(name: str, doc: Mapping[str, Any]) -> str:
     return m["run_id"] if m else ""
 
 
-def parse_result(text: str | bytes, source: str = "") -> FortioResult:
-    """One fortio result from its JSON text; raises ResultsError."""
+def _json_depth(doc: Any) -> int:
+    """Nesting depth of a parsed document, without recursion."""
+    deepest, stack = 0, [(doc, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, dict | list):
+            deepest = max(deepest, depth)
+            if depth > MAX_JSON_DEPTH:
+                return depth
+            stack.extend(
+                (v, depth + 1) for v in (node.values() if isinstance(node, dict) else node)
+            )
+    return deepest
+
+
+def _json_values(text: str) -> list[Any] | None:
+    """The documents of NDJSON (or of JSON texts written one after another), else None."""
+    decoder = json.JSONDecoder()
+    values: list[Any] = []
+    i, n = 0, len(text)
+    ws = re.compile(r"\s*")
+    try:
+        while True:
+            i = ws.match(text, i).end()  # type: ignore[union-attr]
+            if i >= n:
+                return values
+            value, i = decoder.raw_decode(text, i)
+            values.append(value)
+    except (json.JSONDecodeError, RecursionError):
+        return None
+
+
+def read_json(text: str | bytes, source: str = "") -> Any:
+    """One JSON document; ResultsError when it is not JSON, NotAResult when it cannot be a
+    fortio result (NDJSON, nested deeper than MAX_JSON_DEPTH). Never a RecursionError."""
+    where = source or "result"
     try:
         doc = json.loads(text)
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ResultsError(f"{source or 'result'}: not valid JSON ({e})") from None
-    return FortioResult(doc, source)
+    except RecursionError:
+        raise NotAResult(
+            f"{where}: not a fortio result: JSON nested deeper than {MAX_JSON_DEPTH} levels"
+        ) from None
+    except UnicodeDecodeError as e:
+        raise ResultsError(f"{where}: not valid JSON ({e})") from None
+    except json.JSONDecodeError as e:
+        if e.msg == "Extra data":
+            values = _json_values(
+                text.decode("utf-8", "replace") if isinstance(text, bytes) else text
+            )
+            if values:
+                kind = "objects" if all(isinstance(v, dict) for v in values) else "values"
+                raise NotAResult(
+                    f"{where}: not a fortio result: NDJSON of {len(values)} {kind}"
+                ) from None
+        raise ResultsError(f"{where}: not valid JSON ({e})") from None
+    if _json_depth(doc) > MAX_JSON_DEPTH:
+        raise NotAResult(
+            f"{where}: not a fortio result: JSON nested deeper than {MAX_JSON_DEPTH} levels"
+        )
+    return doc
+
+
+def parse_result(text: str | bytes, source: str = "") -> FortioResult:
+    """One fortio result from its JSON text; raises ResultsError (NotAResult for other JSON)."""
+    return FortioResult(read_json(text, source), source)
+
+
+def _skip(report: LoadReport, source: str, e: ResultsError) -> None:
+    reason = str(e).removeprefix(f"{source}: ")
+    report.skipped.append(Skipped(source, reason, test=not isinstance(e, NotAResult)))
 
 
 def _classify(name: str, text: str | bytes, source: str, report: LoadReport) -> None:
     """Add one fetched/read file to ``report`` as a result, run metadata, or a skip."""
     try:
-        doc = json.loads(text)
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        report.skipped.append(Skipped(source, f"not valid JSON ({e})"))
+        doc = read_json(text, source)
+    except ResultsError as e:
+        _skip(report, source, e)
         return
     if is_run_metadata(name, doc):
         if isinstance(doc, Mapping):
+            try:
+                check_format(doc, "run file", RUN_FORMATS)
+            except ValueError as e:
+                # Its tests' facts cannot be trusted to mean what this code thinks: keep the
+                # results, without the run's metadata.
+                report.skipped.append(Skipped(source, str(e)))
+                return
             report.runs[_run_id_of(name, doc)] = doc
             report.skipped.extend(_tests_without_result(source, doc))
         return
@@ -111,8 +196,7 @@ def _classify(name: str, text: str | bytes, source: str, report: LoadReport) -> 
     try:
         report.results.append(FortioResult(doc, source))
     except ResultsError as e:
-        reason = str(e).removeprefix(f"{source}: ")
-        report.skipped.append(Skipped(source, reason))
+        _skip(report, source, e)
 
 
 def _tests_without_result(source: str, run: Mapping[str, Any]) -> list[Skipped]:
@@ -145,14 +229,22 @@ def attach_run_metadata(report: LoadReport) -> None:
     ]
 
 
+def _read_file(p: Path) -> bytes:
+    """A file's bytes, refused past MAX_FILE_BYTES (read no further than that)."""
+    try:
+        with open(p, "rb") as f:
+            data = f.read(MAX_FILE_BYTES + 1)
+    except OSError as e:
+        raise ResultsError(f"{p}: cannot read ({e.strerror or e})") from None
+    if len(data) > MAX_FILE_BYTES:
+        raise ResultsError(f"{p}: more than {MAX_FILE_BYTES} bytes, more than a result can be")
+    return data
+
+
 def load_file(path: str | os.PathLike[str]) -> FortioResult:
     """One result file; raises ResultsError (also for run metadata files)."""
     p = Path(path)
-    try:
-        text = p.read_bytes()
-    except OSError as e:
-        raise ResultsError(f"{p}: cannot read ({e.strerror or e})") from None
-    return parse_result(text, str(p))
+    return parse_result(_read_file(p), str(p))
 
 
 def load_files(paths: Iterable[str | os.PathLike[str]]) -> LoadReport:
@@ -160,9 +252,9 @@ def load_files(paths: Iterable[str | os.PathLike[str]]) -> LoadReport:
     for path in paths:
         p = Path(path)
         try:
-            text = p.read_bytes()
-        except OSError as e:
-            report.skipped.append(Skipped(str(p), f"cannot read ({e.strerror or e})"))
+            text = _read_file(p)
+        except ResultsError as e:
+            _skip(report, str(p), e)
             continue
         _classify(p.name, text, str(p), report)
     attach_run_metadata(report)
@@ -241,7 +333,96 @@ def parse_html_listing(text: str, browse: bool = False) -> list[str]:
     return names
 
 
-def _get(session: requests.Session, url: str, timeout: float) -> requests.Response:
+class _Deadline:
+    """A source's total time budget. When it passes, every socket the source opened is shut
+    down, which ends any read blocked on it (a per-request timeout cannot: each byte that
+    arrives in time restarts it)."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.expired = False
+        self._lock = threading.Lock()
+        self._sockets: weakref.WeakSet[socket.socket] = weakref.WeakSet()
+        self._timer = threading.Timer(seconds, self._expire)
+        self._timer.daemon = True
+
+    def start(self) -> None:
+        self._timer.start()
+
+    def cancel(self) -> None:
+        self._timer.cancel()
+
+    def track(self, sock: socket.socket) -> None:
+        with self._lock:
+            self._sockets.add(sock)
+            expired = self.expired
+        if expired:
+            self._shut(sock)
+
+    def _expire(self) -> None:
+        with self._lock:
+            self.expired = True
+            socks = list(self._sockets)
+        for sock in socks:
+            self._shut(sock)
+
+    @staticmethod
+    def _shut(sock: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
+
+    def message(self, url: str) -> str:
+        return f"{url}: not read within the {self.seconds:g} s deadline for this source"
+
+
+def _session_with_deadline(deadline: _Deadline, workers: int) -> requests.Session:
+    """A session whose every connection registers its socket with ``deadline``."""
+
+    def connection_class(base: type[Any]) -> type[Any]:
+        def connect(self: Any) -> None:
+            base.connect(self)
+            deadline.track(self.sock)
+
+        return type(f"Deadline{base.__name__}", (base,), {"connect": connect})
+
+    pools = {
+        scheme: type(
+            f"Deadline{pool.__name__}",
+            (pool,),
+            {"ConnectionCls": connection_class(pool.ConnectionCls)},
+        )
+        for scheme, pool in (
+            ("http", urllib3.connectionpool.HTTPConnectionPool),
+            ("https", urllib3.connectionpool.HTTPSConnectionPool),
+        )
+    }
+    sess = requests.Session()
+    adapter = requests.adapters.HTTPAdapter(pool_connections=1, pool_maxsize=workers)
+    adapter.poolmanager.pool_classes_by_scheme = pools
+    sess.mount("http://", adapter)
+    sess.mount("https://", adapter)
+    return sess
+
+
+def _read_body(resp: requests.Response, url: str) -> bytes:
+    """The whole body, refused past MAX_FILE_BYTES (also without a Content-Length)."""
+    chunks: list[bytes] = []
+    total = 0
+    for chunk in resp.iter_content(chunk_size=64 * 1024):
+        total += len(chunk)
+        if total > MAX_FILE_BYTES:
+            raise ResultsError(
+                f"{url}: more than {MAX_FILE_BYTES} bytes, more than a result can be"
+            )
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _get(
+    session: requests.Session, url: str, timeout: float, deadline: _Deadline | None = None
+) -> requests.Response:
+    if deadline is not None and deadline.expired:
+        raise ResultsError(deadline.message(url))
     try:
         # No redirects: fortio report sends every /fortio... path to its front page, which
         # must read as "not here" rather than as an (empty) listing.
@@ -250,13 +431,19 @@ def _get(session: requests.Session, url: str, timeout: float) -> requests.Respon
             length = resp.headers.get("Content-Length", "")
             if length.isdigit() and int(length) > MAX_FILE_BYTES:
                 raise ResultsError(f"{url}: {int(length)} bytes, more than a result can be")
-            _ = resp.content  # read it all now, inside the timeout handling
+            # Read it all now, inside the timeout handling; requests keeps it as .content.
+            resp._content = _read_body(resp, url)
+        if deadline is not None and deadline.expired:
+            # A shut socket can look like a response that ended early: never take it as one.
+            raise ResultsError(deadline.message(url))
         return resp
-    except requests.Timeout:
-        raise ResultsError(f"{url}: no answer within {timeout:g} s") from None
-    except requests.ConnectionError as e:
-        raise ResultsError(f"{url}: cannot connect ({_short(e)})") from None
     except requests.RequestException as e:
+        if deadline is not None and deadline.expired:
+            raise ResultsError(deadline.message(url)) from None
+        if isinstance(e, requests.Timeout):
+            raise ResultsError(f"{url}: no answer within {timeout:g} s") from None
+        if isinstance(e, requests.ConnectionError):
+            raise ResultsError(f"{url}: cannot connect ({_short(e)})") from None
         raise ResultsError(f"{url}: {_short(e)}") from None
 
 
@@ -267,11 +454,11 @@ def _short(e: BaseException) -> str:
 
 
 def _list_data(
-    session: requests.Session, data_url: str, timeout: float
+    session: requests.Session, data_url: str, timeout: float, deadline: _Deadline | None = None
 ) -> tuple[list[tuple[str, int | None, str | None]], str]:
     """Files listed under ``data_url``: index.tsv, else the HTML listing, else the browse page."""
     why: list[str] = []
-    resp = _get(session, data_url + "index.tsv", timeout)
+    resp = _get(session, data_url + "index.tsv", timeout, deadline)
     if resp.status_code == 200:
         try:
             return parse_index_tsv(resp.text), "index.tsv"
@@ -279,7 +466,7 @@ def _list_data(
             why.append(f"index.tsv: {e}")
     else:
         why.append(f"index.tsv: HTTP {resp.status_code}")
-    resp = _get(session, data_url, timeout)
+    resp = _get(session, data_url, timeout, deadline)
     if resp.status_code == 200:
         names = parse_html_listing(resp.text)
         # fortio's listing is exactly this markup, also when the directory is empty.
@@ -289,7 +476,7 @@ def _list_data(
     else:
         why.append(f"listing: HTTP {resp.status_code}")
     browse_url = data_url[: -len("data/")] + "browse"
-    resp = _get(session, browse_url, timeout)
+    resp = _get(session, browse_url, timeout, deadline)
     if resp.status_code == 200:
         names = parse_html_listing(resp.text, browse=True)
         if names or 'id="files"' in resp.text:
@@ -299,9 +486,14 @@ def _list_data(
 
 
 def _fetch_one(
-    session: requests.Session, url: str, size: int | None, md5: str | None, timeout: float
+    session: requests.Session,
+    url: str,
+    size: int | None,
+    md5: str | None,
+    timeout: float,
+    deadline: _Deadline | None = None,
 ) -> bytes:
-    resp = _get(session, url, timeout)
+    resp = _get(session, url, timeout, deadline)
     if resp.status_code != 200:
         raise ResultsError(f"HTTP {resp.status_code} {resp.reason or ''}".strip())
     body = resp.content
@@ -320,25 +512,29 @@ def load_url(
     timeout: float = DEFAULT_TIMEOUT,
     session: requests.Session | None = None,
     workers: int = FETCH_WORKERS,
+    deadline: float = DEFAULT_DEADLINE,
 ) -> LoadReport:
     """Every result a fortio server or report serves, fetched concurrently.
 
     ``url`` may be the base URL (``http://host:8080``), the UI path, ``.../data/``, the browse
     page, or one ``.json`` file. Raises ResultsError when nothing can be listed at all; files
-    that fail individually are reported as skipped.
+    that fail individually are reported as skipped. Everything must arrive within
+    ``deadline`` seconds; what has not by then is skipped with that reason.
     """
     check_url(url)
+    if not deadline > 0:
+        raise ResultsError(f"{url}: deadline must be > 0 s, got {deadline!r}")
+    clock = _Deadline(deadline)
     own = session is None
-    sess = session or requests.Session()
-    if own:
-        adapter = requests.adapters.HTTPAdapter(pool_connections=1, pool_maxsize=workers)
-        sess.mount("http://", adapter)
-        sess.mount("https://", adapter)
+    # Our own session tracks its sockets, so the deadline can end reads blocked on them; a
+    # caller's session only gets the checks between requests.
+    sess = session or _session_with_deadline(clock, workers)
+    clock.start()
     try:
         report = LoadReport()
         candidates, single = _data_urls(url)
         if single is not None:
-            body = _fetch_one(sess, single, None, None, timeout)
+            body = _fetch_one(sess, single, None, None, timeout, clock)
             _classify(single.rsplit("/", 1)[-1], body, single, report)
             attach_run_metadata(report)
             return report
@@ -347,7 +543,7 @@ def load_url(
         data_url = candidates[0]
         for data_url in candidates:
             try:
-                listing, _kind = _list_data(sess, data_url, timeout)
+                listing, _kind = _list_data(sess, data_url, timeout, clock)
                 break
             except ResultsError as e:
                 errors.append(str(e))
@@ -360,7 +556,7 @@ def load_url(
             name, size, md5 = item
             file_url = data_url + urllib.parse.quote(name)
             try:
-                return name, _fetch_one(sess, file_url, size, md5, timeout)
+                return name, _fetch_one(sess, file_url, size, md5, timeout, clock)
             except ResultsError as e:
                 return name, str(e).removeprefix(f"{file_url}: ")
 
@@ -374,6 +570,7 @@ def load_url(
         attach_run_metadata(report)
         return report
     finally:
+        clock.cancel()
         if own:
             sess.close()
 
@@ -395,10 +592,12 @@ def check_url(url: str) -> None:
         raise ResultsError(f"{url}: not a valid URL (no host)")
 
 
-def load_source(source: str, *, timeout: float = DEFAULT_TIMEOUT) -> LoadReport:
+def load_source(
+    source: str, *, timeout: float = DEFAULT_TIMEOUT, deadline: float = DEFAULT_DEADLINE
+) -> LoadReport:
     """A URL, a results directory or one JSON file; raises ResultsError when it is none."""
     if is_url(source):
-        return load_url(source, timeout=timeout)
+        return load_url(source, timeout=timeout, deadline=deadline)
     p = Path(source)
     if p.is_dir():
         return load_dir(p)
@@ -412,12 +611,17 @@ def load_source(source: str, *, timeout: float = DEFAULT_TIMEOUT) -> LoadReport:
     )
 
 
-def load_sources(sources: Sequence[str], *, timeout: float = DEFAULT_TIMEOUT) -> LoadReport:
+def load_sources(
+    sources: Sequence[str],
+    *,
+    timeout: float = DEFAULT_TIMEOUT,
+    deadline: float = DEFAULT_DEADLINE,
+) -> LoadReport:
     """All sources; a source that cannot be read at all is reported as skipped."""
     report = LoadReport()
     for source in sources:
         try:
-            report.extend(load_source(source, timeout=timeout))
+            report.extend(load_source(source, timeout=timeout, deadline=deadline))
         except ResultsError as e:
             report.skipped.append(Skipped(source, str(e).removeprefix(f"{source}: ")))
     attach_run_metadata(report)
