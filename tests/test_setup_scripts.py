@@ -809,7 +809,9 @@ def test_istio_annotations(stubs: Stubs) -> None:
     docs = load_docs(out / "fortio.yaml")
     for app in ("fortioclient", "fortioserver"):
         ann = pod_template(docs, app)["metadata"]["annotations"]
-        assert ann["traffic.sidecar.istio.io/excludeInboundPorts"].split(",") == ["8076", "8077"]
+        assert ann["traffic.sidecar.istio.io/excludeInboundPorts"].split(",") == [
+            "8075", "8076", "8077",
+        ]  # fmt: skip
         assert ann["sidecar.istio.io/proxyCPU"] == "2"
         assert ann["sidecar.istio.io/proxyMemory"] == "1Gi"
         assert ann["sidecar.istio.io/proxyCPULimit"] == "3"

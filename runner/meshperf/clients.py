@@ -349,7 +349,7 @@ def run_local(platform: Any, spec: Any) -> dict[str, Any]:
     n = p.opts.clients
     p._tests += 1
     label = spec.labels or f"{spec.mode}_{spec.conn}_{spec.qps:g}"
-    url = p.target(spec.mode, spec.size)
+    url = p.target(spec.mode, spec.size, spec.protocol)
     specs = [dataclasses.replace(spec, conn=c, qps=q) for c, q in shares(spec, n)]
     paths = [p.work_dir / f"test-{p._tests}-client{i}.json" for i in range(n)]
     sampler = Sampler(p._workloads(spec.mode))
@@ -470,7 +470,7 @@ def run_kube(platform: Any, spec: Any) -> dict[str, Any]:
         raise ClusterError("stopped before the test began")
     p._find_pods()  # the server (and its node) as of now
     pods = client_pods(p, n)
-    url = p.target(spec.mode, spec.size)
+    url = p.target(spec.mode, spec.size, spec.protocol)
     label = spec.labels or spec.mode
     specs = [dataclasses.replace(spec, conn=c, qps=q) for c, q in shares(spec, n)]
     name = kp.pod_result_name(label)

@@ -62,7 +62,6 @@ EXEC_SLACK_SECONDS = 60.0
 STOP_TIMEOUT = 5.0
 
 _LABEL_RE = re.compile(r"[A-Za-z0-9_.-]+")
-_HOST_RE = re.compile(r"[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?(:[0-9]{1,5})?")
 
 
 def httpbuffer_kb(size: int) -> int:
@@ -196,34 +195,41 @@ class KubernetesPlatform:
         self.client, self.server = client, server
         return server
 
-    def target(self, mode: str, size: int) -> str:
+    def target(self, mode: str, size: int, protocol: str = "http") -> str:
+        """fortio's target for ``mode`` in ``protocol``'s URL form (meshperf.loadcmd): the
+        server's captured or uncaptured port of that protocol (loadcmd.KUBE_PORTS)."""
         if self.server is None:
             raise ClusterError("the kubernetes platform was not started")
-        path = f"/echo?size={size}"
+        captured, uncaptured = loadcmd.KUBE_PORTS[protocol]
+
+        def url(host: str, port: int | str, tls: bool = False) -> str:
+            return loadcmd.target_url(protocol, host, port, size, tls=tls)
+
         if mode == "baseline":
-            return f"http://{self.server.ip}:{UNCAPTURED_PORT}{path}"
+            return url(self.server.ip, uncaptured)
         if mode == "serversidecar":
-            return f"http://{self.server.ip}:{CAPTURED_PORT}{path}"
+            return url(self.server.ip, captured)
         if mode == "clientonly":
-            return f"http://{self.service_host}:{CLIENTONLY_PORT}{path}"
+            return url(self.service_host, paths.CLIENTONLY_PORTS[protocol][0])
         if mode == "both":
             if self.opts.mesh == "istio-ambient" and self.waypoint:
-                return f"http://{self.server.ip}:{CAPTURED_PORT}{path}"
-            return f"http://{self.service_host}:{CAPTURED_PORT}{path}"
+                return url(self.server.ip, captured)
+            return url(self.service_host, captured)
         if mode == "waypoint":
-            return f"http://{self.service_host}:{CAPTURED_PORT}{path}"
+            return url(self.service_host, captured)
         if mode == "ingress":
-            return f"http://{self._ingress_hostport()}{path}"
+            tls = (self.opts.ingress or "").startswith("https://")
+            return url(self._ingress_hostport(), "", tls)
         raise ClusterError(f"unknown mode {mode!r}")
 
     def _ingress_hostport(self) -> str:
         ing = self.opts.ingress
         if not ing:
             raise ConfigError("mode ingress needs --ingress HOST[:PORT] (the gateway address)")
-        ing = ing.removeprefix("http://").rstrip("/")
-        if not _HOST_RE.fullmatch(ing):
-            raise ConfigError(f"--ingress {self.opts.ingress!r} is not HOST[:PORT]")
-        return ing if ":" in ing else f"{ing}:{INGRESS_PORT}"
+        try:  # [http[s]://]HOST[:PORT]; the port defaults to 80, or 443 for https://
+            return loadcmd.split_ingress(ing.rstrip("/"))[1]
+        except ValueError as e:
+            raise ConfigError(f"--ingress: {e}") from None
 
     def run_test(self, spec: TestSpec) -> dict[str, Any]:
         if self.opts.clients > 1:  # --clients N: fortio in N client pods, merged
@@ -234,7 +240,7 @@ class KubernetesPlatform:
             raise ClusterError("stopped before the test began")
         self._find_pods()  # a pod that restarted or went away fails this test, clearly
         checked = self._verify(spec.mode)  # before measuring: the path is the one claimed
-        url = self.target(spec.mode, spec.size)
+        url = self.target(spec.mode, spec.size, spec.protocol)
         # Kept in the pod's data dir (and read back) where the tools container can read it.
         dirs = self.client.result_dirs()
         name = pod_result_name(spec.labels or spec.mode)
