@@ -238,6 +238,10 @@ def test_shares_and_summary() -> None:
     assert "both sustains 41% of baseline's rate under p99 5 ms (8 connections)" in text
     assert "serversidecar sustains at least 60% of baseline's rate" in text
     assert ">= 6000" in text
+    assert "CPU pressure" not in text
+    recs[1]["steps"] = [{"warnings": "cpu-pressure: tasks waited for a CPU 30% of the test"}] * 3
+    text = search.summary_text(recs, search.parse_slo("p99=5ms"))
+    assert "trust: 3 of 19 steps ran under CPU pressure" in text
 
 
 # ---- a whole run through run_matrix ---------------------------------------------------------

@@ -673,6 +673,14 @@ def summary_text(records: Sequence[Mapping[str, Any]], slo: Slo) -> str:
         lines.append(
             ">= : a lower bound; the search stopped before it bracketed the limit (see why)"
         )
+    steps = [st for r in records for st in r.get("steps") or []]
+    pressed = [st for st in steps if "cpu-pressure" in str(st.get("warnings") or "")]
+    if pressed:
+        lines.append(
+            f"trust: {len(pressed)} of {len(steps)} steps ran under CPU pressure (tasks waiting"
+            " for a core): their latency includes this machine's queueing, so the rates found"
+            " are lower than a quiet machine gives"
+        )
     return "\n".join(lines)
 
 
