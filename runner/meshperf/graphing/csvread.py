@@ -265,6 +265,57 @@ def _series_of(raw: pd.DataFrame, series: str) -> pd.Series:
     return _text(raw, series).replace("", f"(no {series})")
 
 
+def _mesh(
+    raw: pd.DataFrame,
+    t: pd.DataFrame,
+    facts: Sequence[LabelFacts | None],
+    fmt: str,
+    mesh: str | None,
+    name: str,
+) -> tuple[pd.Series, list[str]]:
+    """The mesh of each row: recorded, else the label's, else ``--mesh``; never guessed for
+    a plain fortio run."""
+    label_mesh = pd.Series([f.mesh if f else "" for f in facts], index=t.index, dtype=object)
+    if "mesh" in raw:
+        # Our results record the mesh that ran; plain fortio rows in the same CSV do not.
+        return _fill(_fill(_text(raw, "mesh"), label_mesh), [mesh or ""] * len(t)), []
+    if mesh is not None:
+        return pd.Series(mesh, index=t.index, dtype=object), []
+    if fmt != FORMAT_MESHPERF:
+        # Labels of the 2019 scripts and istio/tools runs are Istio's (istio/tools marks
+        # Linkerd runs); a row whose label is neither (a plain fortio run) claims no mesh.
+        meshes = _fill(label_mesh, ["istio" if f else "" for f in facts])
+        if not any(facts):
+            return meshes, []
+        taken = "/".join(sorted(set(meshes) - {""}))
+        return meshes, [f"{name}: no mesh column; mesh taken as {taken} (name it with --mesh)"]
+    # A CSV of ours with the mesh column left out (fortio.py --csv): unknown, not guessed.
+    if (t["mode"] != "").any() and (label_mesh == "").any():
+        return label_mesh, [f"{name}: no mesh column; the mesh is not known (name it with --mesh)"]
+    return label_mesh, []
+
+
+def _setup(
+    raw: pd.DataFrame, t: pd.DataFrame, series: str | None, name: str
+) -> tuple[pd.Series, list[str]]:
+    """What names a row's series besides its mode: the ``--series`` column's value, else, for
+    a row without a mode (a plain fortio run), its Labels value."""
+    if series is not None:
+        return _series_of(raw, series), []
+    no_mode = t["mode"] == ""
+    label = t["label"]
+    setup = label.where(no_mode, "").replace("", "(no label)").where(no_mode, "")
+    if not no_mode.any():
+        return setup, []
+    example = next((x for x in label[no_mode] if x), "")
+    return setup, [
+        f"{name}: {int(no_mode.sum())} of {len(t)} rows have no mode (no mode column value, "
+        f"no Labels ending in {SUFFIXES_TEXT}"
+        + (f", e.g. {example!r}" if example else "")
+        + "): one series per Labels value (or name a column with --series)"
+    ]
+
+
 def load_csv(
     path: str | os.PathLike[str], mesh: str | None = None, series: str | None = None
 ) -> LoadedCsv:
@@ -288,7 +339,6 @@ def load_csv(
         raise ResultsError(f"{p}: no data rows")
 
     notes: list[str] = []
-    n = len(raw)
     label = _text(raw, "Labels")
     facts = [labels.parse(x) for x in label]
     t = pd.DataFrame(index=raw.index)
@@ -325,39 +375,10 @@ def load_csv(
     for canonical, col in resources.items():
         t[canonical] = _numbers(raw[col])
 
-    label_mesh = [f.mesh if f else "" for f in facts]
-    if "mesh" in raw:
-        # Our results record the mesh that ran; plain fortio rows in the same CSV do not.
-        t["mesh"] = _fill(_fill(_text(raw, "mesh"), label_mesh), [mesh or ""] * n)
-    elif mesh is not None:
-        t["mesh"] = mesh
-    elif fmt != FORMAT_MESHPERF:
-        # Labels of the 2019 scripts and istio/tools runs are Istio's (istio/tools marks
-        # Linkerd runs); a row whose label is neither (a plain fortio run) claims no mesh.
-        istio = ["istio" if f else "" for f in facts]
-        t["mesh"] = _fill(pd.Series(label_mesh, index=t.index, dtype=object), istio)
-        if any(facts):
-            taken = "/".join(sorted(set(t["mesh"]) - {""}))
-            notes.append(f"{p.name}: no mesh column; mesh taken as {taken} (name it with --mesh)")
-    else:
-        # A CSV of ours with the mesh column left out (fortio.py --csv): unknown, not guessed.
-        t["mesh"] = pd.Series(label_mesh, index=t.index, dtype=object)
-        if (t["mode"] != "").any() and (t["mesh"] == "").any():
-            notes.append(f"{p.name}: no mesh column; the mesh is not known (name it with --mesh)")
-
-    no_mode = t["mode"] == ""
-    if series is not None:
-        t["setup"] = _series_of(raw, series)
-    else:
-        t["setup"] = label.where(no_mode, "").replace("", "(no label)").where(no_mode, "")
-        if no_mode.any():
-            example = next((x for x in label[no_mode] if x), "")
-            notes.append(
-                f"{p.name}: {int(no_mode.sum())} of {n} rows have no mode (no mode column value, "
-                f"no Labels ending in {SUFFIXES_TEXT}"
-                + (f", e.g. {example!r}" if example else "")
-                + "): one series per Labels value (or name a column with --series)"
-            )
+    t["mesh"], more = _mesh(raw, t, facts, fmt, mesh, p.name)
+    notes.extend(more)
+    t["setup"], more = _setup(raw, t, series, p.name)
+    notes.extend(more)
     bad_conn = t["conn"].isna()
     if bad_conn.any():
         notes.append(f"{p.name}: {int(bad_conn.sum())} rows without a connection count skipped")
