@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/bench_loadgen.py [--duration 10] [--rounds 2] [--server-workers 2]
                                             [--envoy] [--skip-throughput]
+                                            [--protocols http,h2,grpc,tcp]
 
 Everything runs on loopback, one measurement at a time, wrk and loadgen interleaved round by
 round so machine noise hits both alike. Measured:
@@ -11,7 +12,11 @@ round so machine noise hits both alike. Measured:
 2. latency accuracy: server ``delay=5ms``, 1000 qps, 16 connections, ``-uniform``: p50;
 3. pacing: 1000 qps, 16 connections, ``-uniform``: achieved rate, send lag p50/p99, CPU of
    the generator's process tree (psutil) as a share of one core;
-4. the echo server's own ceiling with 16 connections, measured by wrk.
+4. per protocol (``--protocols http,h2,grpc,tcp``), against one echo server with its TCP and
+   gRPC listeners: pacing at 1000 qps over 16 connections (achieved rate, send lag p99, the
+   generator's CPU from the start of its run, not its start-up) and the max rate, with
+   ``h2load -c 16 -m 1`` beside ``-h2`` and ``wrk`` beside HTTP/1.1;
+5. the echo server's own ceiling with 16 connections, measured by wrk.
 
 Prints a table; ``--json FILE`` also writes the numbers.
 """
@@ -47,24 +52,34 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start_echo(workers: int) -> tuple[subprocess.Popen[bytes], int]:
-    proc = subprocess.Popen(
-        [PY, str(LOADGEN), "server", "-http-port", "127.0.0.1:0", "-workers", str(workers)],
-        stdout=subprocess.PIPE,
-    )
+def start_echo(workers: int, extra: bool = False) -> tuple[subprocess.Popen[bytes], int]:
+    """The echo server; with ``extra`` also its TCP and gRPC listeners (see ``ports``)."""
+    argv = [PY, str(LOADGEN), "server", "-http-port", "127.0.0.1:0", "-workers", str(workers)]
+    if extra:
+        argv += ["-tcp-port", "127.0.0.1:0", "-grpc-port", "127.0.0.1:0"]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE)
     assert proc.stdout is not None
     sel = selectors.DefaultSelector()
     sel.register(proc.stdout, selectors.EVENT_READ)
-    line = b""
-    deadline = time.monotonic() + 20
-    while not line.endswith(b"\n") and time.monotonic() < deadline:
+    text = b""
+    deadline = time.monotonic() + 30
+    while text.count(b"\n") < (3 if extra else 1) and time.monotonic() < deadline:
         if sel.select(0.5):
-            line += os.read(proc.stdout.fileno(), 4096)
-    m = re.search(rb":(\d+)\s*$", line)
-    if m is None:
+            text += os.read(proc.stdout.fileno(), 4096)
+    ports.clear()
+    for line in text.decode().splitlines():
+        m2 = re.search(r"compatible (TCP echo|gRPC ping|echo) server listening on \S+:(\d+)", line)
+        if m2:
+            ports[{"TCP echo": "tcp", "gRPC ping": "grpc", "echo": "http"}[m2.group(1)]] = int(
+                m2.group(2)
+            )
+    if "http" not in ports or (extra and len(ports) < 3):
         proc.kill()
-        raise SystemExit(f"bench: error: echo server did not start: {line!r}")
-    return proc, int(m.group(1))
+        raise SystemExit(f"bench: error: echo server did not start: {text!r}")
+    return proc, ports["http"]
+
+
+ports: dict[str, int] = {}  # the last started echo server's listeners
 
 
 HCM = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3"
@@ -140,6 +155,61 @@ def wrk(url: str, duration: int, threads: int = 2, conns: int = 16) -> float:
     return float(m.group(1))
 
 
+def h2load(url: str, duration: int, conns: int = 16) -> float:
+    """nghttp2's h2load, prior-knowledge h2c, one stream at a time per connection (as our
+    ``-h2`` client runs), for ``duration`` seconds."""
+    out = subprocess.run(
+        ["h2load", "-c", str(conns), "-m", "1", "-t", "2", "-D", str(duration), url],
+        capture_output=True,
+        text=True,
+        timeout=duration + 60,
+    ).stdout
+    m = re.search(r"finished in [\d.]+\w+, ([\d.]+) req/s", out)
+    if m is None:
+        raise SystemExit(f"bench: error: cannot read h2load output: {out!r}")
+    return float(m.group(1))
+
+
+def loadgen_run_cpu(args: list[str], duration: int) -> tuple[dict[str, Any], float, float]:
+    """Run ``loadgen.py load``; return its result, and its process tree's CPU (core-seconds)
+    and wall time from the moment its run began (the banner after warmup) to its end, so that
+    interpreter start-up and imports are not charged to the run."""
+    with tempfile.TemporaryDirectory() as d:
+        out = Path(d) / "r.json"
+        proc = subprocess.Popen(
+            [PY, str(LOADGEN), "load", "-json", str(out), *args],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        assert proc.stderr is not None
+        try:
+            root = psutil.Process(proc.pid)
+            sel = selectors.DefaultSelector()
+            sel.register(proc.stderr, selectors.EVENT_READ)
+            err = b""
+            cpu0 = t0 = None
+            deadline = time.monotonic() + duration + 60
+            while proc.poll() is None and time.monotonic() < deadline:
+                if cpu0 is None and sel.select(0.05):
+                    err += os.read(proc.stderr.fileno(), 65536)
+                    if b" running at " in err:
+                        t = root.cpu_times()
+                        cpu0, t0 = t.user + t.system, time.monotonic()
+                if cpu0 is not None:
+                    t = root.cpu_times()
+                    cpu1, t1 = t.user + t.system, time.monotonic()
+                    time.sleep(0.05)
+            sel.close()
+            err += proc.stderr.read()
+            proc.wait(60)
+        finally:
+            if proc.poll() is None:
+                stop(proc)
+        if proc.returncode != 0 or cpu0 is None or t0 is None:
+            raise SystemExit(f"bench: error: loadgen failed: {err.decode().strip()}")
+        return json.loads(out.read_text()), cpu1 - cpu0, t1 - t0
+
+
 def loadgen(args: list[str], duration: int) -> tuple[dict[str, Any], float]:
     """Run ``loadgen.py load``; return its result and its process tree's CPU (core-seconds)."""
     with tempfile.TemporaryDirectory() as d:
@@ -208,6 +278,90 @@ def pct(h: dict[str, Any], p: float) -> float:
     raise KeyError(p)
 
 
+def protocol_section(a: argparse.Namespace, res: dict[str, Any], envoy_url: str | None) -> None:
+    """Per protocol, against one echo server with all its listeners: pacing at 1000 qps over
+    16 connections (-uniform), then the max rate, with h2load beside ours for HTTP/2."""
+    d = a.duration
+    srv, _ = start_echo(a.server_workers, extra=True)
+    try:
+        http = f"http://127.0.0.1:{ports['http']}/echo?size=1024"
+        targets = {
+            "http": [http],
+            "h2": ["-h2", http],
+            "grpc": ["-grpc", "-ping", f"127.0.0.1:{ports['grpc']}"],
+            "tcp": ["-payload-size", "1024", f"tcp://127.0.0.1:{ports['tcp']}"],
+        }
+        for name in a.protocols.split(","):
+            target = targets[name]
+            r, cpu, wall = loadgen_run_cpu(
+                ["-qps", "1000", "-c", "16", "-t", f"{d}s", "-uniform", "-r", "0.00001",
+                 "-p", "50,90,99,99.9", *target],
+                d,
+            )  # fmt: skip
+            lag = r["SendLagHistogram"]
+            achieved = float(r["ActualQPS"])
+            errors = r["ErrorsDurationHistogram"]["Count"]
+            row: dict[str, Any] = {
+                "actual_qps": achieved,
+                "off_pct": abs(achieved - 1000) / 10,
+                "lag_p99_ms": pct(lag, 99) * 1e3,
+                "cpu_core_share": cpu / wall,
+                "latency_p50_ms": pct(r["DurationHistogram"], 50) * 1e3,
+                "errors": errors,
+            }
+            rates = []
+            for _ in range(a.rounds):
+                m, _, _ = loadgen_run_cpu(["-qps", "0", "-c", "16", "-t", f"{d}s", *target], d)
+                rates.append(round(float(m["ActualQPS"])))
+            row["max_qps"] = statistics.median(rates)
+            ref = ""
+            if name == "h2" and shutil.which("h2load"):
+                refs = [round(h2load(http, d)) for _ in range(a.rounds)]
+                row["h2load_qps"] = statistics.median(refs)
+                row["ratio_h2load"] = row["max_qps"] / row["h2load_qps"]
+                ref = (
+                    f"; h2load -c 16 -m 1 {row['h2load_qps']:.0f} req/s, "
+                    f"ratio {row['ratio_h2load']:.2f}"
+                )
+            if name == "http":
+                refs = [round(wrk(http, d)) for _ in range(a.rounds)]
+                row["wrk_qps"] = statistics.median(refs)
+                row["ratio_wrk"] = row["max_qps"] / row["wrk_qps"]
+                ref = f"; wrk -c 16 -t 2 {row['wrk_qps']:.0f} req/s, ratio {row['ratio_wrk']:.2f}"
+            if name == "h2" and envoy_url and shutil.which("h2load"):
+                # Our echo server's HTTP/2 is pure Python (h2), slower than either client:
+                # against Envoy the clients, not the server, set the rate.
+                ours = [
+                    round(
+                        float(
+                            loadgen_run_cpu(
+                                ["-qps", "0", "-c", "16", "-t", f"{d}s", "-h2", envoy_url], d
+                            )[0]["ActualQPS"]
+                        )
+                    )
+                    for _ in range(a.rounds)
+                ]
+                theirs = [round(h2load(envoy_url, d)) for _ in range(a.rounds)]
+                row["envoy_max_qps"] = statistics.median(ours)
+                row["envoy_h2load_qps"] = statistics.median(theirs)
+                row["envoy_ratio_h2load"] = row["envoy_max_qps"] / row["envoy_h2load_qps"]
+                ref += (
+                    f"; against Envoy: ours {row['envoy_max_qps']:.0f}, h2load "
+                    f"{row['envoy_h2load_qps']:.0f} req/s, ratio {row['envoy_ratio_h2load']:.2f}"
+                )
+            res[f"protocol_{name}"] = row
+            print(
+                f"{name:4s} 1000 qps, 16 conn, -uniform: achieved {achieved:.2f} "
+                f"({row['off_pct']:.3f}% off), send lag p99 {row['lag_p99_ms']:.3f} ms, CPU "
+                f"{100 * row['cpu_core_share']:.1f}% of a core, "
+                f"p50 {row['latency_p50_ms']:.3f} ms, "
+                f"{errors} errors; max {row['max_qps']:.0f} req/s (rounds {rates}){ref}",
+                flush=True,
+            )
+    finally:
+        stop(srv)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--duration", type=int, default=10, help="seconds per measurement")
@@ -216,6 +370,11 @@ def main() -> int:
     ap.add_argument("--envoy", action="store_true", help="also use an Envoy direct response")
     ap.add_argument("--skip-throughput", action="store_true")
     ap.add_argument("--skip-echo", action="store_true", help="skip the echo server ceiling")
+    ap.add_argument(
+        "--protocols",
+        default="http,h2,grpc,tcp",
+        help="protocols for the per-protocol section ('' to skip): http,h2,grpc,tcp",
+    )
     ap.add_argument("--json", help="write the numbers here too")
     a = ap.parse_args()
     d = a.duration
@@ -299,6 +458,9 @@ def main() -> int:
                 f"{pct(r['DurationHistogram'], 50) * 1e6:.0f} us",
                 flush=True,
             )
+
+            if a.protocols:
+                protocol_section(a, res, targets.get("envoy"))
 
             floor = wakeup_floor(min(d, 5))
             res["sleep_wakeup_floor_ms"] = floor
