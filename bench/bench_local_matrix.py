@@ -1,14 +1,18 @@
 """What the local platform measures, and what the harness costs, for one matrix.
 
 Runs the real CLI, ``runner/runner.py CONN QPS DURATION --baseline --serversidecar --uniform``
-(16 connections, 1000 req/s in total by default), then prints from the result files:
+(16 connections, 1000 req/s in total by default) once per protocol of ``--protocols`` (http,
+h2 = HTTP/2, grpc, tcp; one after the other, on the same machine state as far as it goes), then
+prints from the result files:
 
 - p50/p90/p99 per mode and the overhead of each mode over baseline (median over repeats);
 - proxy CPU per 1000 req/s (cores) and proxy memory (RSS and USS, MB) per mode;
 - the harness overhead: wall time of the whole matrix minus the sum of test durations, per
-  test, split into start-up (before the first test) and per-test (between tests).
+  test, split into start-up (before the first test) and per-test (between tests);
+- with several protocols, one table of every protocol's overheads side by side.
 
 Usage: .venv/bin/python bench/bench_local_matrix.py [--duration 30] [--repeat 1] [--keep DIR]
+       [--protocols http,h2,grpc,tcp]
 """
 
 from __future__ import annotations
@@ -50,20 +54,57 @@ def main() -> int:
     ap.add_argument("--duration", type=float, default=30.0)
     ap.add_argument("--repeat", type=int, default=1)
     ap.add_argument("--keep", type=Path, default=None, help="write results here (kept)")
+    ap.add_argument(
+        "--protocols",
+        default="http",
+        help="comma list of http, h2 (HTTP/2), grpc, tcp: one matrix each (default: http)",
+    )
     args = ap.parse_args()
+    protocols = [p.strip() for p in args.protocols.split(",")]
+    bad = [p for p in protocols if p not in PROTOCOL_FLAGS]
+    if bad:
+        ap.error(f"unknown protocol {bad[0]!r}; choose from {', '.join(PROTOCOL_FLAGS)}")
 
     out = args.keep or Path(tempfile.mkdtemp(prefix="bench-matrix-"))
+    overheads: dict[str, dict[str, dict[float, float]]] = {}
     try:
-        return _run(args, out)
+        for protocol in protocols:
+            sub = out / protocol
+            code = _run(args, sub, protocol, overheads)
+            if code:
+                return code
     finally:
         if args.keep is None:
             shutil.rmtree(out, ignore_errors=True)
+    if len(protocols) > 1:
+        print("\noverhead over baseline per protocol, ms (p50 / p90 / p99):")
+        print(f"{'protocol':<10}" + "".join(f"{m:>26}" for m in MODES[1:]))
+        for protocol, by_mode in overheads.items():
+            cells = [
+                " / ".join(f"{by_mode[m][p]:+.3f}" for p in (50.0, 90.0, 99.0)) for m in MODES[1:]
+            ]
+            print(f"{protocol:<10}" + "".join(f"{c:>26}" for c in cells))
+    return 0
 
 
-def _run(args: argparse.Namespace, out: Path) -> int:
+# What each --protocols item adds to runner.py's command line.
+PROTOCOL_FLAGS: dict[str, list[str]] = {
+    "http": [],
+    "h2": ["--h2"],
+    "grpc": ["--protocol", "grpc"],
+    "tcp": ["--protocol", "tcp"],
+}
+
+
+def _run(
+    args: argparse.Namespace,
+    out: Path,
+    protocol: str,
+    overheads: dict[str, dict[str, dict[float, float]]],
+) -> int:
     cmd = [sys.executable, str(RUNNER), args.conn, args.qps, f"{args.duration:g}", "--baseline",
            "--serversidecar", "--uniform", "--repeat", str(args.repeat), "--platform", "local",
-           "--output-dir", str(out), "--quiet"]  # fmt: skip
+           "--output-dir", str(out), "--quiet", *PROTOCOL_FLAGS[protocol]]  # fmt: skip
     print("running:", " ".join(cmd[1:]), flush=True)
     t0 = time.monotonic()
     proc = subprocess.run(cmd, cwd=REPO, timeout=3600, check=False, capture_output=True, text=True)
@@ -82,7 +123,11 @@ def _run(args: argparse.Namespace, out: Path) -> int:
 
     lat = {m: {p: statistics.median(pct(r, p) for r in rs) for p in (50.0, 90.0, 99.0)}
            for m, rs in by_mode.items()}  # fmt: skip
-    print(f"\n{args.conn} connections, {args.qps} req/s total, {args.duration:g} s, --uniform,"
+    overheads[protocol] = {
+        m: {p: lat[m][p] - lat["baseline"][p] for p in lat[m]} for m in MODES
+    }
+    print(f"\n{protocol}: {args.conn} connections, {args.qps} req/s total, {args.duration:g} s,"
+          " --uniform,"
           f" {args.repeat} repeat(s); machine: {run['machine']['cpus']} CPUs;"
           f" envoy {run['platform_metadata'].get('envoy', {}).get('version')}")  # fmt: skip
     print(f"\n{'mode':<14}{'achieved':>9}{'p50 ms':>9}{'p90 ms':>9}{'p99 ms':>9}"
