@@ -27,10 +27,10 @@ CLIENT, SERVER = "fortioclient", "fortioserver"
 # Ports of the uncaptured fortio server (TCP echo, gRPC, HTTP; meshperf.loadcmd.KUBE_PORTS);
 # the proxy must leave them alone on both pods.
 UNCAPTURED_PORTS = "8075,8076,8077"
-# The ingress gateway's port: excluded outbound on the client too, so that ingress requests
-# reach the gateway without crossing the client's sidecar (istio/tools
-# perf/benchmark/templates/fortio.yaml excludes 80 for the same reason).
-INGRESS_PORT = "80"
+# The ingress gateway's ports (HTTP, and HTTPS for an https:// --ingress): excluded outbound
+# on the client too, so that ingress requests reach the gateway without crossing the client's
+# sidecar (istio/tools perf/benchmark/templates/fortio.yaml excludes 80 for the same reason).
+INGRESS_PORTS = "80,443"
 
 DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 _LABEL = r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?"
@@ -99,7 +99,7 @@ def pod_annotations(args: argparse.Namespace, app: str) -> dict[str, str]:
             # must leave the client pod without its sidecar (the 2019 setup did the same);
             # ingress requests go to the gateway's port 80 and must not cross it either.
             ann["traffic.sidecar.istio.io/excludeOutboundPorts"] = (
-                f"{INGRESS_PORT},{UNCAPTURED_PORTS}"
+                f"{INGRESS_PORTS},{UNCAPTURED_PORTS}"
             )
             ann["traffic.sidecar.istio.io/excludeOutboundIPRanges"] = args.pod_cidrs
     elif args.mesh == "linkerd":

@@ -309,8 +309,8 @@ class FakeKube:
             elif mesh == "linkerd":
                 ann["linkerd.io/created-by"] = "linkerd/cli edge-26.8.3"
                 ann["linkerd.io/proxy-version"] = "edge-26.8.3"
-                ann["config.linkerd.io/skip-inbound-ports"] = "8076,8077"
-                ann["config.linkerd.io/skip-outbound-ports"] = "8076,8077"
+                ann["config.linkerd.io/skip-inbound-ports"] = "8075,8076,8077"
+                ann["config.linkerd.io/skip-outbound-ports"] = "8075,8076,8077"
                 ann["config.linkerd.io/proxy-cpu-request"] = "2"
                 meta["labels"]["linkerd.io/control-plane-ns"] = "linkerd"
                 image = "cr.l5d.io/linkerd/proxy:edge-26.8.3"
@@ -331,9 +331,9 @@ class FakeKube:
                             "--proxy-uid",
                             "2102",
                             "--inbound-ports-to-ignore",
-                            "4190,4191,8076,8077",
+                            "4190,4191,8075,8076,8077",
                             "--outbound-ports-to-ignore",
-                            "8076,8077",
+                            "8075,8076,8077",
                         ],  # fmt: skip
                     },
                     {

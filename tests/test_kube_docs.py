@@ -34,7 +34,7 @@ def test_one_table_per_mesh_with_exactly_its_modes() -> None:
 def test_documented_ports_are_the_rendered_ones() -> None:
     ports = DOC.split("## Ports and targets", 1)[1].split("### istio", 1)[0]
     assert f'excludeInboundPorts: "{render.UNCAPTURED_PORTS}"' in ports
-    assert f'excludeOutboundPorts:\n"{render.INGRESS_PORT},{render.UNCAPTURED_PORTS}"' in ports
+    assert f'excludeOutboundPorts:\n"{render.INGRESS_PORTS},{render.UNCAPTURED_PORTS}"' in ports
     for port, target in paths.CLIENTONLY_PORTS.values():
         assert f"**{port} -> {target}**" in ports
     # every port the section names is one the manifests use (issue 11 item 11: they were not)
@@ -42,7 +42,7 @@ def test_documented_ports_are_the_rendered_ones() -> None:
         ["--out-dir", "unused", "--mesh", "istio", "--pod-cidrs", "10.0.0.0/8"]
     )
     docs = list(yaml.safe_load_all(render.render(args)["fortio.yaml"]))
-    used = {int(render.INGRESS_PORT)} | {
+    used = {int(p) for p in render.INGRESS_PORTS.split(",")} | {
         port[key]
         for d in docs
         if d["kind"] == "Service"

@@ -209,7 +209,7 @@ def test_istio_client_excludes_the_ingress_port(stubs: Stubs) -> None:
     docs = load_docs(out / "fortio.yaml")
     client = pod_template(docs, "fortioclient")["metadata"]["annotations"]
     assert client["traffic.sidecar.istio.io/excludeOutboundPorts"].split(",") == [
-        "80", "8075", "8076", "8077",
+        "80", "443", "8075", "8076", "8077",
     ]  # fmt: skip
     server = pod_template(docs, "fortioserver")["metadata"]["annotations"]
     assert "traffic.sidecar.istio.io/excludeOutboundPorts" not in server  # server: inbound only
