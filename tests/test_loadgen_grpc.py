@@ -5,13 +5,17 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from meshperf.fortioresult import error_count
 from meshperf.pingproto import PING_METHOD, PingMessage
 from protoserver import ProtoServer, load, load_fails
+from tlsfiles import server_tls_files
 
 # fgrpc.GRPCRunnerResults in Go's field order (fortio v1.75.2), plus our send-lag histogram.
 GRPC_KEYS = [
@@ -63,7 +67,7 @@ def test_health_service_statuses(server: ProtoServer) -> None:
 
 def test_ping_load_streams_share_connections(server: ProtoServer) -> None:
     res, _ = load(
-        "-grpc", "-ping", "-s", "2", "-c", "2", "-qps", "200", "-t", "1s", "-uniform",
+        "-grpc", "-ping", "-s", "2", "-c", "2", "-qps", "400", "-n", "200", "-uniform",
         "-payload", "abc", dest(server),
     )  # fmt: skip
     assert list(res) == GRPC_KEYS
@@ -93,3 +97,42 @@ def test_grpc_to_a_port_with_no_server_fails_at_warmup_in_one_line() -> None:
     p = load_fails("-grpc", "-ping", "-c", "1", "-t", "1s", "127.0.0.1:1")
     lines = p.stderr.strip().splitlines()
     assert len(lines) == 1 and "warmup call failed" in lines[0], p.stderr
+
+
+def test_error_counts_follow_the_one_rule_for_fortio_results(server: ProtoServer) -> None:
+    """Without ErrorsDurationHistogram, meshperf's reader judges RetCodes as fortio does:
+    it must find the same errors our generator counted."""
+    res, _ = load("-grpc", "-healthservice", "ping_down", "-c", "1", "-n", "3", dest(server))
+    bare = {k: v for k, v in res.items() if k != "ErrorsDurationHistogram"}
+    assert error_count(bare) == res["ErrorsDurationHistogram"]["Count"] == 3
+    ok, _ = load("-grpc", "-ping", "-c", "1", "-n", "3", dest(server))
+    assert error_count({k: v for k, v in ok.items() if k != "ErrorsDurationHistogram"}) == 0
+
+
+def test_ping_over_tls_with_cacert(tmp_path: Path) -> None:
+    """fortio dials TLS when -cacert is given (fgrpc.Dial); here against grpcio over TLS."""
+    crt, key, ca = server_tls_files(tmp_path)
+    srv = grpc.server(ThreadPoolExecutor(max_workers=4))
+    handler = grpc.method_handlers_generic_handler(
+        "fgrpc.PingServer",
+        {
+            "Ping": grpc.unary_unary_rpc_method_handler(
+                lambda req, ctx: req,
+                request_deserializer=PingMessage.FromString,
+                response_serializer=PingMessage.SerializeToString,
+            )
+        },
+    )
+    srv.add_generic_rpc_handlers((handler,))
+    creds = grpc.ssl_server_credentials([(key.read_bytes(), crt.read_bytes())])
+    port = srv.add_secure_port("127.0.0.1:0", creds)
+    srv.start()
+    try:
+        res, _ = load(
+            "-grpc", "-ping", "-cacert", str(ca), "-c", "1", "-n", "4", f"127.0.0.1:{port}"
+        )
+        assert res["RetCodes"] == {"SERVING": 4}
+        plain = load_fails("-grpc", "-ping", "-c", "1", "-t", "1s", f"127.0.0.1:{port}")
+        assert "warmup call failed" in plain.stderr
+    finally:
+        srv.stop(0)

@@ -64,7 +64,7 @@ def test_h2load_status_and_delay_follow_the_echo_rules(server: ProtoServer) -> N
 
 
 def test_h2_client_counts_codes_on_one_connection_per_thread(server: ProtoServer) -> None:
-    res, _ = load("-h2", "-c", "3", "-qps", "150", "-t", "1s", "-uniform", server.url("/?size=64"))
+    res, _ = load("-h2", "-c", "3", "-qps", "300", "-n", "150", "-uniform", server.url("/?size=64"))
     assert res["RunType"] == "HTTP" and res["H2"] is True
     assert res["RetCodes"] == {"200": 150}
     assert res["Sockets"] == [1, 1, 1]
