@@ -355,3 +355,30 @@ def test_protocol_token_of_our_labels_splits_series_beside_extra_labels(tmp_path
     ])  # fmt: skip
     chart = build_chart([load_csv(csv)], "p50")
     assert points(chart) == {"nomixer_both": [(4, 0.4)], "grpc_nomixer_both": [(4, 0.65)]}
+
+
+def test_the_chart_model_needs_no_bokeh(tmp_path: Path) -> None:
+    """csvread and model are pure: the all page's charts are built with Bokeh unimportable."""
+    import subprocess
+    import sys
+
+    csv = write(tmp_path / "tools.csv", TOOLS, tools_runs())
+    code = (
+        "import sys; sys.modules['bokeh'] = None\n"
+        "from meshperf.graphing.csvread import load_csv\n"
+        "from meshperf.graphing.model import build_all\n"
+        f"charts, over, notes = build_all([load_csv({str(csv)!r})])\n"
+        "print([c.metric for c in charts + over])\n"
+        "print(len([n for n in notes if n.startswith('overhead')]))\n"
+        "print('bokeh' in sys.modules and sys.modules['bokeh'] is not None)\n"
+    )
+    runner_dir = Path(graph.__file__).resolve().parent
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120, check=False, cwd=runner_dir)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines() == [
+        "['p50', 'p90', 'p99', 'p999', 'cpu', 'overhead-p50', 'overhead-p90', "
+        "'overhead-p99', 'overhead-p999']",
+        "1",
+        "False",
+    ]

@@ -4,7 +4,8 @@ One module per step, in dependency order:
 
 * ``names``: the vocabulary (metrics, axes, proxies, statistics, CSV formats); a leaf.
 * ``csvread``: any supported CSV shape into one normalized table (``load_csv``).
-* ``model``: the pure chart model, no Bokeh (``build_chart``, ``overhead_chart``).
+* ``model``: the pure chart model, no Bokeh (``build_chart``, ``overhead_chart``,
+  ``build_all`` for the ``all`` page).
 * ``render``: Bokeh figures and pages (``make_figure``, ``build_page``).
 * ``export``: the offline HTML file, its default name, PNG export through headless Chromium.
 
@@ -19,7 +20,7 @@ from meshperf.graphing.export import (
     start_chromium,
     write_html,
 )
-from meshperf.graphing.model import Chart, Series, build_chart, overhead_chart
+from meshperf.graphing.model import Chart, Series, build_all, build_chart, overhead_chart
 from meshperf.graphing.names import (
     FORMAT_DESCRIPTIONS,
     FORMAT_ISTIO2019,
@@ -50,6 +51,7 @@ __all__ = [
     "Chart",
     "LoadedCsv",
     "Series",
+    "build_all",
     "build_chart",
     "build_page",
     "default_output",

@@ -580,3 +580,53 @@ def overhead_chart(chart: Chart, baseline_series: str | None = None) -> Chart:
         y_format=chart.y_format,
         skipped=tuple(skipped),
     )
+
+
+def build_all(
+    datas: Sequence[LoadedCsv],
+    xaxis: str = "connections",
+    *,
+    qps: float | None = None,
+    conn: int | None = None,
+    proxy: str = "server",
+    stat: str = "max",
+    baseline_series: str | None = None,
+) -> tuple[list[Chart], list[Chart], list[str]]:
+    """The charts of the ``all`` page: every metric the CSVs have, then the overhead view.
+
+    Returns the metric charts, the overhead charts and the notes (a metric that cannot be
+    drawn is a note, not an error; the overhead view's skipped series summed up, one line per
+    cause for all percentiles together). ResultsError when no metric can be drawn at all.
+    """
+    opts: dict[str, Any] = {"qps": qps, "conn": conn, "proxy": proxy, "stat": stat}
+    charts: list[Chart] = []
+    notes: list[str] = []
+    for m in (*LATENCY_METRICS, *RESOURCE_METRICS):
+        try:
+            c = build_chart(datas, m, xaxis, **opts)
+        except ResultsError as e:
+            notes.append(f"{m}: not drawn: {e}")
+            continue
+        notes.extend(c.notes)
+        if c.series:
+            charts.append(c)
+    if not charts:
+        load_notes = [n for d in datas for n in d.notes]
+        raise ResultsError("no metric could be plotted: " + "; ".join([*load_notes, *notes]))
+    overheads: list[Chart] = []
+    skips: list[tuple[str, Skip]] = []
+    without_baseline: list[str] = []
+    for c in (c for c in charts if c.metric in LATENCY_METRICS):
+        o = overhead_chart(c, baseline_series)
+        skips.extend((c.metric, x) for x in o.skipped)
+        if baseline_series is None and not any(s.mode == "baseline" for s in c.series):
+            without_baseline.append(c.metric)
+        if o.series:
+            overheads.append(o)
+    if without_baseline:
+        notes.append(
+            f"{', '.join(without_baseline)}: no baseline rows, so no overhead view; "
+            "name a series to subtract with --baseline-series"
+        )
+    notes.extend(summarize_skips(skips))
+    return charts, overheads, notes

@@ -14,14 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from meshperf.errors import ConfigError, ResultsError
 from meshperf.graphing.csvread import LoadedCsv
-from meshperf.graphing.model import (
-    Chart,
-    Series,
-    Skip,
-    build_chart,
-    overhead_chart,
-    summarize_skips,
-)
+from meshperf.graphing.model import Chart, Series, build_all, build_chart
 from meshperf.graphing.names import (
     FORMAT_DESCRIPTIONS,
     LATENCY_METRICS,
@@ -222,39 +215,8 @@ def build_page(
         items: list[Any] = [make_figure(chart, 800, 480), _notes_div([*read_as, *notes], 800)]
         return column(*items, name="page"), [chart], notes
 
-    charts: list[Chart] = []
-    notes = list(load_notes)
-    latency: list[Chart] = []
-    for m in (*LATENCY_METRICS, *RESOURCE_METRICS):
-        try:
-            c = build_chart(datas, m, xaxis, **opts)
-        except ResultsError as e:
-            notes.append(f"{m}: not drawn: {e}")
-            continue
-        notes.extend(c.notes)
-        if c.series:
-            charts.append(c)
-            if m in LATENCY_METRICS:
-                latency.append(c)
-    overheads: list[Chart] = []
-    skips: list[tuple[str, Skip]] = []
-    without_baseline: list[str] = []
-    for c in latency:
-        o = overhead_chart(c, baseline_series)
-        skips.extend((c.metric, x) for x in o.skipped)
-        if baseline_series is None and not any(s.mode == "baseline" for s in c.series):
-            without_baseline.append(c.metric)
-        if o.series:
-            overheads.append(o)
-    if without_baseline:
-        notes.append(
-            f"{', '.join(without_baseline)}: no baseline rows, so no overhead view; "
-            "name a series to subtract with --baseline-series"
-        )
-    notes.extend(summarize_skips(skips))
-    if not charts:
-        raise ResultsError("no metric could be plotted: " + "; ".join(notes))
-    notes = list(dict.fromkeys(notes))
+    charts, overheads, more = build_all(datas, xaxis, baseline_series=baseline_series, **opts)
+    notes = list(dict.fromkeys([*load_notes, *more]))
     w, h = 600, 320
     colors = series_colors(s.name for c in charts for s in c.series)
     sections: list[Any] = [
@@ -287,5 +249,4 @@ def build_page(
     if res:
         sections += [Div(text="<h3>CPU and memory</h3>", width=2 * w), gridplot(res, ncols=2)]
     sections.append(_notes_div([*read_as, *notes], 2 * w))
-    charts.extend(overheads)
-    return column(*sections, name="page"), charts, notes
+    return column(*sections, name="page"), [*charts, *overheads], notes
