@@ -290,7 +290,7 @@ def spawn_load(*flags: str, new_session: bool = False) -> subprocess.Popen[str]:
 
 
 def test_server_killed_mid_run_counts_socket_errors(tmp_path: Path) -> None:
-    srv = EchoServer()
+    srv = start_echo_server()
     out = tmp_path / "r.json"
     proc = spawn_load(
         "-c", "2", "-qps", "100", "-t", "4s",

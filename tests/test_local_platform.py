@@ -107,9 +107,11 @@ def test_load_generator_argv_carries_fortio_flags() -> None:
         resolution=0.00005,
     )
     argv = p.loadgen_argv(spec, "http://127.0.0.1:1/echo?size=1024", Path("/x/r.json"))
+    # The generator runs as the library's module (runner/ on PYTHONPATH), not by a file path.
     assert argv == [
         sys.executable,
-        str(LOADGEN),
+        "-m",
+        "meshperf.loadgen",
         "load",
         "-c",
         "16",
