@@ -335,3 +335,15 @@ def test_perf_debug_container_starts_at_start_and_outlives_an_hour(
         p.close()
     assert "flamegraph" in result[RESULT_KEY]["perf"]
     assert len(fk.patches) == 1  # added once
+
+
+def test_the_checked_ports_are_those_of_the_test_protocol(fk: FakeKube, kubeconfig: Path) -> None:
+    p = started(opts_for(kubeconfig), ("clientonly", "baseline"))
+    try:
+        grpc = p._verify("clientonly", "grpc")["verified"]
+        tcp = p._verify("baseline", "tcp")["verified"]
+    finally:
+        p.close()
+    assert "client sidecar captures Service 10.56.7.120:8073 (istio-init arguments)" in grpc
+    assert "server port 8076 not captured (istio-init arguments)" in grpc
+    assert "server port 8075 not captured (istio-init arguments)" in tcp

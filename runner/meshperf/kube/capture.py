@@ -31,6 +31,7 @@ import ipaddress
 from collections.abc import Iterable
 from typing import Any
 
+from meshperf import loadcmd
 from meshperf.errors import ClusterError
 from meshperf.kube import paths
 
@@ -138,12 +139,14 @@ def verify(
     server: Any,
     service_ip: str | None = None,
     ingress_port: int = paths.INGRESS_PORT,
+    protocol: str = "http",
 ) -> dict[str, Any]:
     """Check that ``mode`` takes its path on ``mesh`` with these pods; return what was checked.
 
     ``client``/``server`` are ``meshperf.kube.cluster.PodInfo``; ``service_ip`` is the server
-    Service's ClusterIP (clientonly addresses it). Raises ClusterError naming the first
-    mismatch.
+    Service's ClusterIP (clientonly addresses it); ``protocol`` picks the ports (the fortio
+    server's ports of that protocol, ``meshperf.loadcmd.KUBE_PORTS``). Raises ClusterError
+    naming the first mismatch.
     """
     refused = paths.refusal(mesh, mode)
     if refused is not None:
@@ -159,7 +162,12 @@ def verify(
 
     setup = f"re-deploy with NAMESPACE={server.namespace} MESH={mesh} ./setup_test.sh"
     info: dict[str, Any] = {"mesh": mesh, "mode": mode, "path": paths.path(mesh, mode)}
-    uncaptured, captured = paths.UNCAPTURED_PORT, paths.CAPTURED_PORT
+    captured, uncaptured = loadcmd.KUBE_PORTS.get(
+        protocol, (paths.CAPTURED_PORT, paths.UNCAPTURED_PORT)
+    )
+    clientonly_port, clientonly_target = paths.CLIENTONLY_PORTS.get(
+        protocol, paths.CLIENTONLY_PORTS["http"]
+    )
 
     if mesh in paths.PROXY_CONTAINER:
         proxy = paths.PROXY_CONTAINER[mesh]
@@ -210,7 +218,7 @@ def verify(
                 f"server port {captured} captured ({sv.source})",
             )
         if mode == "clientonly":
-            port, target = paths.CLIENTONLY_PORTS["http"]
+            port, target = clientonly_port, clientonly_target
             need(
                 service_ip is not None and not cl.bypasses_outbound(service_ip, port),
                 f"the client sidecar lets Service {service_ip}:{port} through uncaptured "
@@ -250,7 +258,7 @@ def verify(
                 f"server skips inbound {uncaptured} ({sv_l.source})",
             )
         if mode == "clientonly":
-            port = paths.CLIENTONLY_PORTS["http"][0]
+            port = clientonly_port
             need(
                 port not in cl_l.outbound,
                 f"the client's linkerd-proxy skips outbound port {port}",

@@ -172,14 +172,21 @@ class KubernetesPlatform:
             self.perf = PerfRecorder(self.cluster, server, self.opts)
             self.perf.prepare()  # the debug container starts now, outside any test's window
 
-    def _verify(self, mode: str) -> dict[str, Any]:
-        """What ``meshperf.kube.capture`` checked of ``mode``'s path with the current pods."""
+    def _verify(self, mode: str, protocol: str = "http") -> dict[str, Any]:
+        """What ``meshperf.kube.capture`` checked of ``mode``'s path with the current pods,
+        on ``protocol``'s ports."""
         assert self.client is not None and self.server is not None
         port = INGRESS_PORT
         if mode == "ingress":
             port = int(self._ingress_hostport().rsplit(":", 1)[1])
         return capture.verify(
-            self.opts.mesh, mode, self.client, self.server, self.service_ip, ingress_port=port
+            self.opts.mesh,
+            mode,
+            self.client,
+            self.server,
+            self.service_ip,
+            ingress_port=port,
+            protocol=protocol,
         )
 
     def _find_pods(self) -> kc.PodInfo:
@@ -239,7 +246,7 @@ class KubernetesPlatform:
         if self._stopping.is_set():
             raise ClusterError("stopped before the test began")
         self._find_pods()  # a pod that restarted or went away fails this test, clearly
-        checked = self._verify(spec.mode)  # before measuring: the path is the one claimed
+        checked = self._verify(spec.mode, spec.protocol)  # before measuring: the claimed path
         url = self.target(spec.mode, spec.size, spec.protocol)
         # Kept in the pod's data dir (and read back) where the tools container can read it.
         dirs = self.client.result_dirs()
