@@ -2,21 +2,22 @@
 
 Three CSV shapes are read, detected from their header:
 
-* ``meshperf``: ours, written by ``runner/fortio.py``. Mode, mesh, conn and requested QPS are
-  columns of their own; latency percentiles are integer microseconds; resources are
+* ``meshperf``: ours, written by ``runner/fortio.py``. Mode, mesh, platform, conn and
+  requested QPS are columns of their own; latency percentiles are microseconds; resources are
   ``cpu_mili_<stat>_<key>`` and ``mem_MB_<stat>_<key>``.
 * ``istio2019``: the 2019 scripts' CSV (``--csv StartTime,ActualDuration,Labels,NumThreads,...``).
-  Mode, requested QPS and label variant live only in the ``Labels`` value
-  (``<run>_qps_<n>_c_<n>_<size>[_<variant>]_<base|serveronly|both|ingress>``); conn is
+  Mode, requested QPS and label variant live only in the ``Labels`` value; conn is
   ``NumThreads``. Resources use the same column names as ours.
-* ``istio-tools``: today's istio/tools pipeline. Same label shape (the variant is the telemetry
-  mode, e.g. ``v2-sd-full-nullvm``), resources named after container and pod:
+* ``istio-tools``: today's istio/tools pipeline. Labels of its grammar (telemetry mode, then
+  extra labels), resources named after container and pod:
   ``cpu_mili_avg_istio_proxy_fortioserver``, ``mem_Mi_avg_istio_proxy_fortioclient``, ...;
   usually only the average is recorded.
 
-Every shape becomes one table (``LoadedCsv.table``: source, label, mode, variant, conn, qps,
-size, actual_qps, mesh, the latency percentiles in ms, and ``<cpu|mem>_<proxy>_<stat>``
-resource columns), so the chart model does not care where a row came from.
+Labels of every grammar are read by ``meshperf.labels``, the one label parser (its docstring
+has the grammars). Every shape becomes one table (``LoadedCsv.table``: source, label, mode,
+variant, telemetry, mesh, platform, protocol, run_id, setup, conn, qps, size, actual_qps, the
+latency percentiles in ms, and ``<cpu|mem>_<proxy>_<stat>`` resource columns), so the chart
+model does not care where a row came from.
 """
 
 from __future__ import annotations
