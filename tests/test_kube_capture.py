@@ -347,3 +347,20 @@ def test_the_checked_ports_are_those_of_the_test_protocol(fk: FakeKube, kubeconf
     assert "client sidecar captures Service 10.56.7.120:8073 (istio-init arguments)" in grpc
     assert "server port 8076 not captured (istio-init arguments)" in grpc
     assert "server port 8075 not captured (istio-init arguments)" in tcp
+
+
+def test_perf_records_only_where_the_server_proxy_is_in_the_path(
+    fk: FakeKube, kubeconfig: Path, tmp_path: Path
+) -> None:
+    fk.perf_script_output = tkp.PERF_SCRIPT
+    opts = opts_for(kubeconfig, perf=True, perf_image="example/perf:1", output_dir=tmp_path)
+    p = started(opts, ("clientonly", "serversidecar"))
+    try:
+        clientonly = p.run_test(spec("clientonly", duration=1))
+        server = p.run_test(spec("serversidecar", duration=1))
+    finally:
+        p.close()
+    assert "perf" not in clientonly[RESULT_KEY]
+    assert "flamegraph" in server[RESULT_KEY]["perf"]
+    records = [c for c in fk.exec_calls if c.argv[:2] == ["perf", "record"]]
+    assert len(records) == 1

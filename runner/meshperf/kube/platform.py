@@ -254,7 +254,8 @@ class KubernetesPlatform:
         argv = fortio_argv(spec, url, f"{dirs[0]}/{name}" if dirs else "-")
         perf_job = None
         res: ExecResult | None = None
-        if self.perf is not None and spec.mode != "baseline":
+        # Only where the server proxy is in the path (not baseline, not clientonly).
+        if self.perf is not None and spec.mode not in ("baseline", "clientonly"):
             perf_job = self.perf.start(spec)
         try:
             with self._lock:
