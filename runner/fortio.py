@@ -71,6 +71,11 @@ skipped (reasons printed); {int(ExitCode.ERROR)} nothing could be read, or bad i
 """
 
 
+def _instant(text: str) -> Any:
+    try:
+        return col.parse_instant(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -105,15 +110,30 @@ def build_parser() -> argparse.ArgumentParser:
     out.add_argument(
         "--aggregate",
         action="store_true",
-        help="one row per test key (mode, mesh, conn, qps, size, extra labels) across repeats: "
+        help="one row per test key (platform, mesh, mode, conn, qps, size, protocol, extra "
+        "labels, telemetry, RunType, fortio Version) across repeats: "
         "medians, p50/p99 min, max and spread",
     )
     sel = p.add_argument_group("selection")
     sel.add_argument(
         "--selector",
         metavar="S",
-        help="keep tests whose Labels contain S, or whose StartTime starts with S[1:] "
-        "when S starts with ^",
+        help="keep tests whose Labels contain S, or, when S starts with ^, whose StartTime "
+        "starts with S[1:] or lies in the period that date-time prefix names (compared with "
+        "time zones; UTC unless S gives one): ^2018-04-03T23 is 23:00-24:00 UTC",
+    )
+    sel.add_argument(
+        "--since",
+        metavar="TIME",
+        type=_instant,
+        help="keep tests that started at or after TIME (2018-04-03, 2018-04-03T23:30, "
+        "2018-04-03T16:32:58-07:00; UTC unless a zone is given)",
+    )
+    sel.add_argument(
+        "--until",
+        metavar="TIME",
+        type=_instant,
+        help="keep tests that started before TIME (same forms as --since)",
     )
     res = p.add_argument_group("CPU and memory")
     res.add_argument(
@@ -177,6 +197,8 @@ def main(argv: list[str] | None = None) -> int:
         prom_url = os.environ.get("PROMETHEUS_URL") or None
     if not prom_url and args.prom_selector:
         parser.error("--prom-selector needs --prometheus or $PROMETHEUS_URL")
+    if args.since is not None and args.until is not None and args.since >= args.until:
+        parser.error("--since must be before --until")
     try:
         for source in args.sources:
             if is_url(source):
@@ -198,6 +220,8 @@ def main(argv: list[str] | None = None) -> int:
             collected = col.collect(
                 report,
                 selector=args.selector,
+                since=args.since,
+                until=args.until,
                 prometheus=prometheus,
                 extra_percentiles=col.extra_percentiles(columns or ()),
                 notify=lambda msg: print(f"{PROG}: {msg}", file=sys.stderr),
@@ -214,7 +238,12 @@ def main(argv: list[str] | None = None) -> int:
         rows = col.aggregate(collected.rows) if args.aggregate else collected.rows
         if not rows:
             why = (
-                "no test matches --selector" if collected.selected_out else "no test could be read"
+                "no test matches "
+                + " ".join(
+                    f"--{k}" for k in ("selector", "since", "until") if getattr(args, k) is not None
+                )
+                if collected.selected_out
+                else "no test could be read"
             )
             _err(f"{why}; nothing written")
             return ExitCode.ERROR

@@ -79,8 +79,8 @@ def test_directory_default_prefix_in_cwd(
     rows = read_csv(work / "meshperf-results.csv")
     assert list(rows[0]) == [
         "StartTime", "ActualDuration", "Labels", "mode", "mesh", "platform", "NumThreads",
-        "conn", "RequestedQPS", "ActualQPS", "size", "p50", "p90", "p99", "p999", "errorPercent",
-        "warnings",
+        "conn", "RequestedQPS", "ActualQPS", "size", "protocol", "extra_labels", "telemetry",
+        "p50", "p90", "p99", "p999", "errorPercent", "warnings",
     ]  # fmt: skip
     assert len(json.loads((work / "meshperf-results.json").read_text())) == 4
     # Refuses to overwrite, says so in one line, leaves the files alone.

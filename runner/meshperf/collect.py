@@ -39,21 +39,24 @@ PERCENTILE_COLUMNS: dict[str, float] = {"p50": 50, "p75": 75, "p90": 90, "p99": 
 ROW_COLUMNS: tuple[str, ...] = (
     "StartTime", "ActualDuration", "Labels", "RunType", "Version",
     "mode", "mesh", "platform", "NumThreads", "conn", "RequestedQPS", "ActualQPS", "size",
-    "extra_labels", "repeat", "run_id", "arrival", "count", "errorPercent",
-    "min", "avg", "max", *PERCENTILE_COLUMNS, "sendlag_p99", "warnings", "source",
+    "protocol", "extra_labels", "telemetry", "repeat", "run_id", "arrival", "count",
+    "errorPercent", "min", "avg", "max", *PERCENTILE_COLUMNS, "sendlag_p99", "warnings", "source",
 )  # fmt: skip
 DEFAULT_COLUMNS: tuple[str, ...] = (
     "StartTime", "ActualDuration", "Labels", "mode", "mesh", "platform", "NumThreads", "conn",
-    "RequestedQPS", "ActualQPS", "size", "p50", "p90", "p99", "p999", "errorPercent", "warnings",
+    "RequestedQPS", "ActualQPS", "size", "protocol", "extra_labels", "telemetry",
+    "p50", "p90", "p99", "p999", "errorPercent", "warnings",
 )  # fmt: skip
 SPREAD_OF: tuple[str, ...] = ("p50", "p99")
 AGGREGATE_COLUMNS: tuple[str, ...] = (
     "repeats",
     *(f"{c}_{s}" for c in SPREAD_OF for s in ("min", "max", "spread")),
 )
-# Identity of a test across repeats; Labels joins when nothing else says what the test was.
+# Identity of a test across repeats: everything that says what was measured, including the
+# fortio that measured it; Labels joins when nothing else says what the test was.
 KEY_COLUMNS: tuple[str, ...] = (
-    "platform", "mesh", "mode", "conn", "RequestedQPS", "size", "extra_labels",
+    "platform", "mesh", "mode", "conn", "RequestedQPS", "size", "protocol", "extra_labels",
+    "telemetry", "RunType", "Version",
 )  # fmt: skip
 # Not summarised by a median: identity, text, or meaningless across repeats.
 _NOT_AGGREGATED = frozenset({*KEY_COLUMNS, "repeat", "NumThreads"})
@@ -144,7 +147,9 @@ def result_row(
         "RequestedQPS": _requested_qps_cell(r),
         "ActualQPS": r.actual_qps,
         "size": r.payload_size,
+        "protocol": r.protocol,
         "extra_labels": r.extra_labels,
+        "telemetry": r.telemetry,
         "repeat": r.repeat,
         "run_id": r.run_id,
         "arrival": _arrival(r),
@@ -164,12 +169,78 @@ def result_row(
     return row
 
 
-def matches(r: FortioResult, selector: str | None) -> bool:
-    """The 2019 scripts' ``--selector``: a Labels substring, or ``^<StartTime prefix>``."""
+# A date-time prefix: 2018, 2018-04, 2018-04-03, 2018-04-03T23, ...T23:32, ...T23:32:58,
+# each optionally followed by Z or a +HH:MM offset.
+_TIME_PREFIX = re.compile(
+    r"^(?P<y>\d{4})(?:-(?P<mo>\d{2})(?:-(?P<d>\d{2})(?:[T ](?P<h>\d{2})"
+    r"(?::(?P<mi>\d{2})(?::(?P<s>\d{2}))?)?)?)?)?(?P<zone>Z|[+-]\d{2}:\d{2})?$"
+)
+
+
+def time_period(text: str) -> tuple[dt.datetime, dt.datetime] | None:
+    """The period a date-time prefix names, [start, end), in its zone or else UTC; None if it
+    is no date-time prefix. ``2018-04-03T23`` is the hour 23:00-24:00 UTC of that day."""
+    m = _TIME_PREFIX.match(text.strip())
+    if m is None:
+        return None
+    zone = m["zone"]
+    parts = [m[k] for k in ("y", "mo", "d", "h", "mi", "s")]
+    given = len([p for p in parts if p is not None])
+    y, mo, d, h, mi, sec = (
+        int(p) if p is not None else (1 if i in (1, 2) else 0) for i, p in enumerate(parts)
+    )
+    try:
+        tz = dt.UTC if zone in (None, "Z") else dt.datetime.strptime(zone, "%z").tzinfo
+        start = dt.datetime(y, mo, d, h, mi, sec, tzinfo=tz)
+    except ValueError:
+        return None
+    if given == 1:
+        end = start.replace(year=start.year + 1)
+    elif given == 2:
+        end = (start.replace(day=28) + dt.timedelta(days=4)).replace(day=1)
+    else:
+        unit = {3: dt.timedelta(days=1), 4: dt.timedelta(hours=1), 5: dt.timedelta(minutes=1)}
+        end = start + unit.get(given, dt.timedelta(seconds=1))
+    return start, end
+
+
+def parse_instant(text: str) -> dt.datetime:
+    """``--since``/``--until``: an RFC 3339 date-time or a prefix of one (its start); UTC unless
+    it names a zone. Raises ValueError naming the accepted forms."""
+    period = time_period(text)
+    if period is None:
+        raise ValueError(
+            f"{text!r} is not a time: use e.g. 2018-04-03, 2018-04-03T23:30 or"
+            " 2018-04-03T16:32:58-07:00 (UTC unless a zone is given)"
+        )
+    return period[0]
+
+
+def matches(
+    r: FortioResult,
+    selector: str | None,
+    since: dt.datetime | None = None,
+    until: dt.datetime | None = None,
+) -> bool:
+    """The 2019 scripts' ``--selector`` (a Labels substring, or ``^`` and a StartTime prefix),
+    and the ``--since`` (inclusive) / ``--until`` (exclusive) instants.
+
+    ``^<prefix>``: the StartTime as written starts with it (the 2019 rule), or, when the prefix
+    is a date-time, the test's instant lies in the period it names, compared with time zones:
+    ``^2018-04-03T23`` selects ``2018-04-03T16:32:58-07:00``, which is 23:32 UTC.
+    """
+    if since is not None and r.start_time < since:
+        return False
+    if until is not None and r.start_time >= until:
+        return False
     if not selector:
         return True
     if selector.startswith("^"):
-        return r.start_time_text.startswith(selector[1:])
+        prefix = selector[1:]
+        if r.start_time_text.startswith(prefix):
+            return True
+        period = time_period(prefix)
+        return period is not None and period[0] <= r.start_time < period[1]
     return selector in r.labels
 
 
@@ -209,6 +280,8 @@ def collect(
     report: LoadReport,
     *,
     selector: str | None = None,
+    since: dt.datetime | None = None,
+    until: dt.datetime | None = None,
     prometheus: ResourceSource | None = None,
     extra_percentiles: Mapping[str, float] | None = None,
     notify: Callable[[str], None] = lambda _msg: None,
@@ -219,7 +292,7 @@ def collect(
     """
     skipped = list(report.skipped)
     partial: list[Skipped] = []
-    chosen = [r for r in report.results if matches(r, selector)]
+    chosen = [r for r in report.results if matches(r, selector, since, until)]
     selected_out = len(report.results) - len(chosen)
     chosen.sort(key=lambda r: r.start_time)  # stable: ties keep the order sources were given
     rows: list[dict[str, Any]] = []

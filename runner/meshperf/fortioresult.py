@@ -542,6 +542,27 @@ class FortioResult:
             return str(self.meshperf.get("extra_labels") or "")
         return self.label_shape.extra_labels if self.label_shape else ""
 
+    @property
+    def telemetry(self) -> str:
+        """The telemetry mode: our block's, else the one an istio/tools label names, else ""."""
+        value = self.meshperf.get("telemetry")
+        if value:
+            return str(value)
+        return self.label_shape.telemetry if self.label_shape else ""
+
+    @property
+    def protocol(self) -> str:
+        """``http``, ``http2``, ``grpc``, ``tcp`` or ``udp``: our block, else fortio's RunType."""
+        proto = self.meshperf.get("protocol")
+        if proto:
+            h2 = bool(self.meshperf.get("h2")) and proto == "http"
+            return "http2" if h2 else str(proto)
+        rt = self.run_type.upper()
+        for prefix, name in (("GRPC", "grpc"), ("TCP", "tcp"), ("UDP", "udp"), ("HTTP", "http")):
+            if rt.startswith(prefix):
+                return name
+        return rt.lower()
+
     def _run_fact(self, key: str) -> str:
         value = self.meshperf.get(key)
         if value in (None, "") and self.run_metadata:
