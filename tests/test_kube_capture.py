@@ -364,3 +364,12 @@ def test_perf_records_only_where_the_server_proxy_is_in_the_path(
     assert "flamegraph" in server[RESULT_KEY]["perf"]
     records = [c for c in fk.exec_calls if c.argv[:2] == ["perf", "record"]]
     assert len(records) == 1
+
+
+def test_ambient_ingress_plan_says_the_client_ztunnel_cannot_be_bypassed() -> None:
+    proc = runner("16", "1000", "120", "--mesh", "istio-ambient", "--ingress", "gw.example",
+                  "--platform", "kubernetes", "--dry-run")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    (row,) = [r for r in proc.stdout.splitlines() if "_ingress" in r]
+    assert "client ztunnel (it cannot be bypassed under ambient) -> ingress gateway" in row
+    assert "; gateway gw.example" in row
