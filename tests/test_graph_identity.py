@@ -382,3 +382,25 @@ def test_the_chart_model_needs_no_bokeh(tmp_path: Path) -> None:
         "1",
         "False",
     ]
+
+
+def test_aggregated_rows_bring_their_repeats_spread(tmp_path: Path) -> None:
+    # fortio.py --aggregate: one row per test, the median of its repeats, their min and max.
+    header = "Labels,mode,mesh,platform,conn,RequestedQPS,size,p50,p99,repeats,p99_min,p99_max"
+    csv = write(tmp_path / "agg.csv", header, [
+        "r_qps_1000_c_4_1024_both,both,envoy,local,4,1000,1024,450,1000,3,800,1500",
+        "r_qps_1000_c_16_1024_both,both,envoy,local,16,1000,1024,500,1200,1,1200,1200",
+    ])  # fmt: skip
+    chart = build_chart([load_csv(csv)], "p99")
+    both = chart.by_name()["both"]
+    assert both.points() == [pytest.approx((4, 1.0)), pytest.approx((16, 1.2))]
+    assert both.spread() == [pytest.approx((4, 0.8, 1.5)), pytest.approx((16, 1.2, 1.2))]
+    assert both.runs == (3, 1)
+    # One row per point: nothing was averaged here.
+    assert not any("mean" in n for n in chart.notes)
+    bars = [r.data_source.data for r in make_figure(chart).renderers
+            if type(r.glyph).__name__ == "Segment"]  # fmt: skip
+    assert [(list(b["lo"]), list(b["hi"])) for b in bars] == [([0.8], [1.5])]
+    # p50 has no min/max columns: no spread.
+    assert build_chart([load_csv(csv)], "p50").by_name()["both"].spread() == [
+        pytest.approx((4, 0.45, 0.45)), pytest.approx((16, 0.5, 0.5))]  # fmt: skip

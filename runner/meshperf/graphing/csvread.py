@@ -372,6 +372,11 @@ def load_csv(
     for metric in LATENCY_METRICS:
         # CSV latency columns are microseconds; charts are in milliseconds.
         t[metric] = _numbers(raw[metric]) / 1000.0 if metric in raw else math.nan
+        # fortio.py --aggregate: each row is the median of its repeats, with their min and max.
+        for end, column in (("lo", f"{metric}_min"), ("hi", f"{metric}_max")):
+            t[f"{metric}_{end}"] = _numbers(raw[column]) / 1000.0 if column in raw else math.nan
+    t["repeats"] = (_numbers(raw["repeats"]) if "repeats" in raw else pd.Series(
+        math.nan, index=t.index)).fillna(1.0)  # fmt: skip
     resources, mem_unit = _resource_columns(list(raw.columns), fmt)
     for canonical, col in resources.items():
         t[canonical] = _numbers(raw[col])

@@ -51,7 +51,7 @@ class Series:
     held: tuple[tuple[str, float], ...]  # values of split dimensions (other axis, size)
     x: tuple[float, ...]
     y: tuple[float, ...]
-    runs: tuple[int, ...]  # rows averaged into each point
+    runs: tuple[int, ...]  # runs in each point (rows, or the repeats an aggregated row holds)
     actual_qps: tuple[float, ...]
     labels: tuple[str, ...]
     baseline: str = ""  # overhead series: the baseline series subtracted
@@ -170,7 +170,14 @@ def _gather(datas: Sequence[LoadedCsv], metric: str, proxy: str, stat: str, xcol
         notes.extend(more)
         if used:
             stats_used.add(used)
-        f = d.table.assign(y=y)
+        # The spread a row brings: its repeats' min and max when the CSV holds them
+        # (fortio.py --aggregate writes <metric>_min/_max), else its own value.
+        lo, hi = (
+            (d.table[f"{metric}_lo"], d.table[f"{metric}_hi"])
+            if f"{metric}_lo" in d.table
+            else (y, y)
+        )
+        f = d.table.assign(y=y, y_lo=lo.fillna(y), y_hi=hi.fillna(y))
         missing = f["y"].isna()
         if missing.all():
             notes.append(f"{d.name}: no {metric} values")
@@ -293,15 +300,16 @@ def _make_series(
     for (key, g), pname in zip(keyed, plain, strict=True):
         agg = g.groupby(xcol, sort=True).agg(
             y=("y", "mean"),
-            y_min=("y", "min"),
-            y_max=("y", "max"),
-            runs=("y", "size"),
+            y_min=("y_lo", "min"),
+            y_max=("y_hi", "max"),
+            rows=("y", "size"),
+            runs=("repeats", "sum"),
             actual_qps=("actual_qps", "mean"),
             label=("label", lambda s: " | ".join(dict.fromkeys(str(v) for v in s))),
             values=("y", lambda s: tuple(float(v) for v in s)),
             warnings=("warnings", _warning_union),
         )
-        averaged += int((agg["runs"] > 1).sum())
+        averaged += int((agg["rows"] > 1).sum())
         name, base = _series_name(key, split, shown, pname in clash)
         series.append(
             Series(
