@@ -52,6 +52,9 @@ examples:
   python runner/graph.py plain-fortio.csv all --qps 1000 --baseline-series direct
       results without a mode: a series per Labels value; the overhead view subtracts the
       series named "direct"
+  python runner/graph.py results/run-5ea4c400.json p99
+      a runner.py --find-max run: p99 vs offered load per mode with the knees, and the
+      highest rate under the SLO per mode (docs/slo.md)
 
 Latency is drawn in milliseconds (CSV columns are microseconds). The HTML embeds BokehJS
 (INLINE resources), so it opens without network access.
