@@ -276,10 +276,15 @@ def main(argv: list[str] | None = None) -> int:
         summary += f", {len(collected.duplicates)} duplicates ignored"
     if collected.partial:
         summary += f", {len(collected.partial)} without CPU/memory"
+    if collected.own_samples:
+        summary += (
+            f", {len(collected.own_samples)} with their own CPU/memory samples, not Prometheus's"
+        )
     if not_results:
         summary += f", {not_results} file{'' if not_results == 1 else 's'} not fortio results"
     print(summary)
-    return ExitCode.TESTS_FAILED if skipped_tests or collected.partial else ExitCode.OK
+    incomplete = skipped_tests or collected.partial or collected.own_samples
+    return ExitCode.TESTS_FAILED if incomplete else ExitCode.OK
 
 
 if __name__ == "__main__":

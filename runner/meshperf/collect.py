@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from meshperf import goduration, trust
-from meshperf.errors import ConfigError, PrometheusError
+from meshperf.errors import ConfigError, PrometheusError, ResultsError
 from meshperf.results import FortioResult, LoadReport, Skipped, atomic_write_text
 
 try:  # prometheus-api-client: only --prometheus needs it
@@ -41,6 +41,7 @@ ROW_COLUMNS: tuple[str, ...] = (
     "mode", "mesh", "platform", "NumThreads", "conn", "RequestedQPS", "ActualQPS", "size",
     "protocol", "extra_labels", "telemetry", "repeat", "run_id", "arrival", "count",
     "errorPercent", "min", "avg", "max", *PERCENTILE_COLUMNS, "sendlag_p99", "warnings", "source",
+    "resources_from",
 )  # fmt: skip
 DEFAULT_COLUMNS: tuple[str, ...] = (
     "StartTime", "ActualDuration", "Labels", "mode", "mesh", "platform", "NumThreads", "conn",
@@ -165,7 +166,9 @@ def result_row(
     row["sendlag_p99"] = micros(r.percentile(99, lag)) if lag and lag.get("Count") else None
     row["warnings"] = trust.text(trust.assess(r))  # why a number may not be believed
     row["source"] = r.source
-    row.update(resource_cells(r.resources))
+    own = resource_cells(r.resources)
+    row.update(own)
+    row["resources_from"] = "samples" if own else ""  # collect() says "prometheus" when it is
     return row
 
 
@@ -266,6 +269,8 @@ class Collected:
     partial: list[Skipped]  # a row, but without the CPU/memory that was asked for
     selected_out: int = 0
     duplicates: list[Skipped] = dataclasses.field(default_factory=list)  # same test twice
+    # A row whose CPU/memory are the result's own samples because Prometheus gave none.
+    own_samples: list[Skipped] = dataclasses.field(default_factory=list)
 
 
 # After this many Prometheus failures in a row the rest are not tried: the server is gone,
@@ -292,6 +297,7 @@ def collect(
     """
     skipped = list(report.skipped)
     partial: list[Skipped] = []
+    own_samples: list[Skipped] = []
     chosen = [r for r in report.results if matches(r, selector, since, until)]
     selected_out = len(report.results) - len(chosen)
     chosen.sort(key=lambda r: r.start_time)  # stable: ties keep the order sources were given
@@ -341,11 +347,21 @@ def collect(
                 except PrometheusError as e:
                     prom_failures += 1
                     reason = f"Prometheus: {e}"
-            if reason is not None:
+            if reason is None:
+                row["resources_from"] = "prometheus"
+            elif row["resources_from"]:
+                # Say what the row really holds: the samples the result carries.
+                notify(
+                    f"{name}: CPU/memory from the result's own samples, not Prometheus ({reason})"
+                )
+                own_samples.append(Skipped(r.source, reason))
+            else:
                 notify(f"{name}: kept with latency only ({reason})")
                 partial.append(Skipped(r.source, reason))
         rows.append(row)
-    return Collected(rows, len(report.results), skipped, partial, selected_out, duplicates)
+    return Collected(
+        rows, len(report.results), skipped, partial, selected_out, duplicates, own_samples
+    )
 
 
 def _throttling_warnings(
@@ -573,5 +589,9 @@ def write_outputs(
 ) -> tuple[Path, Path]:
     json_path, csv_path = output_paths(prefix)
     atomic_write_text(json_path, json_text(rows, columns), overwrite=overwrite)
-    atomic_write_text(csv_path, csv_text(rows, columns), overwrite=overwrite)
+    try:
+        atomic_write_text(csv_path, csv_text(rows, columns), overwrite=overwrite)
+    except ResultsError as e:
+        # The rows are not lost: say where they are.
+        raise ResultsError(f"{e}; the rows are in {json_path}", hint=e.hint) from None
     return json_path, csv_path
