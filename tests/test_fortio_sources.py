@@ -301,3 +301,11 @@ def test_fortio_py_deadline_flag(server: _Server, tmp_path: Path, capsys: Any) -
         f"fortio.py: skipped {url}: not read within the 0.5 s deadline for this source",
         "fortio.py: error: no test could be read; nothing written",
     ]
+
+
+def test_resume_reader_skips_deeply_nested_files(tmp_path: Path) -> None:
+    from meshperf.run import existing_results
+
+    (tmp_path / "deep.json").write_text("[" * 5000)
+    (tmp_path / "deep2.json").write_text('{"meshperf": ' * 3000)
+    assert existing_results(tmp_path) == {}  # no RecursionError, nothing taken for a result

@@ -201,8 +201,10 @@ def existing_results(output_dir: Path, keep_failed: bool = False) -> dict[tuple[
                 if stats["requests"] == 0 or stats["errors_pct"] > 0:
                     continue
             found.setdefault(resume_key(block), p)
-        except (OSError, ValueError, KeyError, TypeError):
-            continue  # not one of ours, or half-written by something else
+        except (OSError, ValueError, KeyError, TypeError, RecursionError):
+            # not one of ours, or half-written by something else (RecursionError: JSON
+            # nested too deeply for the json module, never a result)
+            continue
     return found
 
 
@@ -468,7 +470,7 @@ def run_matrix(
             found = have.get(spec_key(o.spec, plan))
             if found is not None:
                 o.status, o.file, o.reason = SKIPPED, found.name, "result already in output dir"
-                with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+                with contextlib.suppress(OSError, ValueError, KeyError, TypeError, RecursionError):
                     # The earlier numbers, so the summary table stays complete.
                     o.stats = result_stats(json.loads(found.read_text(encoding="utf-8")))
     todo = [o for o in outcomes if o.status == NOT_RUN]
@@ -608,7 +610,7 @@ def mark_resumed(output_dir: Path, plan: Plan, outcomes: Sequence[Outcome]) -> l
             run = json.loads(p.read_text(encoding="utf-8"))
             tests = run["tests"]
             facts = {"mesh": run["mesh"], "platform": run["platform"]}
-        except (OSError, ValueError, KeyError, TypeError):
+        except (OSError, ValueError, KeyError, TypeError, RecursionError):
             continue
         touched = False
         for t in tests if isinstance(tests, list) else []:
