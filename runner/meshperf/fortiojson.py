@@ -1,7 +1,7 @@
 """Writing JSON the way fortio (Go ``encoding/json``) does, and fortio's result file ID rule.
 
 Byte-for-byte fidelity matters only for diffing our files against fortio's; any JSON parser
-reads either. The rules are in ``shared/spec/fortio-format.md`` sections 1.1 and 3.1.
+reads either. The rules are in ``docs/fortio-format.md`` sections 1.1 and 3.1.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Fortio's histogram: bucketing, ``Data`` export and percentile rule.
 
 A leaf module (imports nothing else of meshperf), the counterpart of fortio's ``stats``
-package. The rules are pinned in ``shared/spec/fortio-format.md`` section 2 and reproduce
+package. The rules are pinned in ``docs/fortio-format.md`` section 2 and reproduce
 fortio's stored percentiles bit for bit.
 """
 
