@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import base64
 import http.server
 import socket
 import ssl
@@ -177,4 +178,16 @@ def test_server_bad_tcp_port_is_one_line() -> None:
     assert p.returncode == 1 and p.stdout == ""
     assert p.stderr.strip() == (
         "loadgen: error: bad -tcp-port '10.1.2.3:80': only loopback addresses may be bound"
+    )
+
+
+def test_payload_text_is_posted_and_echoed(server: ProtoServer) -> None:
+    res, _ = load("-payload", "hello", "-c", "1", "-n", "3", server.url("/"))
+    assert res["RetCodes"] == {"200": 3}
+    assert base64.b64decode(res["Payload"]) == b"hello"
+    assert res["ContentType"] == "application/octet-stream"
+    # The echo: the same bytes come back, so every reply is 5 body bytes larger than GET's.
+    get, _ = load("-c", "1", "-n", "3", server.url("/"))
+    assert res["Sizes"]["Min"] - get["Sizes"]["Min"] == len("hello") + len(
+        "Content-Type: application/octet-stream\r\n"
     )

@@ -25,7 +25,7 @@ from h2.exceptions import H2Error
 
 from meshperf.clock import now_ns as _now
 from meshperf.goduration import SECOND
-from meshperf.loadgen.options import USER_AGENT, payload_bytes
+from meshperf.loadgen.options import USER_AGENT
 from meshperf.loadgen.periodic import Caller
 
 if TYPE_CHECKING:
@@ -39,7 +39,7 @@ class _Detached(asyncio.Protocol):
 def request_headers(w: Worker) -> tuple[list[tuple[bytes, bytes]], bytes]:
     """The HEADERS of every request and its body (``-payload``/``-payload-size``: POST)."""
     o, t = w.o, w.target
-    body = payload_bytes(o.payload_size) if o.payload_size else o.payload.encode()
+    body = o.body()
     names = {h.partition(":")[0].strip().lower() for h in o.headers}
     authority = t.host_header
     extra: list[tuple[bytes, bytes]] = []

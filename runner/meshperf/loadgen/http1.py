@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from meshperf.clock import now_ns as _now
 from meshperf.goduration import SECOND
-from meshperf.loadgen.options import USER_AGENT, LoadOptions, Target, payload_bytes
+from meshperf.loadgen.options import USER_AGENT, LoadOptions, Target
 from meshperf.loadgen.periodic import Caller
 
 if TYPE_CHECKING:
@@ -280,7 +280,8 @@ class Conn(Caller, asyncio.Protocol):
 
 def build_request(o: LoadOptions, t: Target) -> bytes:
     """The exact bytes of one request (fortio's fast client shape), built once."""
-    method = "POST" if o.payload_size else "GET"
+    body = o.body()
+    method = "POST" if body else "GET"
     lines = [f"{method} {t.request_target} HTTP/1.1"]
     names = {h.partition(":")[0].strip().lower() for h in o.headers}
     if "host" not in names:
@@ -292,9 +293,7 @@ def build_request(o: LoadOptions, t: Target) -> bytes:
     for h in o.headers:
         name, _, value = h.partition(":")
         lines.append(f"{name.strip()}: {value.strip()}")
-    body = b""
-    if o.payload_size:
-        body = payload_bytes(o.payload_size)
+    if body:
         if "content-type" not in names:
             lines.append("Content-Type: application/octet-stream")
         lines.append(f"Content-Length: {len(body)}")

@@ -139,6 +139,11 @@ class LoadOptions:
     connection_reuse: tuple[int, int] | None = None  # -connection-reuse MIN:MAX
     cacert: str = ""  # -cacert: CA bundle for https:// (and gRPC over TLS)
 
+    def body(self) -> bytes:
+        """What each call sends: ``-payload-size`` random bytes, else ``-payload`` as UTF-8
+        (fortio's PayloadUTF8), else nothing."""
+        return payload_bytes(self.payload_size) if self.payload_size else self.payload.encode()
+
     @property
     def protocol(self) -> str:
         """``grpc``, ``tcp`` or ``http`` (HTTP/1.1 or, with ``h2``, HTTP/2)."""

@@ -19,7 +19,6 @@ from meshperf.loadgen.options import (
     CallPlan,
     LoadOptions,
     Target,
-    payload_bytes,
 )
 
 
@@ -78,10 +77,8 @@ def merge_results(
         req_dur = format_duration(o.duration_ns)
     else:
         req_dur = "until stop" if o.qps > 0 else ""
-    payload = payload_bytes(o.payload_size) if o.payload_size else b""
-    content_type = ""
-    if o.payload_size:
-        content_type = "application/octet-stream"
+    payload = o.body()
+    content_type = "application/octet-stream" if payload else ""
     for h in o.headers:
         name, _, value = h.partition(":")
         if name.strip().lower() == "content-type":
@@ -148,7 +145,7 @@ def merge_results(
     common["RunType"] = run_type(o)
     common["RetCodes"] = result["RetCodes"]
     if o.protocol == "tcp":
-        body = payload_bytes(o.payload_size) if o.payload_size else o.payload.encode()
+        body = o.body()
         tcp = {k: common[k] for k in _COMMON_KEYS}
         # tcprunner.RunnerResults: periodic results, then TCPOptions, then the counters.
         tcp.update(

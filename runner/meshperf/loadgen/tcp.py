@@ -13,7 +13,6 @@ import asyncio
 from typing import TYPE_CHECKING, Any
 
 from meshperf.clock import now_ns as _now
-from meshperf.loadgen.options import payload_bytes
 from meshperf.loadgen.periodic import Caller
 
 if TYPE_CHECKING:
@@ -40,8 +39,7 @@ class TcpConn(Caller, asyncio.Protocol):
     def __init__(self, w: Worker, tid: int, calls: int) -> None:
         super().__init__(w, tid, calls)
         o = w.o
-        fixed = payload_bytes(o.payload_size) if o.payload_size else o.payload.encode()
-        self.fixed = fixed  # b"" = generate a new payload per call, as fortio does
+        self.fixed = o.body()  # b"" = generate a new payload per call, as fortio does
         self.messages = 0
         self.req = b""
         self.buf = bytearray()
