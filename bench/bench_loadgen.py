@@ -430,7 +430,8 @@ def main() -> int:
             res["delay5ms"] = {"p50": pct(h, 50), "p90": pct(h, 90), "p99": pct(h, 99)}
             print(
                 f"delay=5ms at 1000 qps, 16 conn: p50 {pct(h, 50) * 1e3:.3f} ms "
-                f"(target within 0.15 of 5.0), p90 {pct(h, 90) * 1e3:.3f} ms, p99 {pct(h, 99) * 1e3:.3f} ms",
+                f"(target within 0.15 of 5.0), p90 {pct(h, 90) * 1e3:.3f} ms, "
+                f"p99 {pct(h, 99) * 1e3:.3f} ms",
                 flush=True,
             )
 
