@@ -188,3 +188,10 @@ def test_plan_writes_labels_through_this_module() -> None:
     assert make_label("0badcafe", 2.5, 16, 0, "nomixer", "serversidecar") == (
         "0badcafe_qps_2.5_c_16_0_nomixer_serveronly"
     )
+
+
+def test_the_runner_modes_are_the_label_modes() -> None:
+    from meshperf import platform
+
+    assert platform.MODES == L.MODES
+    assert platform.MODE_LABEL == L.MODE_SUFFIX

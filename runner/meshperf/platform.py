@@ -40,20 +40,15 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from meshperf import loadcmd
+from meshperf.labels import MODE_SUFFIX
 
 RESULT_KEY = "meshperf"
 RESULT_FORMAT = 1
 
-# Sidecar modes, their label suffixes (the 2019 runner wrote these) and their order.
+# Sidecar modes in their order, and the label suffix each is written with: meshperf.labels
+# is the one place that knows label grammars; these are views of it.
 MODES: tuple[str, ...] = ("baseline", "serversidecar", "clientonly", "both", "ingress", "waypoint")
-MODE_LABEL: dict[str, str] = {
-    "baseline": "base",
-    "serversidecar": "serveronly",
-    "clientonly": "clientonly",  # istio/tools' name for the client sidecar alone
-    "both": "both",
-    "ingress": "ingress",
-    "waypoint": "waypoint",
-}
+MODE_LABEL: dict[str, str] = {m: MODE_SUFFIX[m] for m in MODES}
 LABEL_MODE: dict[str, str] = {v: k for k, v in MODE_LABEL.items()}
 
 # Workload keys of ``resources``; CSV columns are cpu_mili_<stat>_<key>, mem_MB_<stat>_<key>.
