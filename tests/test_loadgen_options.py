@@ -143,6 +143,8 @@ def test_https_without_the_right_ca_fails_at_warmup(https_server: tuple[int, Pat
         (["-c", "99999999", "http://127.0.0.1:1/"], "above the bound"),
         (["-workers", "1000000", "http://127.0.0.1:1/"], "above the bound"),
         (["ftp://127.0.0.1:1/"], "unsupported URL scheme"),
+        (["-grpc", "-c", "1000", "-s", "1000", "127.0.0.1:1"], "threads, above the bound"),
+        (["-grpc", "-s", "1001", "127.0.0.1:1"], "-s must be in [1, 1000]"),
     ],
 )
 def test_bad_load_input_is_one_line(args: list[str], needle: str) -> None:

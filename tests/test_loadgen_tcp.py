@@ -69,3 +69,14 @@ def test_tcp_against_a_server_that_does_not_echo_counts_errors(server: ProtoServ
     assert sum(res["RetCodes"].values()) == 3
     assert set(res["RetCodes"]) <= {"read not echoing writes", "bug: long read", "short read"}
     assert res["ErrorsDurationHistogram"]["Count"] == 3
+
+
+def test_workers_share_the_tcp_and_grpc_ports() -> None:
+    """Port 0 with -workers 2: every worker listens on the one announced port of each kind."""
+    with ProtoServer("-workers", "2", tcp=True, grpc=True) as s:
+        tcp, _ = load("-c", "4", "-n", "40", f"tcp://127.0.0.1:{s.ports['tcp']}")
+        assert tcp["RetCodes"] == {"OK": 40} and tcp["SocketCount"] == 4
+        grpc, _ = load("-grpc", "-ping", "-c", "4", "-n", "40", f"127.0.0.1:{s.ports['grpc']}")
+        assert grpc["RetCodes"] == {"SERVING": 40}
+        http, _ = load("-c", "2", "-n", "10", s.url("/"))
+        assert http["RetCodes"] == {"200": 10}

@@ -24,6 +24,9 @@ ONE_LOOP_MAX_QPS = 4000.0
 # -s: gRPC streams per connection. HTTP/2's default SETTINGS_MAX_CONCURRENT_STREAMS of common
 # servers is 100 (Go's grpc-go and Envoy's default are higher); more is a typo here.
 MAX_STREAMS = 1000
+# Threads of one run (c x s for gRPC): each is a scheduled caller in memory; more than the
+# connections one machine can open (limits.MAX_CONNECTIONS) is a typo.
+MAX_THREADS = 28_232
 
 
 class InterruptedRun(MeshperfError):
@@ -199,6 +202,11 @@ class LoadOptions:
             raise ConfigError("-grpc-ping-delay applies to -ping only")
         if not 1 <= self.streams <= MAX_STREAMS:
             raise ConfigError(f"-s must be in [1, {MAX_STREAMS}], got {self.streams}")
+        if self.connections * self.streams > MAX_THREADS:
+            raise ConfigError(
+                f"-c {self.connections} x -s {self.streams} is "
+                f"{self.connections * self.streams} threads, above the bound of {MAX_THREADS}"
+            )
         if self.grpc_ping_delay_ns < 0:
             raise ConfigError("-grpc-ping-delay must be >= 0")
         if proto == "tcp":
