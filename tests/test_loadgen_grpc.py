@@ -136,3 +136,10 @@ def test_ping_over_tls_with_cacert(tmp_path: Path) -> None:
         assert "warmup call failed" in plain.stderr
     finally:
         srv.stop(0)
+
+
+def test_payload_size_becomes_a_valid_utf8_ping_payload(server: ProtoServer) -> None:
+    """fortio's PayloadUTF8: random bytes made valid UTF-8 of the same length, sent and echoed."""
+    res, _ = load("-grpc", "-ping", "-payload-size", "1000", "-c", "1", "-n", "3", dest(server))
+    assert res["RunType"] == "GRPC Ping PayloadLength=1000"
+    assert res["RetCodes"] == {"SERVING": 3}

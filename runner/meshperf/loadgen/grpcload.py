@@ -263,7 +263,9 @@ class GrpcCaller(Caller):
             conns[key] = GrpcConnection(w)
         self.connection = conns[key]
         if o.ping:
-            msg: Any = PingMessage(payload=o.payload, delayNanos=o.grpc_ping_delay_ns, seq=tid)
+            msg: Any = PingMessage(
+                payload=o.text_payload(), delayNanos=o.grpc_ping_delay_ns, seq=tid
+            )
         else:
             msg = health_pb2.HealthCheckRequest(service=o.health_service)
         self.message_bytes = frame(msg.SerializeToString())

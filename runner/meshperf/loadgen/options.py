@@ -147,6 +147,14 @@ class LoadOptions:
         (fortio's PayloadUTF8), else nothing."""
         return payload_bytes(self.payload_size) if self.payload_size else self.payload.encode()
 
+    def text_payload(self) -> str:
+        """The payload as the string a gRPC PingMessage carries: fortio's PayloadUTF8 (invalid
+        UTF-8 dropped from ``-payload-size``'s random bytes, then ``X`` up to the same byte
+        length; fhttp/http_client.go)."""
+        raw = self.body()
+        text = raw.decode("utf-8", errors="ignore")
+        return text + "X" * (len(raw) - len(text.encode()))
+
     @property
     def protocol(self) -> str:
         """``grpc``, ``tcp`` or ``http`` (HTTP/1.1 or, with ``h2``, HTTP/2)."""

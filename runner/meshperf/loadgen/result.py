@@ -214,8 +214,9 @@ def run_type(o: LoadOptions) -> str:
             text += f" Delay={format_duration(o.grpc_ping_delay_ns)}"
     else:
         text = f"GRPC Health for '{o.health_service}'"
-    if o.payload:
-        text += f" PayloadLength={len(o.payload)}"
+    length = len(o.text_payload().encode())
+    if length:
+        text += f" PayloadLength={length}"
     return text
 
 
