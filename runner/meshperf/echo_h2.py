@@ -25,6 +25,7 @@ from h2.events import (
 from h2.exceptions import H2Error
 
 from meshperf.clock import now_ns as _now
+from meshperf.echo import _DATE, echo_reply  # echo imports this module only when h2 is spoken
 
 if TYPE_CHECKING:
     from meshperf.clock import Scheduler
@@ -110,8 +111,6 @@ class H2Echo(asyncio.Protocol):
         self._flush()
 
     def _answer(self, sid: int) -> None:
-        from meshperf.echo import _DATE, echo_reply
-
         st = self.streams.pop(sid, None)
         if st is None:
             return
