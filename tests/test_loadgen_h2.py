@@ -3,17 +3,24 @@ against nghttp2's h2load, a C implementation, on the same port as HTTP/1.1."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import shutil
 import socket
+import ssl
 import subprocess
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
+from meshperf.clock import Scheduler
+from meshperf.echo import EchoConfig
+from meshperf.echo_h2 import H2Echo
 from protoserver import ProtoServer, load, load_fails
+from tlsfiles import server_tls_files
 
 
 @pytest.fixture(scope="module")
@@ -98,3 +105,44 @@ def test_h2_client_against_h1_only_server_fails() -> None:
         assert "warmup call failed" in p.stderr, p.stderr
     finally:
         srv.close()
+
+
+@pytest.fixture
+def h2_tls_server(tmp_path: Path) -> Iterator[tuple[int, Path]]:
+    """The echo server's HTTP/2 side behind TLS with ALPN h2, on its own loop in a thread."""
+    crt, key, ca = server_tls_files(tmp_path)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(crt, key)
+    ctx.set_alpn_protocols(["h2"])
+    loop = asyncio.new_event_loop()
+    started: list[int] = []
+    ready = threading.Event()
+
+    async def main() -> asyncio.base_events.Server:
+        sched = Scheduler(loop)
+        srv = await loop.create_server(lambda: H2Echo(EchoConfig(), sched), "127.0.0.1", 0, ssl=ctx)
+        started.append(srv.sockets[0].getsockname()[1])
+        ready.set()
+        return srv
+
+    def run() -> None:
+        asyncio.set_event_loop(loop)
+        loop.run_until_complete(main())
+        loop.run_forever()
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    assert ready.wait(10)
+    try:
+        yield started[0], ca
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        t.join(5)
+
+
+def test_h2_over_tls_negotiates_h2_by_alpn(h2_tls_server: tuple[int, Path]) -> None:
+    port, ca = h2_tls_server
+    url = f"https://127.0.0.1:{port}/?size=50"
+    res, _ = load("-h2", "-cacert", str(ca), "-c", "2", "-n", "6", url)
+    assert res["RetCodes"] == {"200": 6} and res["H2"] is True
+    assert res["Sizes"]["Min"] == res["Sizes"]["Max"] == 50
