@@ -78,12 +78,12 @@ def main() -> int:
             shutil.rmtree(out, ignore_errors=True)
     if len(protocols) > 1:
         print("\noverhead over baseline per protocol, ms (p50 / p90 / p99):")
-        print(f"{'protocol':<10}" + "".join(f"{m:>26}" for m in MODES[1:]))
+        print(f"{'protocol':<10}" + "".join(f"  {m:<28}" for m in MODES[1:]))
         for protocol, by_mode in overheads.items():
             cells = [
                 " / ".join(f"{by_mode[m][p]:+.3f}" for p in (50.0, 90.0, 99.0)) for m in MODES[1:]
             ]
-            print(f"{protocol:<10}" + "".join(f"{c:>26}" for c in cells))
+            print(f"{protocol:<10}" + "".join(f"  {c:<28}" for c in cells))
     return 0
 
 
