@@ -129,7 +129,8 @@ def build_parser() -> argparse.ArgumentParser:
         "load",
         help="run a load test (fortio load)",
         allow_abbrev=False,
-        description="Run a load test against an http:// URL; fortio's flags and result JSON.",
+        description="Run a load test (HTTP/1.1, HTTP/2, gRPC or TCP echo); fortio's flags "
+        "and result JSON.",
     )
     g = load.add_argument_group("load shape")
     _flag(
