@@ -120,7 +120,12 @@ def build_parser() -> argparse.ArgumentParser:
         "  loadgen.py load -c 16 -qps 1000 -t 30s -r 0.0001 -uniform -json out.json "
         "'http://127.0.0.1:8080/echo?size=1024'\n"
         "  loadgen.py load -qps 0 -c 16 -t 10s -json - http://127.0.0.1:8080/\n"
-        "  loadgen.py server -http-port 127.0.0.1:8080 -workers 2",
+        "  loadgen.py load -h2 -c 16 -qps 1000 -t 30s -json out.json http://127.0.0.1:8080/\n"
+        "  loadgen.py load -grpc -ping -s 2 -c 8 -qps 1000 -t 30s -json out.json "
+        "127.0.0.1:8079\n"
+        "  loadgen.py load -c 16 -qps 1000 -t 30s -json out.json tcp://127.0.0.1:8078\n"
+        "  loadgen.py server -http-port 127.0.0.1:8080 -workers 2\n"
+        "  loadgen.py server -http-port 8080 -grpc-port 8079 -tcp-port 8078",
         allow_abbrev=False,
     )
     sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
