@@ -64,7 +64,7 @@ def _p50(result: dict[str, Any]) -> float:
     ("flags", "protocol", "h2", "run_type", "ok_code"),
     [
         (("--h2",), "http", True, "HTTP", "200"),
-        (("--protocol", "grpc"), "grpc", True, "GRPC Ping", "SERVING"),
+        (("--protocol", "grpc"), "grpc", True, "GRPC Ping PayloadLength=1024", "SERVING"),
         (("--protocol", "tcp"), "tcp", False, "TCP", "OK"),
     ],
 )
@@ -214,3 +214,41 @@ def test_a_protocol_not_started_is_refused(tmp_path: Path) -> None:
             p.run_test(_spec("baseline", "grpc"))
     finally:
         p.close()
+
+
+# ---- the result says what each proxy carried, and when that is not the claim ----------------
+
+
+@pytest.mark.parametrize(
+    ("mode", "protocol", "h2", "expected"),
+    [
+        ("both", "http", False, {"client": "http1", "server": "http1"}),
+        ("both", "http", True, {"client": "http2", "server": "http2"}),
+        ("ingress", "grpc", False, {"gateway": "http2", "server": "http2"}),
+        ("serversidecar", "tcp", False, {"server": "tcp"}),
+    ],
+)
+def test_result_records_what_each_proxy_carried(
+    platform: LocalPlatform, mode: str, protocol: str, h2: bool, expected: dict[str, str]
+) -> None:
+    block = platform.run_test(_spec(mode, protocol, h2))[RESULT_KEY]
+    assert block["proxy_codecs"] == expected
+    assert "path_mismatch" not in block
+
+
+def test_a_path_that_is_not_the_claimed_one_is_flagged(
+    platform: LocalPlatform, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """HTTP/1.1 requests sent down the both path while the test claims HTTP/2."""
+    from meshperf.local.procs import http_get
+
+    before = platform._codec_counters("both")
+    for _ in range(3):
+        status, _ = http_get(platform.target("both", 16), timeout=5.0)
+        assert status == 200
+    seen = platform._codecs_seen(_spec("both", "http", h2=True), before)
+    assert seen["proxy_codecs"] == {"client": "http1", "server": "http1"}
+    assert seen["path_mismatch"] == (
+        "the client proxy carried http1, not http2; the server proxy carried http1, not http2"
+    )
+    assert "warning: test x_http_both: the client proxy carried http1" in capsys.readouterr().err

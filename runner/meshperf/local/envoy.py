@@ -24,6 +24,7 @@ import json
 import os
 import shutil
 import subprocess
+import urllib.parse
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -751,7 +752,7 @@ class EnvoyProcess:
 
     def stats(self, filter_regex: str = "") -> dict[str, int]:
         """Counters and gauges from /stats (text form), optionally filtered."""
-        query = f"?filter={filter_regex}" if filter_regex else ""
+        query = f"?filter={urllib.parse.quote(filter_regex)}" if filter_regex else ""
         status, body = http_get(self.admin_url(f"/stats{query}"), timeout=2.0)
         if status != 200:
             raise PlatformError(f"{self.name}: admin /stats answered {status}")

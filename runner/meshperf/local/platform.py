@@ -517,6 +517,7 @@ class LocalPlatform:
         json_path = self.work_dir / f"test-{self._tests}.json"
         argv = self.loadgen_argv(spec, url, json_path)
 
+        codecs = self._codec_counters(spec.mode)
         sampler = Sampler(self._workloads(spec.mode))
         sampler.start()
         self._stopped.clear()
@@ -574,8 +575,62 @@ class LocalPlatform:
             block["perf"] = perf_info
         if restarted:  # this test ran on a component started again just before it
             block["restarted"] = restarted
+        block.update(self._codecs_seen(spec, codecs))
         result[RESULT_KEY] = block
         return result
+
+    def _codec_counters(self, mode: str) -> dict[str, dict[str, int]]:
+        """Per proxy of ``mode``'s path, from its own counters: requests taken in over HTTP/1.1
+        and HTTP/2, and TCP-proxied connections, so far. Empty with telemetry off (the stats
+        matcher then keeps none of them)."""
+        if not self.opts.telemetry:
+            return {}
+        out: dict[str, dict[str, int]] = {}
+        for name in _MODE_PROXIES.get(mode, ()):
+            proxy = self.proxies.get(name)
+            if proxy is None:
+                continue
+            try:
+                stats = proxy.stats(r"downstream_rq_http[12]_total|downstream_cx_total")
+            except PlatformError:
+                continue  # no counters, no claim about them; the test itself still counts
+            counts = {"http1": 0, "http2": 0, "tcp": 0}
+            for key, value in stats.items():
+                if key.startswith("http.") and not key.startswith("http.admin."):
+                    for codec in ("http1", "http2"):
+                        if key.endswith(f".downstream_rq_{codec}_total"):
+                            counts[codec] += value
+                elif key.startswith("tcp.") and key.endswith(".downstream_cx_total"):
+                    counts["tcp"] += value
+            out[name] = counts
+        return out
+
+    def _codecs_seen(
+        self, spec: TestSpec, before: dict[str, dict[str, int]]
+    ) -> dict[str, Any]:
+        """What each proxy of the path carried during the test (``proxy_codecs``), and
+        ``path_mismatch`` when that is not the protocol the test claims (kept, never dropped:
+        the numbers were measured, they are just not of the claimed path)."""
+        if not before:
+            return {}
+        after = self._codec_counters(spec.mode)
+        if spec.protocol == "tcp":
+            claimed = "tcp"
+        else:
+            claimed = "http2" if loadcmd.uses_h2(spec.protocol, spec.h2) else "http1"
+        seen: dict[str, str] = {}
+        wrong: list[str] = []
+        for name, counts in after.items():
+            old = before.get(name, {})
+            carried = [k for k, v in counts.items() if v - old.get(k, 0) > 0]
+            seen[name] = "+".join(carried) or "nothing"
+            if carried != [claimed]:
+                wrong.append(f"the {name} proxy carried {seen[name]}, not {claimed}")
+        out: dict[str, Any] = {"proxy_codecs": seen}
+        if wrong:
+            out["path_mismatch"] = "; ".join(wrong)
+            self._say(f"warning: test {spec.labels}: {out['path_mismatch']}")
+        return out
 
     def _truncate_access_logs(self) -> None:
         """Access logs are load, not results: ~80 MB per sidecar per 3-minute test at 1000 qps.
