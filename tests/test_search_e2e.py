@@ -1,0 +1,65 @@
+"""End to end: ``runner.py 8 0 3 --baseline --find-max --slo p99=2ms`` on the local platform,
+real Envoy sidecars, real load: the baseline sustains more than both sidecars, both more than
+nothing, and every step is a result file the run file's ``slo_search`` points to."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+RUNNER = REPO / "runner" / "runner.py"
+
+
+@pytest.mark.envoy
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_find_max_locally(tmp_path: Path) -> None:
+    out = tmp_path / "results"
+    mark = tmp_path / f"tmp-{uuid.uuid4().hex[:8]}"
+    mark.mkdir()
+    env = dict(os.environ, TMPDIR=str(mark), KUBECONFIG=str(tmp_path / "none"))
+    env.pop("ENVOY_BIN", None)
+    # 20%: a few bisection steps fewer than the default 5%, the same search.
+    cmd = [sys.executable, str(RUNNER), "8", "0", "3", "--baseline", "--find-max",
+           "--slo", "p99=2ms", "--find-max-resolution", "20%", "--platform", "local",
+           "--output-dir", str(out), "-q"]  # fmt: skip
+    proc = subprocess.run(
+        cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=560, check=False
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    (run_file,) = out.glob("run-*.json")
+    run = json.loads(run_file.read_text())
+    recs = {r["mode"]: r for r in run["slo_search"]}
+    assert set(recs) == {"baseline", "both"}
+    base, both = recs["baseline"]["max_qps"], recs["both"]["max_qps"]
+    assert base > both > 0, proc.stdout
+    for mode, r in recs.items():
+        assert r["slo"] == "p99=2ms" and r["conn"] == 8
+        steps = r["steps"]
+        assert steps and steps[0]["qps"] == 100.0
+        met = [s["qps"] for s in steps if s["met"]]
+        assert max(met) == r["max_qps"]
+        for n, s in enumerate(steps, 1):
+            doc = json.loads((out / s["file"]).read_text())
+            block = doc["meshperf"]
+            assert block["search"]["step"] == n and block["mode"] == mode
+            assert block["qps"] == s["qps"] and "_findmax_" in doc["Labels"]
+            # The step's verdict is the SLO applied to the file's own numbers.
+            p99_ms = next(
+                p["Value"] * 1000
+                for p in doc["DurationHistogram"]["Percentiles"]
+                if p["Percentile"] == 99
+            )
+            assert s["p99"] == pytest.approx(p99_ms, abs=1e-3)
+            if s["met"] is not None:
+                assert s["met"] == (p99_ms <= 2.0)
+    assert len(run["tests"]) == sum(len(r["steps"]) for r in recs.values())
+    assert "SLO search (p99 2 ms)" in proc.stdout
+    assert "both sustains" in proc.stdout and "of baseline's rate under p99 2 ms" in proc.stdout
