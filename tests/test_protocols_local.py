@@ -252,3 +252,35 @@ def test_a_path_that_is_not_the_claimed_one_is_flagged(
         "the client proxy carried http1, not http2; the server proxy carried http1, not http2"
     )
     assert "warning: test x_http_both: the client proxy carried http1" in capsys.readouterr().err
+
+
+# ---- fortio's connection options reach the wire ------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("options", "per_connection"),
+    [({}, None), ({"keepalive": False}, 1), ({"connection_reuse": (5, 5)}, 5)],
+)
+def test_keepalive_and_connection_reuse_change_the_connections_the_sidecar_sees(
+    platform: LocalPlatform, options: dict[str, Any], per_connection: int | None
+) -> None:
+    """The server sidecar's own count of downstream connections: 2 for the whole test with
+    keep-alive (one per connection), one per request without, one per 5 requests with
+    --connection-reuse 5:5."""
+    key = "http.inbound_0.0.0.0_8080.downstream_cx_total"
+    spec = Spec(mode="serversidecar", conn=2, qps=100, duration=1.0, size=16,
+                labels="x_cx_serversidecar", run_id="0badcafe", **options)  # fmt: skip
+    before = platform.proxies["server"].stats(key).get(key, 0)
+    result = platform.run_test(spec)
+    opened = platform.proxies["server"].stats(key).get(key, 0) - before
+    count = result["DurationHistogram"]["Count"]
+    assert set(result["RetCodes"]) == {"200"}
+    if per_connection is None:
+        assert opened <= spec.conn
+    else:
+        # Warm-up calls and the last, partly used connection of each worker come on top.
+        expected = count / per_connection
+        assert expected <= opened <= expected + 2 * spec.conn + 2, (opened, count)
+    block = result[RESULT_KEY]
+    assert ("keepalive" in block) == ("keepalive" in options)
+    assert ("connection_reuse" in block) == ("connection_reuse" in options)
