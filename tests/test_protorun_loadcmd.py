@@ -12,7 +12,6 @@ from meshperf.kube.platform import fortio_argv
 from meshperf.platform import TestSpec as Spec
 
 
-
 def _after(argv: list[str], flag: str) -> str:
     return argv[argv.index(flag) + 1]
 
