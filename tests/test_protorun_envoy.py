@@ -136,9 +136,7 @@ def test_http_only_when_no_other_port_is_given(ident: dict[str, Any], tmp_path: 
     assert [x["name"] for x in server["static_resources"]["listeners"]] == [
         "virtualInbound_plaintext", "virtualInbound_mtls",
     ]  # fmt: skip
-    assert [x["name"] for x in client["static_resources"]["listeners"]] == [
-        "outbound_0.0.0.0_8080"
-    ]
+    assert [x["name"] for x in client["static_resources"]["listeners"]] == ["outbound_0.0.0.0_8080"]
 
 
 def test_tcp_access_log_only_with_telemetry(ident: dict[str, Any], tmp_path: Path) -> None:
