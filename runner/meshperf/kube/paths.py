@@ -5,8 +5,8 @@ is refused here, before anything runs, with one line that says why and what to r
 ``meshperf.kube.capture`` then checks from the API, before each test, that the pods are set up
 the way the path below needs.
 
-Standard library only, and nothing of the ``kubernetes`` client: ``meshperf.plan`` asks this
-module while it builds the plan, for ``--dry-run`` too.
+Standard library and ``meshperf.loadcmd`` only, nothing of the ``kubernetes`` client:
+``meshperf.plan`` asks this module while it builds the plan, for ``--dry-run`` too.
 
 Sources for the refusals:
 - Ambient in-pod capture redirects every non-loopback TCP connection of a captured pod, whatever
@@ -20,19 +20,23 @@ Sources for the refusals:
 
 from __future__ import annotations
 
-CAPTURED_PORT = 8080  # fortio echo behind the proxy
-UNCAPTURED_PORT = 8077  # fortio echo excluded from capture on both pods (inbound and outbound)
+from meshperf import loadcmd
+
+# fortio's HTTP echo behind the proxy, and excluded from capture on both pods (inbound and
+# outbound); meshperf.loadcmd.KUBE_PORTS holds the pair of every protocol, in one place.
+CAPTURED_PORT, UNCAPTURED_PORT = loadcmd.KUBE_PORTS["http"]
 # The Service ports of the clientonly mode, per protocol: (Service port, targetPort). The
 # client's proxy captures them (not excluded ports, a ClusterIP outside the excluded pod
 # ranges) and delivers them to the server's uncaptured ports (meshperf.loadcmd.KUBE_PORTS),
 # so no server proxy is crossed. manifests/fortio.yaml lists the same ports.
 CLIENTONLY_PORTS: dict[str, tuple[int, int]] = {
     "http": (8074, UNCAPTURED_PORT),
-    "grpc": (8073, 8076),
-    "tcp": (8072, 8075),
+    "grpc": (8073, loadcmd.KUBE_PORTS["grpc"][1]),
+    "tcp": (8072, loadcmd.KUBE_PORTS["tcp"][1]),
 }
 CLIENTONLY_PORT = CLIENTONLY_PORTS["http"][0]
-INGRESS_PORT = 80  # the gateway's port; excluded outbound on the client like istio/tools does
+# The gateway's (plain HTTP) port; excluded outbound on the client like istio/tools does.
+INGRESS_PORT = loadcmd.INGRESS_PORTS[False]
 
 # The proxy container each sidecar mesh injects (istio/istio pkg/kube/inject, linkerd2
 # pkg/inject): a regular container, or a native sidecar (an init container with
