@@ -85,8 +85,8 @@ def test_other_json_is_not_a_result_but_a_cut_result_is_a_failed_test(
 @pytest.mark.parametrize(
     ("text", "reason"),
     [
-        ("[" * 5000, "JSON nested deeper than 32 levels"),  # RecursionError in json
-        ("[" * 100 + "]" * 100, "JSON nested deeper than 32 levels"),  # parses, still refused
+        ("[" * 5000, "JSON nested too deeply to read"),  # RecursionError in json
+        ('{"a": ' * 5000 + "1" + "}" * 5000, "JSON nested too deeply to read"),  # valid, too
         ('{"a": 1}\n{"b": 2}\n', "NDJSON of 2 objects"),
         ("1 2 3", "NDJSON of 3 values"),
     ],
@@ -105,7 +105,7 @@ def test_deeply_nested_file_does_not_stop_the_good_ones(tmp_path: Path, capsys: 
     assert "Traceback" not in err and "RecursionError" not in err
     assert err == (
         f"fortio.py: ignored {d / 'deep.json'}: not a fortio result: "
-        "JSON nested deeper than 32 levels\n"
+        "JSON nested too deeply to read\n"
     )
     assert out.splitlines()[-1].startswith("2 tests read, 2 written, 0 skipped")
 
@@ -122,6 +122,16 @@ def test_oversized_local_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     report = load_dir(d)
     assert report.results == []
     assert [s.reason for s in report.skipped] == ["more than 1000 bytes, more than a result can be"]
+
+
+def test_endless_local_file_is_read_no_further_than_the_limit(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(sources, "MAX_FILE_BYTES", 100_000)
+    report = sources.load_files(["/dev/zero"])  # no regular file: no size to trust
+    assert [s.reason for s in report.skipped] == [
+        "more than 100000 bytes, more than a result can be"
+    ]
 
 
 # -- versions of our own blocks -----------------------------------------------------------------

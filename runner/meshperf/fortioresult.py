@@ -167,6 +167,15 @@ def _int_text(value: Any) -> Any:
 def _read_histogram(hist: Any) -> Any:
     if not isinstance(hist, Mapping):
         return hist
+    data = hist.get("Data")
+    first = data[0] if isinstance(data, list) and data else None
+    if (
+        not isinstance(hist.get("Count"), str)
+        and "Min" in hist
+        and "Max" in hist
+        and not (isinstance(first, Mapping) and isinstance(first.get("Count"), str))
+    ):
+        return hist  # fortio's own: nothing to read (checked cheaply, it is every file)
     out = dict(hist)
     out["Count"] = _int_text(out.get("Count", 0 if "Data" in out else None))
     data = out.get("Data")
@@ -194,7 +203,7 @@ def read_integers(raw: Mapping[str, Any]) -> Mapping[str, Any]:
     for key in _HISTOGRAMS:
         if key in raw and raw[key] is not None:
             hist = _read_histogram(raw[key])
-            if hist != raw[key]:
+            if hist is not raw[key]:
                 changed[key] = hist
     for key in _TOP_INTEGERS:
         if isinstance(raw.get(key), str):
