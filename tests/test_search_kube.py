@@ -59,3 +59,46 @@ def test_find_max_in_the_client_pod(
     assert [s["qps"] for s in rec["steps"]] == rates
     row = next(ln for ln in text.splitlines() if ln.startswith("baseline ") and "between" in ln)
     assert row.split()[:3] == ["baseline", "16", f"{rec['max_qps']:g}"]
+
+
+def test_find_max_from_two_client_pods(
+    fk: FakeKube, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from test_clients_kube import add_client_pods
+
+    pods = add_client_pods(fk, 2)
+
+    def fortio(call: ExecCall) -> ExecReply:
+        if call.argv[:2] != ["fortio", "load"]:
+            return fk.default_exec(call)
+        argv = call.argv
+        qps = float(argv[argv.index("-qps") + 1])  # this pod's half of the step's rate
+        tail = 0.001 if 2 * qps <= KNEE else 0.006
+        doc = fortio_data.http_result(
+            [0.0005] * 98 + [tail] * 2, qps=qps, threads=8, duration_s=100,
+            labels=argv[argv.index("-labels") + 1],
+        )  # fmt: skip
+        doc["ActualQPS"] = qps
+        return ExecReply(stdout=fortiojson.dumps(doc).encode())
+
+    fk.exec_handler = fortio
+    out = tmp_path / "results"
+    code = runner.main([
+        "16", "0", "100", "--baseline", "--no-clientsidecar", "--find-max", "--slo",
+        "p99=2ms", "--find-max-resolution", "10%", "--clients", "2", "--platform",
+        "kubernetes", "--kubeconfig", str(fk.kubeconfig(tmp_path / "kc")), "--output-dir",
+        str(out), "-q",
+    ])  # fmt: skip
+    assert code == ExitCode.OK, capsys.readouterr().out
+    (run_file,) = out.glob("run-*.json")
+    (rec,) = json.loads(run_file.read_text())["slo_search"]
+    assert rec["outcome"] == "found"
+    assert rec["max_qps"] <= KNEE and (KNEE - rec["max_qps"]) / KNEE <= 0.10
+    # Every step ran in both pods, each with half the rate; the merged step is the sum.
+    calls = fk.calls("fortio")
+    assert len(calls) == 2 * len(rec["steps"])
+    assert {c.pod for c in calls} == set(pods)
+    for st in rec["steps"]:
+        merged = json.loads((out / st["file"]).read_text())
+        assert merged["RequestedQPS"] == f"{st['qps']:g}"
+        assert len(merged["meshperf"]["clients"]) == 2
