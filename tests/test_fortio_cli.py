@@ -492,10 +492,10 @@ def test_resources_from_prometheus(prom_url: str, tmp_path: Path, capsys: Any) -
     assert short["p50"] == long["p50"]  # kept with its latency
     assert short["cpu_mili_avg_fortio_deployment_proxy"] == ""
     assert err.splitlines() == [
-        # Its own samples stand in, and the message says so (issue 16 item 15).
+        # Its own samples stand in, and the message says so.
         "fortio.py: ab12_qps_1000_c_1_1024_short_both: CPU/memory from the result's own samples,"
-        " not Prometheus (test too short for CPU/memory: 5s < 92s (skip 62s = rate window 60s + 2s at the "
-        "start, 30s at the end, for 15s scrapes))"
+        " not Prometheus (test too short for CPU/memory: 5s < 92s (skip 62s = rate window 60s"
+        " + 2s at the start, 30s at the end, for 15s scrapes))"
     ]
     assert out.splitlines()[-1] == (
         "2 tests read, 2 written, 0 skipped, 1 with their own CPU/memory samples, not Prometheus's"
