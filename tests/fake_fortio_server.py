@@ -1,6 +1,6 @@
 """A real HTTP server on 127.0.0.1 that serves result files the way fortio does.
 
-It answers with fortio's own listing formats (``shared/spec/fortio-format.md`` 3.2-3.4):
+It answers with fortio's own listing formats (docs/fortio-format.md 3.2-3.4):
 ``index.tsv`` (GCS URL list with size and base64 MD5), the HTML data listing, and the browse
 page's ``<option value="...">`` list, in server mode (``/fortio/data/``, other paths echo) or
 report mode (``/data/``, ``/fortio*`` redirects to ``/``). Faults can be injected per file:
