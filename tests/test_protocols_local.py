@@ -284,3 +284,18 @@ def test_keepalive_and_connection_reuse_change_the_connections_the_sidecar_sees(
     block = result[RESULT_KEY]
     assert ("keepalive" in block) == ("keepalive" in options)
     assert ("connection_reuse" in block) == ("connection_reuse" in options)
+
+
+def test_clientonly_carries_grpc_and_tcp(tmp_path: Path) -> None:
+    """The clientonly sidecar (its own Envoy, plain text to the app) for gRPC and TCP too."""
+    opts = RunOptions(output_dir=tmp_path, proxy_concurrency=1, protocols=("http", "grpc", "tcp"))
+    p = LocalPlatform.from_options(opts)
+    try:
+        p.start(("clientonly",))
+        grpc = p.run_test(_spec("clientonly", "grpc"))
+        tcp = p.run_test(_spec("clientonly", "tcp"))
+    finally:
+        p.close()
+    assert set(grpc["RetCodes"]) == {"SERVING"} and set(tcp["RetCodes"]) == {"OK"}
+    assert grpc[RESULT_KEY]["proxy_codecs"] == {"clientonly": "http2"}
+    assert tcp[RESULT_KEY]["proxy_codecs"] == {"clientonly": "tcp"}

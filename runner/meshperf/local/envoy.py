@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from meshperf.errors import ConfigError, PlatformError
+from meshperf.kube import paths
 from meshperf.loadgen import LIBRARY_DIR
 from meshperf.local.certs import CertFiles
 from meshperf.local.procs import (
@@ -590,17 +591,35 @@ CLIENTONLY_OUTBOUND = "outbound_0.0.0.0_8074"
 CLIENTONLY_CLUSTER = f"outbound|8074||{_SERVICE}"
 
 
+def clientonly_listener(protocol: str) -> str:
+    """The clientonly sidecar's outbound listener for ``protocol``: named after the Service
+    port that mode uses on a cluster (meshperf.kube.paths.CLIENTONLY_PORTS)."""
+    return f"outbound_0.0.0.0_{paths.CLIENTONLY_PORTS[protocol][0]}"
+
+
 def clientonly_sidecar_config(
-    app_port: int, telemetry: bool, access_log: Path | None
+    app_port: int,
+    telemetry: bool,
+    access_log: Path | None,
+    *,
+    grpc_port: int | None = None,
+    tcp_port: int | None = None,
 ) -> dict[str, Any]:
     """The client sidecar of the clientonly mode: an outbound listener whose cluster goes in
     plain text straight to the app, where no server sidecar listens; on a cluster the same
-    hop is the client sidecar's, with TLS off for that port (manifests/istio-clientonly.yaml)."""
-    listener = _listener(
-        "http", CLIENTONLY_OUTBOUND, CLIENTONLY_CLUSTER, CLIENTONLY_OUTBOUND, telemetry, access_log
-    )
-    cluster = _cluster(CLIENTONLY_CLUSTER, app_port, upstream=UPSTREAM_HTTP["http"])
-    return _bootstrap("sidecar", "fortioclient", [listener], [cluster], telemetry)
+    hop is the client sidecar's, with TLS off for that port (manifests/istio-clientonly.yaml).
+    gRPC and TCP get their own listener and cluster when their app port is given."""
+    app_ports = {"http": app_port, "grpc": grpc_port, "tcp": tcp_port}
+    listeners: list[dict[str, Any]] = []
+    clusters: list[dict[str, Any]] = []
+    for protocol, port in app_ports.items():
+        if port is None:
+            continue
+        name = clientonly_listener(protocol)
+        cluster = f"outbound|{paths.CLIENTONLY_PORTS[protocol][0]}||{_SERVICE}"
+        listeners.append(_listener(protocol, name, cluster, name, telemetry, access_log))
+        clusters.append(_cluster(cluster, port, upstream=UPSTREAM_HTTP[protocol]))
+    return _bootstrap("sidecar", "fortioclient", listeners, clusters, telemetry)
 
 
 def gateway_config(

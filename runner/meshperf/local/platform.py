@@ -4,6 +4,7 @@ All on 127.0.0.1:
 
     baseline:      loadgen -> app
     serversidecar: loadgen -> server sidecar (plaintext inbound) -> app
+    clientonly:    loadgen -> client sidecar (outbound, plain upstream) -> app
     both:          loadgen -> client sidecar =mTLS=> server sidecar (mTLS inbound) -> app
     ingress:       loadgen -> gateway =mTLS=> server sidecar (mTLS inbound) -> app
 
@@ -69,7 +70,9 @@ from meshperf.platform import (
 
 RUNNER_DIR = Path(__file__).resolve().parents[2]
 LOADGEN = RUNNER_DIR / "loadgen.py"
-LOCAL_MODES: tuple[str, ...] = ("baseline", "serversidecar", "both", "ingress")
+LOCAL_MODES: tuple[str, ...] = ("baseline", "serversidecar", "clientonly", "both", "ingress")
+# Modes with no server sidecar in their path.
+_NO_SERVER_PROXY = ("baseline", "clientonly")
 APP_READY_TIMEOUT = 30.0
 LOADGEN_GRACE = 60.0  # seconds a load generator may take beyond the test's duration
 VERSION_TIMEOUT = 20.0
@@ -271,10 +274,12 @@ class LocalPlatform:
         self.work_dir = make_work_dir()
         self.group = ProcessGroup(self.work_dir)
         self._start_app()
-        needs_server = any(m != "baseline" for m in modes)
+        needs_server = any(m not in _NO_SERVER_PROXY for m in modes)
         if needs_server:
             assert self.envoy is not None
             self._start_proxies(modes)
+        if "clientonly" in modes:
+            self._start_clientonly()
         self.modes = modes
         self._targets = {"baseline": self.app_port}
         if needs_server:
@@ -283,6 +288,10 @@ class LocalPlatform:
             ]
         if "client" in self.proxies:
             self._targets["both"] = self.proxies["client"].ports[envoy_mod.OUTBOUND]
+        if "clientonly" in self.proxies:
+            self._targets["clientonly"] = self.proxies["clientonly"].ports[
+                envoy_mod.CLIENTONLY_OUTBOUND
+            ]
         if "gateway" in self.proxies:
             self._targets["ingress"] = self.proxies["gateway"].ports[envoy_mod.GATEWAY_HTTP]
         self._proto_targets = self._protocol_targets(modes)
@@ -414,6 +423,23 @@ class LocalPlatform:
                 ),
             )
 
+    def _start_clientonly(self) -> None:
+        """The client sidecar alone (clientonly): its own Envoy, upstream the app in plain
+        text. A process of its own so its CPU and memory are the clientonly test's alone."""
+        assert self.group is not None and self.work_dir is not None and self.envoy is not None
+        log = self.work_dir / "clientonly.access.log" if self.opts.telemetry else None
+        config = envoy_mod.clientonly_sidecar_config(
+            self.app_port,
+            self.opts.telemetry,
+            log,
+            grpc_port=self.app_ports.get("grpc"),
+            tcp_port=self.app_ports.get("tcp"),
+        )
+        self.proxies["clientonly"] = envoy_mod.EnvoyProcess.start(
+            self.group, self.envoy.path, "clientonly", config, self.work_dir,
+            self.opts.proxy_concurrency,
+        )  # fmt: skip
+
     def _check_path(self, mode: str) -> None:
         url = self.target(mode, 0)
         deadline = time.monotonic() + 10.0
@@ -441,6 +467,11 @@ class LocalPlatform:
                     name, which = first[mode]
                     listener = envoy_mod.LISTENERS[protocol][which]
                     out[(mode, protocol)] = self.proxies[name].ports[listener]
+                elif mode == "clientonly" and "clientonly" in self.proxies:
+                    ports = self.proxies["clientonly"].ports
+                    listener = envoy_mod.clientonly_listener(protocol)
+                    if listener in ports:
+                        out[(mode, protocol)] = ports[listener]
         return out
 
     def _check_protocol(self, mode: str, protocol: str) -> None:
@@ -476,8 +507,10 @@ class LocalPlatform:
     def _workloads(self, mode: str) -> dict[str, int]:
         assert self.app is not None
         pids = {RESOURCE_SERVER_APP: self.app.pid}
-        if mode != "baseline":
+        if mode not in _NO_SERVER_PROXY:
             pids[RESOURCE_SERVER_PROXY] = self.proxies["server"].pid
+        if mode == "clientonly":
+            pids[RESOURCE_CLIENT_PROXY] = self.proxies["clientonly"].pid
         if mode == "both":
             pids[RESOURCE_CLIENT_PROXY] = self.proxies["client"].pid
         if mode == "ingress":
@@ -654,8 +687,8 @@ class LocalPlatform:
                 self._say(f"--perf: {self._perf_error}; tests run without flame graphs")
         if self._perf_error:
             return None, {"error": self._perf_error}
-        if "server" not in self.proxies or spec.mode == "baseline":
-            return None, {"error": "no server sidecar in baseline mode"}
+        if "server" not in self.proxies or spec.mode in _NO_SERVER_PROXY:
+            return None, {"error": f"no server sidecar in {spec.mode} mode"}
         return perf_mod.PerfRecording(
             self.group,
             self.proxies["server"].pid,
