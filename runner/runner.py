@@ -284,7 +284,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=loadcmd.cacert_arg,
         default=None,
         metavar="FILE",
-        help="PEM CA certificate to verify an https:// --ingress gateway (fortio -cacert)",
+        help="PEM CA certificate to verify an https:// --ingress gateway (fortio -cacert);"
+        " the same path must exist in the client pod",
     )
 
     w = p.add_argument_group("where to run")
