@@ -252,7 +252,7 @@ def build_parser() -> argparse.ArgumentParser:
         choices=loadcmd.PROTOCOLS,
         default=loadcmd.DEFAULT_PROTOCOL,
         help="http (default), grpc (fortio -grpc -ping: its PingServer, over HTTP/2) or tcp"
-        " (fortio's TCP echo); recorded in every result and label",
+        " (fortio's TCP echo); recorded in every result, and labels carry h2, grpc or tcp",
     )
     g.add_argument(
         "--h2",
