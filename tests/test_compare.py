@@ -293,3 +293,27 @@ def test_fortio_server_urls_are_sources(tmp_path: Path) -> None:
         assert cli.main([base.url, new.url, "--json", str(out), "--metrics", "p50"]) == 0
     rows = json.loads(out.read_text())["rows"]
     assert len(rows) == len(CONNS) and {r["verdict"] for r in rows} == {"improved"}
+
+
+def test_http1_and_http2_runs_are_separate_cells(tmp_path: Path) -> None:
+    """The same mode, conn and qps over HTTP/1.1 and over HTTP/2 are different tests."""
+    rng = np.random.default_rng(11)
+    for side in ("base", "new"):
+        for h2, median in ((False, 0.0005), (True, 0.0009)):
+            block = {"format": 1, "mode": "both", "conn": 4, "qps": 1000.0, "size": 1024,
+                     "protocol": "http", "h2": h2}  # fmt: skip
+            doc = fortio_data.http_result(
+                _lognormal(rng, median, 2000), duration_s=2.0,
+                labels=f"{side}_qps_1000_c_4_1024{'_h2' if h2 else ''}_both",
+                extra={"meshperf": block},
+            )  # fmt: skip
+            fortio_data.write(tmp_path / side, doc)
+    out = tmp_path / "c.json"
+    assert cli.main([str(tmp_path / "base"), str(tmp_path / "new"), "--metrics", "p50",
+                     "--json", str(out)]) == 0  # fmt: skip
+    rows = json.loads(out.read_text())["rows"]
+    assert sorted(r["protocol"] for r in rows) == ["http", "http2"]
+    by_proto = {r["protocol"]: r for r in rows}
+    # Averaged together the two would sit near 700 us; apart, each keeps its own median.
+    assert by_proto["http"]["base"] == pytest.approx(500, rel=0.1)  # microseconds
+    assert by_proto["http2"]["base"] == pytest.approx(900, rel=0.1)

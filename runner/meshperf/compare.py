@@ -114,11 +114,10 @@ class Observation:
 
 
 def protocol_of(row: Mapping[str, Any], result: FortioResult | None) -> str:
-    """``meshperf.protocol`` when recorded, else from fortio's RunType (http, grpc, tcp)."""
+    """The result's protocol (FortioResult.protocol: http, http2, grpc, tcp), else the CSV's
+    column, else fortio's RunType, so HTTP/1.1 and HTTP/2 runs never share a cell."""
     if result is not None:
-        p = result.meshperf.get("protocol")
-        if p:
-            return str(p)
+        return result.protocol
     p = row.get("protocol")
     if p:
         return str(p)
