@@ -194,3 +194,11 @@ def test_proxy_workers_above_the_cpu_limit() -> None:
     assert str(w) == "workers: server istio-proxy runs 4 workers on a 1500m CPU limit"
     assert trust.cpu_cores("250m") == 0.25 and trust.cpu_cores("2") == 2.0
     assert trust.cpu_cores("lots") is None
+
+
+def test_a_path_that_carried_another_protocol_is_warned() -> None:
+    block = {"format": 1, "mode": "both", "protocol": "http", "h2": True,
+             "path_mismatch": "the client proxy carried http1, not http2"}  # fmt: skip
+    r = _result(latencies=[0.0005] * 1000, duration_s=1.0, qps=1000, block=block)
+    (w,) = trust.assess(r)
+    assert (w.code, w.detail) == ("path", "the client proxy carried http1, not http2")

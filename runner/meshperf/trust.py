@@ -135,6 +135,9 @@ def assess(
                     )
                 )
     out += _workers_over_limit(r)
+    mismatch = r.meshperf.get("path_mismatch")
+    if mismatch:  # the proxies carried another protocol than the test claims (local platform)
+        out.append(TrustWarning("path", str(mismatch)))
     if r.error_count > 0:
         out.append(TrustWarning("errors", f"{r.error_percent:.2f}% of calls failed"))
     if window_problem:
