@@ -29,6 +29,9 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 RUNNER = REPO / "runner" / "runner.py"
+sys.path.insert(0, str(REPO / "runner"))
+from meshperf import search  # noqa: E402 - after the path that finds it
+
 PSI = Path("/proc/pressure/cpu")
 
 
@@ -82,14 +85,17 @@ def main() -> int:
     print(f"{'SLO':<10} {'mode':<14} {'max req/s':>10} {'share':>6} {'steps':>5}  how it ended")
     for r in rows:
         recs = {x["mode"]: x for x in r["run"]["slo_search"]}
-        base = recs.get("baseline", {}).get("max_qps") or 0.0
+        # The runner's own rule: no share where both rates are lower bounds.
+        shares = {s["mode"]: s for s in search.shares(r["run"]["slo_search"])}
         for mode in ("baseline", "serversidecar", "both"):
             x = recs.get(mode)
             if x is None:
                 continue
             q = x["max_qps"]
             qtext = (">= " if x["lower_bound"] and q else "") + f"{q:g}"
-            share = f"{100 * q / base:.0f}%" if base and mode != "baseline" else "-"
+            sh = shares.get(mode)
+            mark = {"at most ": "<=", "at least ": ">="}.get(sh["qualifier"], "") if sh else ""
+            share = "-" if sh is None else f"{mark}{sh['share_pct']:.0f}%"
             print(f"{r['slo']:<10} {mode:<14} {qtext:>10} {share:>6} {len(x['steps']):>5}"
                   f"  {x['outcome']}: {x['reason'][:90]}")  # fmt: skip
         p = "n/a" if r["pressure"] is None else f"{100 * r['pressure']:.0f}%"
