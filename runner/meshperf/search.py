@@ -705,7 +705,8 @@ def dry_run_text(
         f"  then bisects between the highest rate met and the lowest not met until they are"
         f" within {100 * resolution:g}%;",
         f"  a step whose load was not offered as asked (achieved < {100 * ACHIEVED_MIN_SHARE:g}%"
-        f" of the rate, or send lag p99 > {SEND_LAG_P99_MAX * 1000:g} ms) is run again once,"
+        " of what the schedule allows, or send lag p99 >"
+        f" {SEND_LAG_P99_MAX * 1000:g} ms) is run again once,"
         " then ends its search: the rate found is then a lower bound",
         f"  worst case {worst} steps per search ({MAX_RAMP_STEPS} ramp +"
         f" {worst - MAX_RAMP_STEPS - RETRIES} bisection + {RETRIES} retry):"
