@@ -181,11 +181,11 @@ def test_search_never_met() -> None:
 
 
 def test_search_goes_no_lower_than_ten_calls_per_connection() -> None:
-    assert search.min_rate(8, 3.0) == pytest.approx(80 / 3)
+    assert search.min_rate(8, 3.0) == 27.0  # 80 calls in 3 s, rounded up to whole req/s
     assert search.min_rate(1, 60.0) == search.MIN_QPS
     s = search.find_max(knee_system(0.1), 100.0, 0.05, min_qps=search.min_rate(8, 3.0))
     assert s.outcome == search.NEVER_MET
-    assert [st.qps for st in s.steps] == [100.0, 50.0, pytest.approx(80 / 3)]
+    assert [st.qps for st in s.steps] == [100.0, 50.0, 27.0]
 
 
 def test_search_stops_where_the_load_cannot_be_offered() -> None:
