@@ -26,7 +26,6 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
 from grpc_health.v1 import health_pb2
-from h2.config import H2Configuration
 from h2.connection import H2Connection
 from h2.events import (
     ConnectionTerminated,
@@ -40,6 +39,8 @@ from h2.exceptions import H2Error
 
 from meshperf.clock import now_ns as _now
 from meshperf.goduration import SECOND
+from meshperf.loadgen.conn import abort, connect_error, dial
+from meshperf.loadgen.h2 import client_connection
 from meshperf.loadgen.options import USER_AGENT
 from meshperf.loadgen.periodic import Caller
 from meshperf.pingproto import HEALTH_CHECK_METHOD, PING_METHOD, PingMessage
@@ -55,10 +56,6 @@ _STATUS_NAME = health_pb2.HealthCheckResponse.ServingStatus.Name
 def frame(message: bytes) -> bytes:
     """gRPC's Length-Prefixed-Message: uncompressed flag, 4-byte big-endian length."""
     return struct.pack(">BI", 0, len(message)) + message
-
-
-class _Detached(asyncio.Protocol):
-    """Protocol of a socket being torn down."""
 
 
 class GrpcConnection(asyncio.Protocol):
@@ -100,17 +97,7 @@ class GrpcConnection(asyncio.Protocol):
     # -- asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
-        self.conn = H2Connection(
-            H2Configuration(
-                client_side=True,
-                header_encoding=None,
-                validate_outbound_headers=False,
-                normalize_outbound_headers=False,
-                validate_inbound_headers=False,
-                normalize_inbound_headers=False,
-            )
-        )
-        self.conn.initiate_connection()
+        self.conn = client_connection()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.transport = None
@@ -205,17 +192,12 @@ class GrpcConnection(asyncio.Protocol):
     async def _connect(self) -> None:
         w = self.w
         try:
-            if w.tls is not None:
-                await w.loop.create_connection(
-                    lambda: self, w.addr[0], w.addr[1], ssl=w.tls, server_hostname=w.target.host
-                )
-            else:
-                await w.loop.create_connection(lambda: self, w.addr[0], w.addr[1])
+            await dial(w, self)
         except asyncio.CancelledError:
             return
         except (OSError, ssl.SSLError) as e:
             self.connecting = None
-            self._fail_all(e.strerror or str(e))
+            self._fail_all(connect_error(e))
             return
         self.connecting = None
         if self.waiting:
@@ -241,14 +223,9 @@ class GrpcConnection(asyncio.Protocol):
             c.fail(now, why)
 
     def close(self) -> None:
-        t, self.transport = self.transport, None
-        self.conn = None
-        if t is not None:
-            t.set_protocol(_Detached())
-            t.abort()
-        if self.connecting is not None:
-            self.connecting.cancel()
-            self.connecting = None
+        t, c = self.transport, self.connecting
+        self.transport = self.conn = self.connecting = None
+        abort(t, c)
 
 
 class GrpcCaller(Caller):
@@ -321,18 +298,8 @@ class GrpcCaller(Caller):
     def fail(self, now: int, why: str) -> None:
         self._failed(now, why)
 
-    def _failed(self, now: int, why: str) -> None:
-        t0 = self.t0
-        self.t0 = 0
-        self.connection.forget(self)
-        if self.warmup is not None:
-            if not self.warmup.done():
-                self.warmup.set_result((-1, why))
-            return
-        if t0:
-            self.w.record_named(now - t0, ERROR, False)
-            self.w.note_error(why)
-        self.next_call(now)
+    def _record_failure(self, ns: int, why: str) -> None:
+        self.w.record_named(ns, ERROR, False)
 
     def _drop(self) -> None:
         self.connection.forget(self)

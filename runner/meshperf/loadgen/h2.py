@@ -9,8 +9,7 @@ the request's HEADERS are written to the response's END_STREAM.
 from __future__ import annotations
 
 import asyncio
-import ssl
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from h2.config import H2Configuration
 from h2.connection import H2Connection
@@ -24,16 +23,11 @@ from h2.events import (
 from h2.exceptions import H2Error
 
 from meshperf.clock import now_ns as _now
-from meshperf.goduration import SECOND
+from meshperf.loadgen.conn import ConnCaller, http_warmup
 from meshperf.loadgen.options import USER_AGENT
-from meshperf.loadgen.periodic import Caller
 
 if TYPE_CHECKING:
     from meshperf.loadgen.worker import Worker
-
-
-class _Detached(asyncio.Protocol):
-    """Protocol of a socket being torn down."""
 
 
 def request_headers(w: Worker) -> tuple[list[tuple[bytes, bytes]], bytes]:
@@ -66,15 +60,31 @@ def request_headers(w: Worker) -> tuple[list[tuple[bytes, bytes]], bytes]:
     return headers, body
 
 
-class H2Caller(Caller, asyncio.Protocol):
+def client_connection() -> H2Connection:
+    """A client HTTP/2 connection, its preface queued (shared with the gRPC client)."""
+    conn = H2Connection(
+        H2Configuration(
+            client_side=True,
+            header_encoding=None,
+            # Our own headers are valid by construction, and a benchmark peer's are not
+            # ours to police: skipping h2's per-header checks cuts the cost of each call.
+            validate_outbound_headers=False,
+            normalize_outbound_headers=False,
+            validate_inbound_headers=False,
+            normalize_inbound_headers=False,
+        )
+    )
+    conn.initiate_connection()
+    return conn
+
+
+class H2Caller(ConnCaller):
     """One fortio thread on its own HTTP/2 connection."""
 
     def __init__(self, w: Worker, tid: int, calls: int) -> None:
         super().__init__(w, tid, calls)
         self.headers, self.body = request_headers(w)
         self.conn: H2Connection | None = None
-        self.transport: asyncio.Transport | None = None
-        self.connecting: asyncio.Future[Any] | None = None
         self.stream = 0
         self.code = 0
         self.size = 0
@@ -82,19 +92,7 @@ class H2Caller(Caller, asyncio.Protocol):
     # -- asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
-        self.conn = H2Connection(
-            H2Configuration(
-                client_side=True,
-                header_encoding=None,
-                # Our own headers are valid by construction, and a benchmark peer's are not
-                # ours to police: skipping h2's per-header checks cuts the cost of each call.
-                validate_outbound_headers=False,
-                normalize_outbound_headers=False,
-                validate_inbound_headers=False,
-                normalize_inbound_headers=False,
-            )
-        )
-        self.conn.initiate_connection()
+        self.conn = client_connection()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.transport = None
@@ -142,8 +140,7 @@ class H2Caller(Caller, asyncio.Protocol):
         self.t0 = 0
         self.stream = 0
         if self.warmup is not None:
-            ok = 200 <= code < 300 or code == 418
-            self.warmup.set_result((code, "" if ok else f"HTTP status {code}"))
+            self.warmup.set_result(http_warmup(code))
             return
         self.w.record(now - t0, code, size, 0)
         self.next_call(now)
@@ -161,7 +158,7 @@ class H2Caller(Caller, asyncio.Protocol):
             self._request()
             return
         self._drop()
-        self.connecting = asyncio.ensure_future(self._connect(self.t0))
+        self.start_connect()
 
     def _request(self) -> None:
         conn = self.conn
@@ -180,48 +177,12 @@ class H2Caller(Caller, asyncio.Protocol):
         self.stream = sid
         self._flush()
 
-    async def _connect(self, t0: int) -> None:
-        w = self.w
-        try:
-            if w.tls is not None:
-                await w.loop.create_connection(
-                    lambda: self, w.addr[0], w.addr[1], ssl=w.tls, server_hostname=w.target.host
-                )
-            else:
-                await w.loop.create_connection(lambda: self, w.addr[0], w.addr[1])
-        except asyncio.CancelledError:
-            return
-        except (OSError, ssl.SSLError) as e:
-            self.connecting = None
-            self._failed(_now(), e.strerror or str(e))
-            return
-        self.connecting = None
-        self.sockets += 1
-        w.stats.connect.record((_now() - t0) / SECOND)
-        if self.transport is not None and self.t0 == t0:
-            self._request()
+    def _connected(self) -> None:
+        self._request()
 
-    def _failed(self, now: int, why: str) -> None:
-        t0 = self.t0
-        self.t0 = 0
+    def _reset(self) -> None:
         self.stream = 0
-        self._drop()
-        if self.warmup is not None:
-            if not self.warmup.done():
-                self.warmup.set_result((-1, why))
-            return
-        if t0:
-            self.w.record(now - t0, -1, 0, 0)
-            self.w.note_error(why)
-        self.next_call(now)
 
     def _drop(self) -> None:
-        t = self.transport
-        self.transport = None
         self.conn = None
-        if t is not None:
-            t.set_protocol(_Detached())
-            t.abort()
-        if self.connecting is not None:
-            self.connecting.cancel()
-            self.connecting = None
+        super()._drop()

@@ -6,15 +6,12 @@ byte of the response is parsed.
 
 from __future__ import annotations
 
-import asyncio
 import random
-import ssl
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from meshperf.clock import now_ns as _now
-from meshperf.goduration import SECOND
+from meshperf.loadgen.conn import ConnCaller, http_warmup
 from meshperf.loadgen.options import USER_AGENT, LoadOptions, Target
-from meshperf.loadgen.periodic import Caller
 
 if TYPE_CHECKING:
     from meshperf.loadgen.worker import Worker
@@ -42,19 +39,13 @@ def _chunked_end(data: bytes | bytearray, pos: int) -> int:
             return -1
 
 
-class _Detached(asyncio.Protocol):
-    """Protocol of a socket being torn down: ignores whatever it still reports."""
-
-
-class Conn(Caller, asyncio.Protocol):
+class Conn(ConnCaller):
     """One fortio "thread": one keep-alive connection making calls on its own schedule."""
 
     def __init__(self, w: Worker, tid: int, calls: int) -> None:
         super().__init__(w, tid, calls)
         self.reuse_count = 0  # calls on the current socket
         self.reuse_limit = self._threshold()
-        self.transport: asyncio.Transport | None = None
-        self.connecting: asyncio.Future[Any] | None = None
         self.buf = bytearray()
         self.head_len = -1  # parsed header length of the response being read, -1 = not yet
         self.body_end = 0  # total response length when known
@@ -67,9 +58,6 @@ class Conn(Caller, asyncio.Protocol):
         self.last_code = 0
 
     # -- asyncio.Protocol
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
-
     def connection_lost(self, exc: Exception | None) -> None:
         self.transport = None
         if self.t0:
@@ -182,7 +170,7 @@ class Conn(Caller, asyncio.Protocol):
         else:
             self.until_close = True
 
-    def _reset_response(self) -> None:
+    def _reset(self) -> None:
         if self.buf:
             self.buf = bytearray()
         self.head_len = -1
@@ -195,41 +183,14 @@ class Conn(Caller, asyncio.Protocol):
         head_len = self.head_len
         t0 = self.t0
         self.t0 = 0
-        self._reset_response()
+        self._reset()
         if self.close_after or self.until_close or not self.w.o.keepalive:
             self._drop()
         if self.warmup is not None:
-            ok = 200 <= code < 300 or code == 418
-            self.warmup.set_result((code, "" if ok else f"HTTP status {code}"))
+            self.warmup.set_result(http_warmup(code))
             return
         self.w.record(now - t0, code, size, head_len)
         self.next_call(now)
-
-    def _failed(self, now: int, why: str) -> None:
-        t0 = self.t0
-        self.t0 = 0
-        self._reset_response()
-        self._drop()
-        if self.warmup is not None:
-            if not self.warmup.done():
-                self.warmup.set_result((-1, why))
-            return
-        if t0:
-            self.w.record(now - t0, -1, 0, 0)
-            self.w.note_error(why)
-        self.next_call(now)
-
-    def _drop(self) -> None:
-        t = self.transport
-        self.transport = None
-        if t is not None:
-            # The same Conn is the protocol of its next socket: detach the old one so its
-            # late connection_lost cannot fail the next call.
-            t.set_protocol(_Detached())
-            t.abort()
-        if self.connecting is not None:
-            self.connecting.cancel()
-            self.connecting = None
 
     # -- calls
     def send(self) -> None:
@@ -248,34 +209,17 @@ class Conn(Caller, asyncio.Protocol):
                 return
             else:
                 self._drop()  # the server closed it while idle: reconnect, as fortio does
-        self.connecting = asyncio.ensure_future(self._connect(self.t0))
+        self.reuse_count = 1  # this call is the new socket's first
+        self.start_connect()
 
     def _threshold(self) -> int:
         """fortio's generateReuseThreshold: uniform in [MIN, MAX]; 0 = unlimited."""
         reuse = self.w.o.connection_reuse
         return random.randint(reuse[0], reuse[1]) if reuse else 0
 
-    async def _connect(self, t0: int) -> None:
-        w = self.w
-        try:
-            if w.tls is not None:
-                await w.loop.create_connection(
-                    lambda: self, w.addr[0], w.addr[1], ssl=w.tls, server_hostname=w.target.host
-                )
-            else:
-                await w.loop.create_connection(lambda: self, w.addr[0], w.addr[1])
-        except asyncio.CancelledError:
-            return
-        except (OSError, ssl.SSLError) as e:
-            self.connecting = None
-            self._failed(_now(), e.strerror or str(e))
-            return
-        self.connecting = None
-        self.sockets += 1
-        self.reuse_count = 1
-        w.stats.connect.record((_now() - t0) / SECOND)
-        if self.transport is not None and self.t0 == t0:
-            self.transport.write(w.request)
+    def _connected(self) -> None:
+        assert self.transport is not None
+        self.transport.write(self.w.request)
 
 
 def build_request(o: LoadOptions, t: Target) -> bytes:

@@ -2,8 +2,10 @@
 stopped thread does (``periodic.runOne`` in fortio's periodic/periodic.go, v1.75.2).
 
 ``Caller`` is the protocol-independent part of a fortio "thread"; each protocol's client
-(http1, h2, grpc, tcp) subclasses it and implements ``send`` (start one call now), ``_failed``
-and ``_drop``, then calls ``next_call(now)`` when a call ends.
+(http1, h2, grpc, tcp) subclasses it and implements ``send`` (start one call now) and
+``_drop``, then calls ``next_call(now)`` when a call ends, or ``_failed(now, why)`` when it
+failed: a failure is recorded, noted and followed by the next call the same way for every
+protocol (``_reset`` and ``_record_failure`` say what differs).
 """
 
 from __future__ import annotations
@@ -39,8 +41,28 @@ class Caller:
         """Start one call now (connecting first if needed)."""
         raise NotImplementedError
 
+    def _reset(self) -> None:
+        """Forget the partial response of the call in flight (default: nothing kept)."""
+
+    def _record_failure(self, ns: int, why: str) -> None:
+        """Count one failed call (HTTP's RetCodes key -1; gRPC and TCP name theirs)."""
+        self.w.record(ns, -1, 0, 0)
+
     def _failed(self, now: int, why: str) -> None:
-        raise NotImplementedError
+        """The call in flight failed: drop the connection, then answer the warm-up, or
+        record the error and go on to the next call (fortio counts it and carries on)."""
+        t0 = self.t0
+        self.t0 = 0
+        self._reset()
+        self._drop()
+        if self.warmup is not None:
+            if not self.warmup.done():
+                self.warmup.set_result((-1, why))
+            return
+        if t0:
+            self._record_failure(now - t0, why)
+            self.w.note_error(why)
+        self.next_call(now)
 
     def _drop(self) -> None:
         """Abandon the call in flight and the connection (stop, timeout)."""

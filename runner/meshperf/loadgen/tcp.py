@@ -9,11 +9,10 @@ socket is reused after a good call and replaced after a failed one.
 
 from __future__ import annotations
 
-import asyncio
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from meshperf.clock import now_ns as _now
-from meshperf.loadgen.periodic import Caller
+from meshperf.loadgen.conn import ConnCaller
 
 if TYPE_CHECKING:
     from meshperf.loadgen.worker import Worker
@@ -29,11 +28,7 @@ def generate_payload(thread: int, i: int) -> bytes:
     return b"Fortio\n%04d\n%012d" % (thread, i)
 
 
-class _Detached(asyncio.Protocol):
-    """Protocol of a socket being torn down."""
-
-
-class TcpConn(Caller, asyncio.Protocol):
+class TcpConn(ConnCaller):
     """One fortio thread on one TCP connection to an echo server."""
 
     def __init__(self, w: Worker, tid: int, calls: int) -> None:
@@ -43,15 +38,10 @@ class TcpConn(Caller, asyncio.Protocol):
         self.messages = 0
         self.req = b""
         self.buf = bytearray()
-        self.transport: asyncio.Transport | None = None
-        self.connecting: asyncio.Future[Any] | None = None
         self.sent = 0
         self.received = 0
 
     # -- asyncio.Protocol
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
-
     def connection_lost(self, exc: Exception | None) -> None:
         self.transport = None
         if self.t0:
@@ -97,45 +87,15 @@ class TcpConn(Caller, asyncio.Protocol):
                 self.sent += len(self.req)
                 return
             self._drop()
-        self.connecting = asyncio.ensure_future(self._connect(self.t0))
+        self.start_connect()
 
-    async def _connect(self, t0: int) -> None:
-        w = self.w
-        try:
-            await w.loop.create_connection(lambda: self, w.addr[0], w.addr[1])
-        except asyncio.CancelledError:
-            return
-        except OSError as e:
-            self.connecting = None
-            self._failed(_now(), e.strerror or str(e))
-            return
-        self.connecting = None
-        self.sockets += 1
-        w.stats.connect.record((_now() - t0) / 1e9)
-        if self.transport is not None and self.t0 == t0:
-            self.transport.write(self.req)
-            self.sent += len(self.req)
+    def _connected(self) -> None:
+        assert self.transport is not None
+        self.transport.write(self.req)
+        self.sent += len(self.req)
 
-    def _failed(self, now: int, why: str) -> None:
-        t0 = self.t0
-        self.t0 = 0
+    def _reset(self) -> None:
         self.buf.clear()
-        self._drop()
-        if self.warmup is not None:
-            if not self.warmup.done():
-                self.warmup.set_result((-1, why))
-            return
-        if t0:
-            self.w.record_named(now - t0, why, False)
-            self.w.note_error(why)
-        self.next_call(now)
 
-    def _drop(self) -> None:
-        t = self.transport
-        self.transport = None
-        if t is not None:
-            t.set_protocol(_Detached())
-            t.abort()
-        if self.connecting is not None:
-            self.connecting.cancel()
-            self.connecting = None
+    def _record_failure(self, ns: int, why: str) -> None:
+        self.w.record_named(ns, why, False)
