@@ -25,7 +25,7 @@ import os
 import shutil
 import subprocess
 import urllib.parse
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -315,6 +315,21 @@ def _access_log(path: Path) -> list[dict[str, Any]]:
     ]
 
 
+def _one_filter_listener(
+    name: str,
+    filter_name: str,
+    typed_config: dict[str, Any],
+    transport_socket: dict[str, Any] | None,
+) -> dict[str, Any]:
+    """A listener on an ephemeral 127.0.0.1 port with one filter chain of one network filter
+    (the HTTP connection manager or tcp_proxy), behind TLS when ``transport_socket`` is set."""
+    chain: dict[str, Any] = {"filters": [{"name": filter_name, "typed_config": typed_config}]}
+    if transport_socket is not None:
+        chain["transport_socket"] = transport_socket
+    # With port 0 every listener's default stat prefix would be "127.0.0.1_0"; name them.
+    return {"name": name, "stat_prefix": name, "address": _addr(0), "filter_chains": [chain]}
+
+
 def _http_listener(
     name: str,
     cluster: str,
@@ -355,13 +370,9 @@ def _http_listener(
     }
     if telemetry and access_log is not None:
         hcm["access_log"] = _access_log(access_log)
-    chain: dict[str, Any] = {
-        "filters": [{"name": "envoy.filters.network.http_connection_manager", "typed_config": hcm}]
-    }
-    if transport_socket is not None:
-        chain["transport_socket"] = transport_socket
-    # With port 0 every listener's default stat prefix would be "127.0.0.1_0"; name them.
-    return {"name": name, "stat_prefix": name, "address": _addr(0), "filter_chains": [chain]}
+    return _one_filter_listener(
+        name, "envoy.filters.network.http_connection_manager", hcm, transport_socket
+    )
 
 
 def _tcp_listener(
@@ -381,12 +392,7 @@ def _tcp_listener(
     }
     if telemetry and access_log is not None:
         proxy["access_log"] = _access_log(access_log)
-    chain: dict[str, Any] = {
-        "filters": [{"name": "envoy.filters.network.tcp_proxy", "typed_config": proxy}]
-    }
-    if transport_socket is not None:
-        chain["transport_socket"] = transport_socket
-    return {"name": name, "stat_prefix": name, "address": _addr(0), "filter_chains": [chain]}
+    return _one_filter_listener(name, "envoy.filters.network.tcp_proxy", proxy, transport_socket)
 
 
 def _listener(
@@ -500,6 +506,14 @@ def _bootstrap(
     return config
 
 
+def _protocol_ports(http: int, grpc: int | None, tcp: int | None) -> Iterator[tuple[str, int]]:
+    """(protocol, port) for each protocol a sidecar carries: HTTP always, gRPC and TCP when
+    their port is given."""
+    for protocol, port in (("http", http), ("grpc", grpc), ("tcp", tcp)):
+        if port is not None:
+            yield protocol, port
+
+
 def server_sidecar_config(
     app_port: int,
     certs: CertFiles,
@@ -513,12 +527,9 @@ def server_sidecar_config(
 ) -> dict[str, Any]:
     """Inbound plaintext and mTLS listeners for each protocol the app serves: HTTP on
     ``app_port`` always, gRPC and TCP on theirs when given."""
-    app_ports = {"http": app_port, "grpc": grpc_port, "tcp": tcp_port}
     listeners: list[dict[str, Any]] = []
     clusters: list[dict[str, Any]] = []
-    for protocol, port in app_ports.items():
-        if port is None:
-            continue
+    for protocol, port in _protocol_ports(app_port, grpc_port, tcp_port):
         plaintext, mtls, _, _ = LISTENERS[protocol]
         cluster = app_cluster(protocol)
         stat = f"inbound_0.0.0.0_{SERVICE_PORTS[protocol]}"
@@ -556,13 +567,10 @@ def client_sidecar_config(
 ) -> dict[str, Any]:
     """Outbound listeners whose clusters speak mTLS to the server sidecar's mTLS listeners:
     HTTP to ``server_mtls_port`` always, gRPC and TCP to theirs when given."""
-    server_ports = {"http": server_mtls_port, "grpc": grpc_port, "tcp": tcp_port}
     gateway = role == "router"
     listeners: list[dict[str, Any]] = []
     clusters: list[dict[str, Any]] = []
-    for protocol, port in server_ports.items():
-        if port is None:
-            continue
+    for protocol, port in _protocol_ports(server_mtls_port, grpc_port, tcp_port):
         _, _, outbound, gateway_name = LISTENERS[protocol]
         name = listener if protocol == "http" else (gateway_name if gateway else outbound)
         cluster = server_cluster(protocol)
@@ -609,12 +617,9 @@ def clientonly_sidecar_config(
     plain text straight to the app, where no server sidecar listens; on a cluster the same
     hop is the client sidecar's, with TLS off for that port (manifests/istio-clientonly.yaml).
     gRPC and TCP get their own listener and cluster when their app port is given."""
-    app_ports = {"http": app_port, "grpc": grpc_port, "tcp": tcp_port}
     listeners: list[dict[str, Any]] = []
     clusters: list[dict[str, Any]] = []
-    for protocol, port in app_ports.items():
-        if port is None:
-            continue
+    for protocol, port in _protocol_ports(app_port, grpc_port, tcp_port):
         name = clientonly_listener(protocol)
         cluster = f"outbound|{paths.CLIENTONLY_PORTS[protocol][0]}||{_SERVICE}"
         listeners.append(_listener(protocol, name, cluster, name, telemetry, access_log))
