@@ -28,8 +28,7 @@ MODES = ("baseline", "serversidecar", "both")
 def test_two_runs_of_one_local_matrix_are_not_significant(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    dirs = []
-    for name in ("a", "b"):
+    def one_run(name: str) -> Path:
         out = tmp_path / name
         env, mark = _env(tmp_path)
         cmd = [sys.executable, str(RUNNER), "16", "1000", "4", "--baseline", "--serversidecar",
@@ -41,12 +40,24 @@ def test_two_runs_of_one_local_matrix_are_not_significant(
         assert proc.returncode in (0, 3), proc.stdout + proc.stderr
         assert "overhead over baseline, mean and 95% interval:" in proc.stdout
         _no_process_left(mark, out)
-        dirs.append(out)
-    report = tmp_path / "cmp.json"
-    assert cli.main([str(dirs[0]), str(dirs[1]), "--json", str(report)]) == 0
-    text = capsys.readouterr().out
-    rows = [r for r in json.loads(report.read_text())["rows"] if r["metric"] == "p50"]
-    assert sorted(r["mode"] for r in rows) == sorted(MODES), text
-    for r in rows:
-        assert r["method"].startswith("between-repeat"), r
-        assert r["verdict"] == "not significant", text
+        return out
+
+    def significant(a: Path, b: Path, name: str) -> tuple[list[str], str]:
+        report = tmp_path / f"{name}.json"
+        assert cli.main([str(a), str(b), "--json", str(report)]) == 0
+        text = capsys.readouterr().out
+        rows = [r for r in json.loads(report.read_text())["rows"] if r["metric"] == "p50"]
+        assert sorted(r["mode"] for r in rows) == sorted(MODES), text
+        for r in rows:
+            assert r["method"].startswith("between-repeat"), r
+        return [r["mode"] for r in rows if r["verdict"] != "not significant"], text
+
+    a, b = one_run("a"), one_run("b")
+    wrong, text = significant(a, b, "ab")
+    if wrong:
+        # A calibrated 95% interval calls about 1 identical key in 20 different (1 in 63 at p50
+        # in bench_compare_aa), so one pair of three modes fails now and then by design; an
+        # optimistic method fails most pairs (the within-run bootstrap: 86%). A second,
+        # independent pair tells the two apart: it must come out clean.
+        wrong, text = significant(one_run("c"), one_run("d"), "cd")
+    assert wrong == [], text
