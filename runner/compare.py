@@ -15,8 +15,7 @@ import os
 import sys
 from pathlib import Path
 
-from meshperf.argtypes import positive_float
-from meshperf.cli import OneLineParser, print_error
+from meshperf.cli import add_overwrite, add_timeout, check_new_files, print_error, script_parser
 from meshperf.errors import ExitCode, MeshperfError, exit_cli, missing_package
 
 try:
@@ -51,12 +50,7 @@ exit status: 0 compared (whatever the verdicts); {EXIT_GATE} a --fail-on gate tr
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = OneLineParser(
-        prog=PROG,
-        description=__doc__,
-        epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    p = script_parser(PROG, __doc__, EPILOG)
     p.add_argument("base", metavar="BASE", help="the reference results (comma list allowed)")
     p.add_argument("new", metavar="NEW", help="the results compared with it (comma list allowed)")
     p.add_argument(
@@ -75,7 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
     out = p.add_argument_group("output")
     out.add_argument("--json", metavar="FILE", help="write the rows as JSON")
     out.add_argument("--html", metavar="FILE", help="write a Bokeh chart of the changes")
-    out.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    add_overwrite(out)
     gate = p.add_argument_group("gate")
     gate.add_argument(
         "--fail-on",
@@ -95,13 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=stats.BOOTSTRAP_RESAMPLES,
         help="bootstrap resamples (default: %(default)s)",
     )
-    p.add_argument(
-        "--timeout",
-        type=positive_float,
-        default=DEFAULT_TIMEOUT,
-        metavar="S",
-        help="timeout in seconds for each HTTP request (default: %(default)s)",
-    )
+    add_timeout(p, DEFAULT_TIMEOUT)
     return p
 
 
@@ -126,12 +114,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--resamples must be at least 100")
     try:
         match = cmp_mod.parse_match(args.match)
-        outputs = [Path(p) for p in (args.json, args.html) if p]
-        for path in outputs:
-            if not path.parent.is_dir():
-                raise MeshperfError(f"{path.parent}: output directory does not exist")
-            if path.exists() and not args.overwrite:
-                raise MeshperfError(f"{path}: already exists", hint="use --overwrite")
+        check_new_files([Path(p) for p in (args.json, args.html) if p], args.overwrite)
         sides = []
         for name, text in (("BASE", args.base), ("NEW", args.new)):
             sources = _sources(text)

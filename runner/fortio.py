@@ -16,7 +16,7 @@ import textwrap
 from typing import Any
 
 from meshperf.argtypes import positive_float
-from meshperf.cli import OneLineParser, print_error
+from meshperf.cli import add_overwrite, add_timeout, print_error, script_parser
 from meshperf.errors import ExitCode, MeshperfError, PrometheusError, exit_cli, missing_package
 
 try:
@@ -79,12 +79,7 @@ def _instant(text: str) -> Any:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = OneLineParser(
-        prog=PROG,
-        description=__doc__,
-        epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    p = script_parser(PROG, __doc__, EPILOG)
     p.add_argument(
         "sources",
         nargs="+",
@@ -106,7 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="comma-separated CSV columns (default: see below); resource columns of any "
         "workload are accepted and written empty when there is no data",
     )
-    out.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    add_overwrite(out)
     out.add_argument(
         "--aggregate",
         action="store_true",
@@ -148,13 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="LABELS",
         help='extra PromQL label matchers, e.g. namespace="twopods"',
     )
-    p.add_argument(
-        "--timeout",
-        type=positive_float,
-        default=DEFAULT_TIMEOUT,
-        metavar="S",
-        help="timeout in seconds for each HTTP request (default: %(default)s)",
-    )
+    add_timeout(p, DEFAULT_TIMEOUT)
     p.add_argument(
         "--deadline",
         type=positive_float,

@@ -15,7 +15,7 @@ import webbrowser
 from pathlib import Path
 
 from meshperf.argtypes import non_negative_float, positive_int
-from meshperf.cli import OneLineParser, fail, print_error
+from meshperf.cli import fail, print_error, script_parser
 from meshperf.errors import ExitCode, MeshperfError, exit_cli, missing_package
 
 try:
@@ -74,12 +74,7 @@ def mesh_list(text: str) -> list[str]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = OneLineParser(
-        prog=PROG,
-        description=__doc__,
-        epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = script_parser(PROG, __doc__, EPILOG)
     parser.add_argument(
         "csv",
         nargs="+",

@@ -26,11 +26,11 @@ from meshperf.argtypes import (
     repeat_count,
 )
 from meshperf.cli import (  # make_output_dir, remove_if_empty: also runner's API
-    OneLineParser,
     fail,
     make_output_dir,  # noqa: F401 - runner.make_output_dir stays importable
     prepare_output_dir,
     remove_if_empty,
+    script_parser,
 )
 from meshperf.errors import ConfigError, ExitCode, MeshperfError, exit_cli, missing_package
 
@@ -90,12 +90,7 @@ then: python runner/fortio.py results/   and   python runner/graph.py <csv> p99
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = OneLineParser(
-        prog=PROG,
-        description=__doc__,
-        epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    p = script_parser(PROG, __doc__, EPILOG)
     p.add_argument(
         "conn",
         nargs="?",

@@ -14,9 +14,11 @@ import os
 import shlex
 import sys
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
 from typing import NoReturn
 
+from meshperf.argtypes import positive_float
 from meshperf.errors import ConfigError, ExitCode, MeshperfError
 
 
@@ -46,6 +48,43 @@ class OneLineParser(argparse.ArgumentParser):
         # A subcommand's prog is "loadgen load": the error line names the script alone.
         prog = self.prog.split(" ", 1)[0]
         self.exit(int(ExitCode.USAGE), f"{prog}: error: {message} (see --help)\n")
+
+
+def script_parser(prog: str, description: str | None, epilog: str) -> OneLineParser:
+    """The parser each script starts from: one-line usage errors, and its docstring and
+    worked examples shown as written (no re-wrapping of the example lines)."""
+    return OneLineParser(
+        prog=prog,
+        description=description,
+        epilog=epilog,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+
+
+def add_overwrite(group: argparse._ActionsContainer) -> None:
+    """``--overwrite``: without it an existing output file is refused (``check_new_files``)."""
+    group.add_argument("--overwrite", action="store_true", help="replace existing output files")
+
+
+def add_timeout(group: argparse._ActionsContainer, default: float) -> None:
+    """``--timeout S``: the bound of each HTTP request a script makes."""
+    group.add_argument(
+        "--timeout",
+        type=positive_float,
+        default=default,
+        metavar="S",
+        help="timeout in seconds for each HTTP request (default: %(default)s)",
+    )
+
+
+def check_new_files(paths: Iterable[Path], overwrite: bool) -> None:
+    """Refuse, before any work, an output whose directory is missing, or that exists when
+    ``--overwrite`` was not given (pyperf's rule: results are never replaced unasked)."""
+    for path in paths:
+        if not path.parent.is_dir():
+            raise ConfigError(f"{path.parent}: output directory does not exist")
+        if path.exists() and not overwrite:
+            raise ConfigError(f"{path}: already exists", hint="use --overwrite to replace it")
 
 
 def python_command() -> str:

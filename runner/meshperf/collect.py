@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from meshperf import goduration, trust
+from meshperf.cli import check_new_files
 from meshperf.errors import ConfigError, PrometheusError, ResultsError
 from meshperf.results import FortioResult, LoadReport, Skipped, atomic_write_text
 
@@ -572,11 +573,7 @@ def output_paths(prefix: str | Path) -> tuple[Path, Path]:
 def check_outputs(prefix: str | Path, overwrite: bool) -> tuple[Path, Path]:
     """Raise ConfigError before any work if an output exists (and overwriting was not asked)."""
     paths = output_paths(prefix)
-    for path in paths:
-        if not path.parent.is_dir():
-            raise ConfigError(f"{path.parent}: output directory does not exist")
-        if path.exists() and not overwrite:
-            raise ConfigError(f"{path}: already exists", hint="use --overwrite to replace it")
+    check_new_files(paths, overwrite)
     return paths
 
 
