@@ -1,4 +1,5 @@
-"""Helpers several test modules share: a free loopback port and the built-in echo server.
+"""Helpers several test modules share: a free loopback port, the built-in echo server and
+runner/fortio.py loaded as a module.
 
 Import them (``from conftest import free_port, start_echo_server``); tests/ is on the path.
 """
@@ -6,6 +7,7 @@ Import them (``from conftest import free_port, start_echo_server``); tests/ is o
 from __future__ import annotations
 
 import http.client
+import importlib.util
 import os
 import re
 import selectors
@@ -15,6 +17,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import ModuleType
 
 REPO = Path(__file__).resolve().parents[1]
 LOADGEN = REPO / "runner" / "loadgen.py"
@@ -86,3 +89,13 @@ def start_echo_server(*extra: str, startup: float = 15.0) -> EchoServer:
         _, err = proc.communicate(timeout=5)
         raise AssertionError(f"echo server did not start: {line!r} {err!r}")
     return EchoServer(proc, m.group(1).decode(), int(m.group(2)))
+
+
+def load_fortio_cli() -> ModuleType:
+    """A fresh copy of ``runner/fortio.py`` as the module ``fortio_cli``, so its ``main`` runs
+    in-process (each caller gets its own, as a module of its own would)."""
+    spec = importlib.util.spec_from_file_location("fortio_cli", REPO / "runner" / "fortio.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -7,29 +7,19 @@
 from __future__ import annotations
 
 import csv
-import importlib.util
 import json
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 from conformance import require
+from conftest import load_fortio_cli
 from meshperf import collect as col
 from meshperf.results import load_dir, load_file
 
 UPSTREAM = require("upstream")
 NIGHTHAWK = UPSTREAM / "nighthawk" / "small.json"
 CORPUS = UPSTREAM / "corpus-servicemesh"
-REPO = Path(__file__).resolve().parents[1]
-
-
-def _cli() -> Any:
-    spec = importlib.util.spec_from_file_location("fortio_cli", REPO / "runner" / "fortio.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
 
 def test_nighthawk_fortio_output_is_read() -> None:
     raw = json.loads(NIGHTHAWK.read_text())
@@ -55,7 +45,7 @@ def test_corpus_gives_144_rows(tmp_path: Path, capsys: Any) -> None:
     }
     assert {r["mode"] for r in rows} == {""}  # no mode suffix: none is guessed
 
-    code = _cli().main([str(CORPUS), "-o", str(tmp_path / "corpus")])
+    code = load_fortio_cli().main([str(CORPUS), "-o", str(tmp_path / "corpus")])
     out, _ = capsys.readouterr()
     assert code == 0
     assert out.splitlines()[-1] == "144 tests read, 144 written, 0 skipped"

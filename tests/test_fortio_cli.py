@@ -5,7 +5,6 @@ formats, results directories, and every kind of bad input.
 from __future__ import annotations
 
 import csv
-import importlib.util
 import io
 import json
 import os
@@ -19,6 +18,7 @@ from typing import Any
 import pytest
 
 import fortio_data
+from conftest import load_fortio_cli
 from fake_fortio_server import FakeFortio, SilentServer, free_port_url
 from meshperf.errors import ExitCode
 from needs import missing
@@ -28,15 +28,7 @@ FIXTURES = fortio_data.samples_dir()
 ISTIO = FIXTURES / "http-istio-tools.json"
 
 
-def load_cli() -> Any:
-    spec = importlib.util.spec_from_file_location("fortio_cli", REPO / "runner" / "fortio.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-cli = load_cli()
+cli = load_fortio_cli()
 
 
 @pytest.fixture(autouse=True)

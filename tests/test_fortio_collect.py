@@ -4,30 +4,19 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
-import importlib.util
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 import fortio_data
+from conftest import load_fortio_cli
 from meshperf import collect as col
 from meshperf import fortiojson
 from meshperf.errors import ExitCode
 from meshperf.results import load_dir
 
-REPO = Path(__file__).resolve().parents[1]
-
-
-def _cli() -> Any:
-    spec = importlib.util.spec_from_file_location("fortio_cli", REPO / "runner" / "fortio.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-cli = _cli()
+cli = load_fortio_cli()
 
 
 @pytest.fixture(autouse=True)

@@ -9,30 +9,20 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
-import importlib.util
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 import fortio_data
+from conftest import load_fortio_cli
 from meshperf import fortiojson
 from meshperf.local import platform as local_platform
 from meshperf.platform import TestSpec as Spec
 from meshperf.results import FortioResult, error_count, error_percent, parse_start_time
 from meshperf.run import OK, Outcome, RunReport, _start_time, result_stats, summary_table
 
-
-def _load_fortio_cli() -> Any:
-    spec = importlib.util.spec_from_file_location("fortio_cli", REPO / "runner" / "fortio.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-REPO = Path(__file__).resolve().parents[1]
-fortio_main = _load_fortio_cli().main
+fortio_main = load_fortio_cli().main
 
 LATENCIES = [0.0004 + i * 0.00001 for i in range(100)]
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import csv
 import errno
-import importlib.util
 import os
 import shutil
 import subprocess
@@ -16,21 +15,11 @@ from typing import Any
 import pytest
 
 import fortio_data
+from conftest import load_fortio_cli
 from meshperf import atomic
 from meshperf.errors import ExitCode
 
-REPO = Path(__file__).resolve().parents[1]
-
-
-def _cli() -> Any:
-    spec = importlib.util.spec_from_file_location("fortio_cli", REPO / "runner" / "fortio.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-cli = _cli()
+cli = load_fortio_cli()
 
 
 @pytest.fixture(autouse=True)

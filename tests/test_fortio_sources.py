@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import socket
 import threading
@@ -14,6 +13,7 @@ from typing import Any
 import pytest
 
 import fortio_data
+from conftest import load_fortio_cli
 from meshperf import sources
 from meshperf.errors import ExitCode, ResultsError
 from meshperf.fortioresult import RESULT_FORMATS, RUN_FORMATS, FortioResult, read_integers
@@ -21,18 +21,7 @@ from meshperf.platform import RESULT_FORMAT
 from meshperf.run import RUN_FORMAT
 from meshperf.sources import load_dir, load_url, read_json
 
-REPO = Path(__file__).resolve().parents[1]
-
-
-def _cli() -> Any:
-    spec = importlib.util.spec_from_file_location("fortio_cli", REPO / "runner" / "fortio.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-cli = _cli()
+cli = load_fortio_cli()
 
 
 @pytest.fixture(autouse=True)
