@@ -641,7 +641,9 @@ def _main(argv: list[str] | None, created: list[Path]) -> int:
     if report.run_file is not None:
         print(f"run: {report.run_file}")
     if any(o.file for o in report.outcomes):
-        print(next_steps(args.output_dir))
+        # After an output failure the results are split: the kept dir is read too.
+        also = [report.kept_dir] if report.kept_dir is not None else []
+        print(next_steps(args.output_dir, *also))
     return int(report.exit_code)
 
 

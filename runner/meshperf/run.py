@@ -782,8 +782,12 @@ def summary_table(report: RunReport) -> str:
     return "\n".join(lines)
 
 
-def next_steps(output_dir: Path) -> str:
-    """The commands that turn the result files into a table and a graph."""
+def next_steps(output_dir: Path, *also: Path) -> str:
+    """The commands that turn the result files into a table and a graph.
+
+    ``also``: further directories holding results of this run (the kept dir after the output
+    dir refused writes), read by the same fortio.py command so no measured test is left out.
+    """
     # Beside the directory, not in it: the directory is the input of the next fortio.py run.
     # "." and ".." have no name to build on ("--output -summary" would read as a flag): inside
     # then, where fortio.py recognises its own output and does not read it as a result.
@@ -796,7 +800,8 @@ def next_steps(output_dir: Path) -> str:
     if not os.path.relpath(scripts).startswith(".."):
         scripts = Path(os.path.relpath(scripts))
     fortio, graph = (shlex.quote(str(scripts / name)) for name in ("fortio.py", "graph.py"))
-    out, csv = shlex.quote(str(output_dir)), shlex.quote(f"{summary}.csv")
+    out = " ".join(shlex.quote(str(d)) for d in (output_dir, *also))
+    csv = shlex.quote(f"{summary}.csv")
     # The interpreter that ran this: system python may lack pandas and Bokeh.
     py = python_command()
     return (
