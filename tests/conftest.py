@@ -1,5 +1,6 @@
-"""Helpers several test modules share: a free loopback port, the built-in echo server and
-runner/fortio.py loaded as a module.
+"""Helpers several test modules share: a free loopback port, the built-in echo server,
+runner/fortio.py loaded as a module, runner.py's ``main`` run in-process, and the processes a
+run left behind.
 
 Import them (``from conftest import free_port, start_echo_server``); tests/ is on the path.
 """
@@ -16,8 +17,12 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
+from typing import Any
+
+import psutil
 
 REPO = Path(__file__).resolve().parents[1]
 LOADGEN = REPO / "runner" / "loadgen.py"
@@ -99,3 +104,37 @@ def load_fortio_cli() -> ModuleType:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def marked_processes(*marks: str) -> list[str]:
+    """Processes (other than this one) with one of ``marks`` as their TMPDIR or in their
+    command line: what a run started and failed to stop."""
+    found = []
+    for p in psutil.process_iter(["pid", "cmdline"]):
+        if p.pid == os.getpid():
+            continue
+        try:
+            cmdline = " ".join(p.info["cmdline"] or [])
+            tmpdir = p.environ().get("TMPDIR", "")
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            continue
+        if any(m == tmpdir or m in cmdline for m in marks):
+            found.append(f"{p.pid}: {cmdline}")
+    return found
+
+
+def run_runner(capsys: Any, *argv: str) -> tuple[int, str, str]:
+    """``runner.main(argv)`` in-process: its exit status (argparse's own exits included) and
+    what it printed (``capsys``: pytest's capture fixture)."""
+    import runner  # runner/runner.py; imported here so modules that do not use it never load it
+
+    return run_main(runner.main, capsys, *argv)
+
+
+def run_main(main: Callable[[list[str]], int], capsys: Any, *argv: str) -> tuple[int, str, str]:
+    try:
+        code = main(list(argv))
+    except SystemExit as e:  # argparse's own exits
+        code = int(e.code or 0)
+    out, err = capsys.readouterr()
+    return code, out, err

@@ -21,8 +21,9 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-import psutil
 import pytest
+
+from conftest import marked_processes
 
 REPO = Path(__file__).resolve().parents[1]
 RUNNER = REPO / "runner" / "runner.py"
@@ -37,25 +38,9 @@ def _env(tmp_path: Path) -> tuple[dict[str, str], str]:
     return env, mark
 
 
-def _marked(*marks: str) -> list[str]:
-    """Processes (other than this one) with one of ``marks`` in their TMPDIR or command line."""
-    found = []
-    for p in psutil.process_iter(["pid", "cmdline"]):
-        if p.pid == os.getpid():
-            continue
-        try:
-            cmdline = " ".join(p.info["cmdline"] or [])
-            tmpdir = p.environ().get("TMPDIR", "")
-        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
-            continue
-        if any(m == tmpdir or m in cmdline for m in marks):
-            found.append(f"{p.pid}: {cmdline}")
-    return found
-
-
 def _no_process_left(mark: str, out_dir: Path) -> None:
     deadline = time.monotonic() + 5  # reaping can trail the runner's exit by a moment
-    while left := _marked(mark, str(out_dir)):
+    while left := marked_processes(mark, str(out_dir)):
         if time.monotonic() > deadline:
             pytest.fail(f"processes left behind: {left}")
         time.sleep(0.2)

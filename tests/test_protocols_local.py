@@ -26,9 +26,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import psutil
 import pytest
 
+from conftest import marked_processes
 from meshperf.local import envoy
 from meshperf.local.platform import LocalPlatform
 from meshperf.platform import RESULT_KEY, RunOptions
@@ -38,21 +38,6 @@ REPO = Path(__file__).resolve().parents[1]
 RUNNER = REPO / "runner" / "runner.py"
 
 pytestmark = pytest.mark.envoy
-
-
-def _marked(mark: str) -> list[str]:
-    found = []
-    for p in psutil.process_iter(["pid", "cmdline"]):
-        if p.pid == os.getpid():
-            continue
-        try:
-            cmdline = " ".join(p.info["cmdline"] or [])
-            tmpdir = p.environ().get("TMPDIR", "")
-        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
-            continue
-        if tmpdir == mark or mark in cmdline:
-            found.append(f"{p.pid}: {cmdline}")
-    return found
 
 
 def _p50(result: dict[str, Any]) -> float:
@@ -101,7 +86,7 @@ def test_bar_each_protocol_through_runner(
     run = json.loads(next(out_dir.glob("run-*.json")).read_text())
     assert [t["protocol"] for t in run["tests"]] == [protocol, protocol]
     deadline = time.monotonic() + 5  # reaping can trail the runner's exit by a moment
-    while left := _marked(mark):
+    while left := marked_processes(mark):
         if time.monotonic() > deadline:
             pytest.fail(f"processes left behind: {left}")
         time.sleep(0.2)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-import runner
+from conftest import run_runner as run
 from meshperf.plan import build_plan
 from meshperf.run import still_to_run
 
@@ -21,15 +21,6 @@ def _no_kubeconfig(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("KUBECONFIG", str(tmp_path / "no-such-kubeconfig"))
     monkeypatch.delenv("ENVOY_BIN", raising=False)
     monkeypatch.delenv("NAMESPACE", raising=False)
-
-
-def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    try:
-        code = runner.main(list(argv))
-    except SystemExit as e:  # argparse's own exits
-        code = int(e.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def _rows(out: str) -> list[list[str]]:

@@ -25,6 +25,7 @@ import pytest
 
 import fortio_data
 import runner
+from conftest import run_runner as run
 from meshperf.errors import ExitCode
 from meshperf.plan import PER_TEST_OVERHEAD, START_OVERHEAD, Plan, build_plan
 from tlsfiles import server_tls_files
@@ -36,15 +37,6 @@ def _no_kubeconfig(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("KUBECONFIG", str(tmp_path / "no-such-kubeconfig"))
     monkeypatch.delenv("ENVOY_BIN", raising=False)
     monkeypatch.delenv("NAMESPACE", raising=False)
-
-
-def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    try:
-        code = runner.main(list(argv))
-    except SystemExit as e:  # argparse's own exits
-        code = int(e.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def test_dry_run_prints_every_test_label_target_and_estimate(
