@@ -410,6 +410,7 @@ def test_each_mode_runs(results: dict[str, dict], platform: LocalPlatform, mode:
             pytest.fail(f"perf cannot record under CI=true: {cannot}", pytrace=False)
         assert perf_block == {"error": cannot}
     else:
+        assert "flamegraph" in perf_block, perf_block
         svg = Path(perf_block["flamegraph"])
         assert svg == Path(platform.opts.output_dir) / f"{r['Labels']}.flamegraph.svg"
         assert "server sidecar" in ET.parse(svg).getroot().findtext(

@@ -496,3 +496,12 @@ def test_tests_the_run_could_not_run_are_reported(tmp_path: Path) -> None:
     assert [s.reason for s in load_dir(tmp_path).skipped] == [
         "failed in the run: envoy exited with code 1"
     ]
+
+
+def test_actual_duration_in_whole_seconds_is_read_as_seconds() -> None:
+    # Nighthawk's fortio-format samples write ActualDuration 5 for a 5 s run.
+    raw = fortio_data.istio_tools()
+    raw["ActualDuration"] = 5
+    assert FortioResult(raw).actual_duration == 5.0
+    raw["ActualDuration"] = 5_000_000_000  # fortio: nanoseconds
+    assert FortioResult(raw).actual_duration == 5.0

@@ -447,8 +447,16 @@ class FortioResult:
 
     @property
     def actual_duration(self) -> float:
-        """Measured run time in seconds (fortio stores nanoseconds)."""
-        return _num(self.raw.get("ActualDuration"), "ActualDuration", 0.0) / 1e9
+        """Measured run time in seconds (fortio stores nanoseconds).
+
+        Nighthawk's published fortio-format samples (envoyproxy/nighthawk
+        samples/fortio_data/small.json: ``"ActualDuration": 5`` for a 5 s run) carry whole
+        seconds. No run with calls lasts under a microsecond, so a value that small is read
+        as seconds."""
+        value = _num(self.raw.get("ActualDuration"), "ActualDuration", 0.0)
+        if 0 < value < 1000 and self.count > 0:
+            return value
+        return value / 1e9
 
     @property
     def num_threads(self) -> int:
