@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,11 +13,11 @@ import pytest
 from bokeh.io.export import wait_until_render_complete
 
 import fortio_data
-from meshperf.errors import ConfigError
-from meshperf.graphing import find_chromium, start_chromium
-from needs import missing
 from test_compare import cli
-from test_graph_browser import _CANVAS_INK_JS
+from test_graph_browser import (
+    _CANVAS_INK_JS,
+    browser,  # noqa: F401  (the one headless-Chromium fixture)
+)
 
 pytestmark = [pytest.mark.chromium, pytest.mark.timeout(120)]
 
@@ -40,20 +39,6 @@ return {plots: out, fetched: performance.getEntriesByType('resource').map(e => e
 """
 
 
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    try:
-        find_chromium()
-    except ConfigError as e:
-        missing(str(e))
-    wd = start_chromium(capabilities={"goog:loggingPrefs": {"browser": "ALL"}})
-    try:
-        wd.set_window_size(1400, 1000)
-        yield wd
-    finally:
-        wd.quit()
-
-
 def _side(tmp_path: Path, name: str, scale: dict[str, float]) -> Path:
     rng = np.random.default_rng(len(name))
     for i, (mode, med) in enumerate(scale.items()):
@@ -67,7 +52,7 @@ def _side(tmp_path: Path, name: str, scale: dict[str, float]) -> Path:
 
 
 def test_html_shows_each_change_with_its_interval(
-    browser: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    browser: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]  # noqa: F811
 ) -> None:
     base = _side(tmp_path, "aaaa", {"baseline": 0.0001, "serversidecar": 0.0004, "both": 0.0006})
     new = _side(tmp_path, "bbbbbb", {"baseline": 0.0001, "serversidecar": 0.0003, "both": 0.0009})
