@@ -2,9 +2,9 @@
 server answers ``fortio load -h2 http://...`` (fhttp/http_server.go: HTTP/1.1, HTTP/2 and
 unencrypted HTTP/2 on one listener). The echo semantics are ``echo.echo_reply``'s.
 
-The HTTP/2 framing, HPACK and flow control are the ``h2`` library's; this module only maps
-its events to echo replies, each stream answered on its own (delays included) so streams of a
-connection multiplex as they do against Go's server.
+HTTP/2 itself is ``meshperf.h2wire`` (framing, flow control; HPACK decoding by the ``hpack``
+library); this module only maps requests to echo replies, each stream answered on its own
+(delays included) so streams of a connection multiplex as they do against Go's server.
 """
 
 from __future__ import annotations
@@ -12,18 +12,7 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING
 
-from h2.config import H2Configuration
-from h2.connection import H2Connection
-from h2.events import (
-    ConnectionTerminated,
-    DataReceived,
-    RequestReceived,
-    StreamEnded,
-    StreamReset,
-    WindowUpdated,
-)
-from h2.exceptions import H2Error
-
+from meshperf import h2wire
 from meshperf.clock import now_ns as _now
 from meshperf.echo import _DATE, echo_reply  # echo imports this module only when h2 is spoken
 
@@ -33,6 +22,25 @@ if TYPE_CHECKING:
 
 MAX_BODY_BYTES = 16 * 1024 * 1024
 
+# Reply header blocks by (status, date, content type, length): the same few, call after call.
+_BLOCKS: dict[tuple[int, bytes, bytes, int], bytes] = {}
+
+
+def reply_block(status: int, ctype: bytes, length: int) -> bytes:
+    date = _DATE.get()[6:-2]
+    key = (status, date, ctype, length)
+    block = _BLOCKS.get(key)
+    if block is None:
+        headers = [(b":status", b"%d" % status), (b"date", date)]
+        if ctype:
+            headers.append((b"content-type", ctype))
+        headers.append((b"content-length", b"%d" % length))
+        block = h2wire.encode_headers(headers)
+        if len(_BLOCKS) > 512:
+            _BLOCKS.clear()
+        _BLOCKS[key] = block
+    return block
+
 
 class H2Echo(asyncio.Protocol):
     """One HTTP/2 connection of the echo server."""
@@ -40,75 +48,74 @@ class H2Echo(asyncio.Protocol):
     def __init__(self, cfg: EchoConfig, sched: Scheduler) -> None:
         self.cfg = cfg
         self.sched = sched
-        self.conn = H2Connection(
-            H2Configuration(
-                client_side=False,
-                header_encoding=None,
-                # Our own headers are valid by construction, and a benchmark peer's are not
-                # ours to police: skipping h2's per-header checks cuts the cost of each call.
-                validate_outbound_headers=False,
-                normalize_outbound_headers=False,
-                validate_inbound_headers=False,
-                normalize_inbound_headers=False,
-            )
-        )
+        self.conn = h2wire.Connection(self, client=False)
         self.transport: asyncio.Transport | None = None
         # stream id -> [path, content type, body, arrival ns]
         self.streams: dict[int, list[object]] = {}
-        self.pending: dict[int, bytes] = {}  # replies waiting for flow-control window
+        self.now = 0
+        self.batching = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
-        self.conn.initiate_connection()
         self._flush()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.transport = None
         self.streams.clear()
-        self.pending.clear()
 
     def data_received(self, data: bytes) -> None:
-        now = _now()
+        self.now = _now()
+        self.batching = True
         try:
-            events = self.conn.receive_data(data)
-        except H2Error:
-            self._flush()
+            self.conn.receive(data)
+        except h2wire.H2ProtocolError:
+            self.batching = False
+            self._flush()  # the GOAWAY naming the error
             if self.transport is not None:
                 self.transport.close()
             return
-        for ev in events:
-            if isinstance(ev, RequestReceived):
-                path = b"/"
-                ctype = b""
-                for k, v in ev.headers or ():
-                    if k == b":path":
-                        path = v
-                    elif k == b"content-type":
-                        ctype = v
-                self.streams[ev.stream_id] = [path, ctype, bytearray(), now]
-            elif isinstance(ev, DataReceived):
-                st = self.streams.get(ev.stream_id)
-                if st is not None and ev.data is not None:
-                    body = st[2]
-                    assert isinstance(body, bytearray)
-                    body += ev.data
-                    if len(body) > MAX_BODY_BYTES:
-                        self.conn.reset_stream(ev.stream_id)
-                        self.streams.pop(ev.stream_id, None)
-                self.conn.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
-            elif isinstance(ev, StreamEnded):
-                self._answer(ev.stream_id)
-            elif isinstance(ev, StreamReset):
-                self.streams.pop(ev.stream_id, None)
-                self.pending.pop(ev.stream_id, None)
-            elif isinstance(ev, WindowUpdated):
-                self._send_pending()
-            elif isinstance(ev, ConnectionTerminated):
-                self._flush()
-                if self.transport is not None:
-                    self.transport.close()
-                return
+        finally:
+            self.batching = False
         self._flush()
+
+    # -- h2wire.Handler
+    def h2_headers(self, sid: int, headers: list[tuple[bytes, bytes]], end: bool) -> None:
+        st = self.streams.get(sid)
+        if st is None:
+            path = b"/"
+            ctype = b""
+            for k, v in headers:
+                if k == b":path":
+                    path = v
+                elif k == b"content-type":
+                    ctype = v
+            self.streams[sid] = [path, ctype, bytearray(), self.now]
+        # else: trailers after the request body; nothing in them matters to the echo
+        if end:
+            self._answer(sid)
+
+    def h2_data(self, sid: int, data: bytes, end: bool) -> None:
+        st = self.streams.get(sid)
+        if st is None:
+            return
+        body = st[2]
+        assert isinstance(body, bytearray)
+        body += data
+        if len(body) > MAX_BODY_BYTES:
+            self.streams.pop(sid, None)
+            self.conn.reset(sid, h2wire.REFUSED_STREAM)
+            return
+        if end:
+            self._answer(sid)
+
+    def h2_reset(self, sid: int, code: int) -> None:
+        self.streams.pop(sid, None)
+
+    def h2_goaway(self, code: int, last_sid: int) -> None:
+        pass  # the client is leaving; streams in flight still get their replies
+
+    def h2_window(self) -> None:
+        pass  # h2wire sends what flow control held back by itself
 
     def _answer(self, sid: int) -> None:
         st = self.streams.pop(sid, None)
@@ -118,47 +125,24 @@ class H2Echo(asyncio.Protocol):
         assert isinstance(path, bytes) and isinstance(ctype, bytes)
         assert isinstance(body, bytearray) and isinstance(arrived, int)
         delay, status, ctype, payload = echo_reply(self.cfg, path, bytes(body), ctype)
-        headers = [(b":status", b"%d" % status), (b"date", _DATE.get()[6:-2])]
-        if ctype:
-            headers.append((b"content-type", ctype))
-        headers.append((b"content-length", b"%d" % len(payload)))
+        reply = (sid, reply_block(status, ctype, len(payload)), payload)
         if delay > 0:
-            self.sched.call_at(arrived + delay, self._reply, (sid, headers, payload))
+            self.sched.call_at(arrived + delay, self._reply, reply)
         else:
-            self._reply(0, (sid, headers, payload))
+            self._reply(0, reply)
 
-    def _reply(self, _due: int, reply: tuple[int, list[tuple[bytes, bytes]], bytes]) -> None:
-        sid, headers, payload = reply
-        if self.transport is None:
-            return
-        try:
-            self.conn.send_headers(sid, headers, end_stream=not payload)
-        except H2Error:
-            return  # the stream was reset meanwhile
-        if payload:
-            self.pending[sid] = payload
-            self._send_pending()
-        self._flush()
-
-    def _send_pending(self) -> None:
+    def _reply(self, _due: int, reply: tuple[int, bytes, bytes]) -> None:
+        sid, block, payload = reply
         conn = self.conn
-        for sid in list(self.pending):
-            data = self.pending[sid]
-            try:
-                while data:
-                    room = min(conn.local_flow_control_window(sid), conn.max_outbound_frame_size)
-                    if room <= 0:
-                        break
-                    chunk, data = data[:room], data[room:]
-                    conn.send_data(sid, chunk, end_stream=not data)
-            except H2Error:
-                data = b""
-            if data:
-                self.pending[sid] = data
-            else:
-                del self.pending[sid]
+        if self.transport is None or sid not in conn.windows:
+            return  # gone, or the stream was reset meanwhile
+        conn.send_headers(sid, block, end=not payload)
+        if payload:
+            conn.send_data(sid, payload, end=True)
+        if not self.batching:
+            self._flush()
 
     def _flush(self) -> None:
-        out = self.conn.data_to_send()
-        if out and self.transport is not None:
-            self.transport.write(out)
+        conn, t = self.conn, self.transport
+        if t is not None and conn.out:
+            t.write(conn.take())

@@ -9,9 +9,10 @@ with ``-payload`` and ``-grpc-ping-delay``. RetCodes keys are the health status 
 The wire is gRPC over HTTP/2 (grpc/doc/PROTOCOL-HTTP2.md): a POST stream with
 ``content-type: application/grpc`` and ``te: trailers``, the protobuf message behind gRPC's
 5-byte length prefix, the status in the ``grpc-status`` trailer. HTTP/2 itself (framing,
-HPACK, flow control, stream multiplexing) is the ``h2`` library's, as for ``-h2``: at 1000
-calls/s over 16 connections this costs about half the CPU of grpcio's asyncio client, which
-spends most of its time in its own poller thread (BENCHMARKS.md). The messages are encoded by
+flow control, stream multiplexing) is ``meshperf.h2wire``, as for ``-h2``, with HPACK decoding
+by the ``hpack`` library: grpcio's asyncio client cost ~44% of a core at 1000 calls/s over 16
+connections (its poller thread), the ``h2`` library's state machine ~32-36%
+(BENCHMARKS.md). The messages are encoded by
 protobuf (``meshperf.pingproto`` and grpcio-health-checking's ``health_pb2``), and the server
 side is grpcio (``meshperf.echo_grpc``), so every test runs our client against a real gRPC
 implementation.
@@ -26,21 +27,11 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
 from grpc_health.v1 import health_pb2
-from h2.connection import H2Connection
-from h2.events import (
-    ConnectionTerminated,
-    DataReceived,
-    ResponseReceived,
-    StreamEnded,
-    StreamReset,
-    TrailersReceived,
-)
-from h2.exceptions import H2Error
 
+from meshperf import h2wire
 from meshperf.clock import now_ns as _now
 from meshperf.goduration import SECOND
 from meshperf.loadgen.conn import abort, connect_error, dial
-from meshperf.loadgen.h2 import client_connection
 from meshperf.loadgen.options import USER_AGENT
 from meshperf.loadgen.periodic import Caller
 from meshperf.pingproto import HEALTH_CHECK_METHOD, PING_METHOD, PingMessage
@@ -64,7 +55,8 @@ class GrpcConnection(asyncio.Protocol):
     def __init__(self, w: Worker) -> None:
         self.w = w
         self.transport: asyncio.Transport | None = None
-        self.conn: H2Connection | None = None
+        self.conn: h2wire.Connection | None = None
+        self.now = 0  # arrival time of the data being parsed
         self.connecting: asyncio.Future[Any] | None = None
         self.waiting: list[GrpcCaller] = []  # callers whose call waits for the connection
         self.streams: dict[int, GrpcCaller] = {}
@@ -83,21 +75,23 @@ class GrpcConnection(asyncio.Protocol):
                 ua = value.strip()
             else:
                 extra.append((key.encode("latin-1"), value.strip().encode("latin-1")))
-        self.headers = [
-            (b":method", b"POST"),
-            (b":scheme", b"https" if w.tls is not None else b"http"),
-            (b":path", path.encode()),
-            (b":authority", authority.encode("latin-1")),
-            (b"content-type", b"application/grpc"),
-            (b"te", b"trailers"),
-            (b"user-agent", ua.encode("latin-1")),
-            *extra,
-        ]
+        self.block = h2wire.encode_headers(
+            [
+                (b":method", b"POST"),
+                (b":scheme", b"https" if w.tls is not None else b"http"),
+                (b":path", path.encode()),
+                (b":authority", authority.encode("latin-1")),
+                (b"content-type", b"application/grpc"),
+                (b"te", b"trailers"),
+                (b"user-agent", ua.encode("latin-1")),
+                *extra,
+            ]
+        )
 
     # -- asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
-        self.conn = client_connection()
+        self.conn = h2wire.Connection(self, client=True)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.transport = None
@@ -105,72 +99,85 @@ class GrpcConnection(asyncio.Protocol):
         self._fail_all(f"connection lost: {exc or 'closed by peer'}")
 
     def data_received(self, data: bytes) -> None:
-        now = _now()
+        self.now = _now()
         conn = self.conn
         if conn is None:
             return
+        # Calls that start while this read is parsed go out in one write at the end, with
+        # any window updates (one syscall per read instead of one per call).
+        self.batching = True
         try:
-            events = conn.receive_data(data)
-        except H2Error as e:
+            conn.receive(data)
+        except h2wire.H2ProtocolError as e:
+            self.batching = False
+            self._flush()
             self._fail_all(f"bad HTTP/2: {e}")
             self.close()
             return
-        ended: list[GrpcCaller] = []
-        for ev in events:
-            caller = self.streams.get(getattr(ev, "stream_id", 0) or 0)
-            if isinstance(ev, DataReceived):
-                if caller is not None and ev.data is not None:
-                    caller.body += ev.data
-                conn.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
-            elif isinstance(ev, (ResponseReceived, TrailersReceived)):
-                if caller is not None:
-                    for k, v in ev.headers or ():
-                        if k == b"grpc-status":
-                            caller.status = int(v)
-                        elif k == b"grpc-message":
-                            caller.message = unquote(v.decode("latin-1"))
-                        elif k == b":status":
-                            caller.http_status = int(v)
-            elif isinstance(ev, StreamEnded):
-                if caller is not None:
-                    del self.streams[ev.stream_id]
-                    ended.append(caller)
-            elif isinstance(ev, StreamReset):
-                if caller is not None:
-                    del self.streams[ev.stream_id]
-                    caller.reset = True
-                    ended.append(caller)
-            elif isinstance(ev, ConnectionTerminated):
-                self._flush()
-                for c in ended:
-                    c.ended(now)
-                self._fail_all(f"GOAWAY {ev.error_code!r}")
-                self.close()
-                return
-        # Callers first: a call that starts now goes out in the same write as the window
-        # updates just acknowledged (one syscall per call instead of two).
-        self.batching = True
-        try:
-            for c in ended:
-                c.ended(now)
         finally:
             self.batching = False
         self._flush()
 
+    # -- h2wire.Handler
+    def h2_headers(self, sid: int, headers: list[tuple[bytes, bytes]], end: bool) -> None:
+        caller = self.streams.get(sid)
+        if caller is None:
+            return
+        for k, v in headers:
+            if k == b"grpc-status":
+                caller.status = int(v)
+            elif k == b"grpc-message":
+                caller.message = unquote(v.decode("latin-1"))
+            elif k == b":status":
+                caller.http_status = int(v)
+        if end:
+            del self.streams[sid]
+            caller.ended(self.now)
+
+    def h2_data(self, sid: int, data: bytes, end: bool) -> None:
+        caller = self.streams.get(sid)
+        if caller is None:
+            return
+        caller.body += data
+        if end:
+            del self.streams[sid]
+            caller.ended(self.now)
+
+    def h2_reset(self, sid: int, code: int) -> None:
+        caller = self.streams.pop(sid, None)
+        if caller is not None:
+            caller.reset = True
+            caller.ended(self.now)
+
+    def h2_goaway(self, code: int, last_sid: int) -> None:
+        # Calls on streams the server will not process fail; the rest complete, and the
+        # next call opens a new connection.
+        late = [c for sid, c in self.streams.items() if sid > last_sid]
+        for c in late:
+            del self.streams[c.stream]
+            c.fail(self.now, f"GOAWAY {h2wire.error_name(code)}")
+
+    def h2_window(self) -> None:
+        pass
+
     # -- calls
     def call(self, caller: GrpcCaller) -> None:
-        if self.conn is None:
+        conn = self.conn
+        if conn is not None and conn.closed and not self.streams:
+            self.close()  # drained after GOAWAY: a new connection for this call
+            conn = None
+        if conn is None:
             self.waiting.append(caller)
             if self.connecting is None:
                 self.connecting = asyncio.ensure_future(self._connect())
             return
-        try:
-            sid = self.conn.get_next_available_stream_id()
-            self.conn.send_headers(sid, self.headers)
-            self.conn.send_data(sid, caller.message_bytes, end_stream=True)
-        except H2Error as e:
-            caller.fail(_now(), f"HTTP/2: {e}")
+        sid = conn.new_stream()
+        if not sid:
+            why = "GOAWAY received" if conn.closed else "no stream available"
+            caller.fail(_now(), f"HTTP/2: {why}")
             return
+        conn.send_headers(sid, self.block, end=False)
+        conn.send_data(sid, caller.message_bytes, end=True)
         caller.stream = sid
         self.streams[sid] = caller
         if not self.batching:
@@ -183,11 +190,9 @@ class GrpcConnection(asyncio.Protocol):
         if self.streams.get(caller.stream) is caller:
             del self.streams[caller.stream]
             if self.conn is not None:
-                try:
-                    self.conn.reset_stream(caller.stream)
-                except H2Error:
-                    pass
-                self._flush()
+                self.conn.reset(caller.stream)
+                if not self.batching:
+                    self._flush()
 
     async def _connect(self) -> None:
         w = self.w
@@ -210,10 +215,9 @@ class GrpcConnection(asyncio.Protocol):
                 self.call(c)
 
     def _flush(self) -> None:
-        if self.conn is not None and self.transport is not None:
-            out = self.conn.data_to_send()
-            if out:
-                self.transport.write(out)
+        conn, t = self.conn, self.transport
+        if conn is not None and t is not None and conn.out:
+            t.write(conn.take())
 
     def _fail_all(self, why: str) -> None:
         now = _now()

@@ -2,8 +2,9 @@
 http://, ALPN ``h2`` against https://. One connection per fortio thread, as fortio's ``-h2``
 (a std client per thread) opens; each call is a new stream on it.
 
-The framing, HPACK and flow control are the ``h2`` library's. Latency runs from just before
-the request's HEADERS are written to the response's END_STREAM.
+HTTP/2 itself is ``meshperf.h2wire`` (a lean connection; HPACK decoding is the ``hpack``
+library's); the request's header block is encoded once. Latency runs from just before the
+request's HEADERS are written to the response's END_STREAM.
 """
 
 from __future__ import annotations
@@ -11,17 +12,7 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING
 
-from h2.config import H2Configuration
-from h2.connection import H2Connection
-from h2.events import (
-    ConnectionTerminated,
-    DataReceived,
-    ResponseReceived,
-    StreamEnded,
-    StreamReset,
-)
-from h2.exceptions import H2Error
-
+from meshperf import h2wire
 from meshperf.clock import now_ns as _now
 from meshperf.loadgen.conn import ConnCaller, http_warmup
 from meshperf.loadgen.options import USER_AGENT
@@ -60,39 +51,23 @@ def request_headers(w: Worker) -> tuple[list[tuple[bytes, bytes]], bytes]:
     return headers, body
 
 
-def client_connection() -> H2Connection:
-    """A client HTTP/2 connection, its preface queued (shared with the gRPC client)."""
-    conn = H2Connection(
-        H2Configuration(
-            client_side=True,
-            header_encoding=None,
-            # Our own headers are valid by construction, and a benchmark peer's are not
-            # ours to police: skipping h2's per-header checks cuts the cost of each call.
-            validate_outbound_headers=False,
-            normalize_outbound_headers=False,
-            validate_inbound_headers=False,
-            normalize_inbound_headers=False,
-        )
-    )
-    conn.initiate_connection()
-    return conn
-
-
 class H2Caller(ConnCaller):
     """One fortio thread on its own HTTP/2 connection."""
 
     def __init__(self, w: Worker, tid: int, calls: int) -> None:
         super().__init__(w, tid, calls)
-        self.headers, self.body = request_headers(w)
-        self.conn: H2Connection | None = None
+        headers, self.body = request_headers(w)
+        self.block = h2wire.encode_headers(headers)
+        self.conn: h2wire.Connection | None = None
         self.stream = 0
         self.code = 0
         self.size = 0
+        self.now = 0  # arrival time of the data being parsed
 
     # -- asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
-        self.conn = client_connection()
+        self.conn = h2wire.Connection(self, client=True)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.transport = None
@@ -101,87 +76,102 @@ class H2Caller(ConnCaller):
             self._failed(_now(), f"connection lost: {exc or 'closed by peer'}")
 
     def data_received(self, data: bytes) -> None:
-        now = _now()
+        self.now = _now()
         conn = self.conn
         if conn is None:
             return
         try:
-            events = conn.receive_data(data)
-        except H2Error as e:
-            self._failed(now, f"bad HTTP/2 response: {e}")
+            conn.receive(data)
+        except h2wire.H2ProtocolError as e:
+            self._flush()
+            self._failed(self.now, f"bad HTTP/2 response: {e}")
             return
-        done = False
-        for ev in events:
-            if isinstance(ev, ResponseReceived) and ev.stream_id == self.stream:
-                for k, v in ev.headers or ():
-                    if k == b":status":
-                        self.code = int(v)
-            elif isinstance(ev, DataReceived):
-                if ev.stream_id == self.stream and ev.data is not None:
-                    self.size += len(ev.data)
-                conn.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
-            elif isinstance(ev, StreamEnded) and ev.stream_id == self.stream:
-                done = True
-            elif isinstance(ev, StreamReset) and ev.stream_id == self.stream:
-                self._flush()
-                self._failed(now, f"stream reset: {ev.error_code!r}")
-                return
-            elif isinstance(ev, ConnectionTerminated):
-                self._failed(now, f"GOAWAY: {ev.error_code!r}")
-                return
-        if done and self.t0:
-            # The next call (if due now) leaves in the same write as the window updates.
-            self._complete(now)
         self._flush()
+
+    # -- h2wire.Handler
+    def h2_headers(self, sid: int, headers: list[tuple[bytes, bytes]], end: bool) -> None:
+        if sid != self.stream:
+            return
+        for k, v in headers:
+            if k == b":status":
+                code = int(v)
+                if code >= 200 or not self.code:
+                    self.code = code
+                break
+        if end:
+            self._complete(self.now)
+
+    def h2_data(self, sid: int, data: bytes, end: bool) -> None:
+        if sid != self.stream:
+            return
+        self.size += len(data)
+        if end:
+            self._complete(self.now)
+
+    def h2_reset(self, sid: int, code: int) -> None:
+        if sid == self.stream and self.t0:
+            self._failed(self.now, f"stream reset: {h2wire.error_name(code)}")
+
+    def h2_goaway(self, code: int, last_sid: int) -> None:
+        if self.stream > last_sid and self.t0:
+            self._failed(self.now, f"GOAWAY: {h2wire.error_name(code)}")
+
+    def h2_window(self) -> None:
+        pass
 
     def _complete(self, now: int) -> None:
         code, size = self.code, self.size
         t0 = self.t0
         self.t0 = 0
         self.stream = 0
+        if not t0:
+            return
         if self.warmup is not None:
             self.warmup.set_result(http_warmup(code))
             return
         self.w.record(now - t0, code, size, 0)
+        # The next call (if due now) leaves in the same write as anything just queued.
         self.next_call(now)
 
     def _flush(self) -> None:
-        if self.conn is not None and self.transport is not None:
-            out = self.conn.data_to_send()
-            if out:
-                self.transport.write(out)
+        conn, t = self.conn, self.transport
+        if conn is not None and t is not None and conn.out:
+            t.write(conn.take())
 
     # -- calls
     def send(self) -> None:
         self.t0 = _now()
-        if self.transport is not None and not self.transport.is_closing():
-            self._request()
-            return
+        t = self.transport
+        if t is not None and not t.is_closing() and self.conn is not None:
+            if self._request():
+                return
         self._drop()
         self.start_connect()
 
-    def _request(self) -> None:
+    def _request(self) -> bool:
+        """Open a stream for the call; False when this connection can take no new stream
+        (ids used up, GOAWAY): the caller reconnects."""
         conn = self.conn
         assert conn is not None
         self.code = self.size = 0
-        try:
-            sid = conn.get_next_available_stream_id()
-            conn.send_headers(sid, self.headers, end_stream=not self.body)
-            if self.body:
-                # Bodies above the peer's window would wait for WINDOW_UPDATE; -payload-size
-                # is capped at 256 KiB and servers open their window wide, so send at once.
-                conn.send_data(sid, self.body, end_stream=True)
-        except H2Error as e:
-            self._failed(_now(), f"HTTP/2: {e}")
-            return
+        sid = conn.new_stream()
+        if not sid:
+            return False
+        body = self.body
+        conn.send_headers(sid, self.block, end=not body)
+        if body:
+            # Bodies above the peer's window wait in the connection for WINDOW_UPDATE.
+            conn.send_data(sid, body, end=True)
         self.stream = sid
         self._flush()
+        return True
 
     def _connected(self) -> None:
-        self._request()
+        if not self._request():
+            self._failed(_now(), "HTTP/2: the new connection refused a stream")
 
     def _reset(self) -> None:
-        self.stream = 0
+        self.stream = 0  # the connection is dropped next (fortio's client does the same)
 
     def _drop(self) -> None:
         self.conn = None
