@@ -231,8 +231,11 @@ class Connection:
         out = self.out
         window = self.windows.get(sid, 0)
         while True:
-            room = min(len(data), self.conn_window, window, self.peer_max_frame)
-            if room <= 0 and data:
+            avail = min(self.conn_window, window)
+            room = min(len(data), avail, self.peer_max_frame)
+            # Nothing flow-controlled goes while a window is not positive, not even an empty
+            # DATA carrying END_STREAM once a window went negative (RFC 9113 section 6.9.2).
+            if room <= 0 and (data or avail < 0):
                 self.pending[sid] = (data, end)
                 self.windows[sid] = window
                 return
@@ -316,14 +319,16 @@ class Connection:
                 payload = payload[5:]
             self._header_block(sid, payload, bool(flags & END_STREAM), bool(flags & END_HEADERS))
         elif ftype == CONTINUATION:
-            if sid != self.headers_sid:
+            if not self.headers_sid or sid != self.headers_sid:
                 raise H2ProtocolError(PROTOCOL_ERROR, "unexpected CONTINUATION")
             self.headers_sid = 0
             self._header_block(sid, payload, self.headers_end, bool(flags & END_HEADERS))
         elif ftype == SETTINGS:
             if flags & ACK:
                 return
-            if len(payload) % 6 or sid:
+            if sid:
+                raise H2ProtocolError(PROTOCOL_ERROR, "SETTINGS on a stream")
+            if len(payload) % 6:
                 raise H2ProtocolError(FRAME_SIZE_ERROR, "bad SETTINGS frame")
             for i in range(0, len(payload), 6):
                 self._setting(*_SETTING.unpack_from(payload, i))
@@ -334,28 +339,43 @@ class Connection:
                 raise H2ProtocolError(FRAME_SIZE_ERROR, "bad WINDOW_UPDATE frame")
             inc = _U32.unpack(payload)[0] & MAX_WINDOW
             if sid == 0:
+                if not inc:
+                    raise H2ProtocolError(PROTOCOL_ERROR, "WINDOW_UPDATE of 0")
                 self.conn_window += inc
                 if self.conn_window > MAX_WINDOW:
                     raise H2ProtocolError(FLOW_CONTROL_ERROR, "connection window overflow")
             elif sid in self.windows:
-                self.windows[sid] += inc
+                window = self.windows[sid] + inc
+                if not inc or window > MAX_WINDOW:
+                    # A stream error (section 6.9): that stream ends, the connection goes on.
+                    self.reset(sid, PROTOCOL_ERROR if not inc else FLOW_CONTROL_ERROR)
+                    self.handler.h2_reset(sid, FLOW_CONTROL_ERROR)
+                    return
+                self.windows[sid] = window
             else:
                 return
             if self.pending:
                 self._resume()
             self.handler.h2_window()
         elif ftype == PING:
+            if sid:
+                raise H2ProtocolError(PROTOCOL_ERROR, "PING on a stream")
             if len(payload) != 8:
                 raise H2ProtocolError(FRAME_SIZE_ERROR, "bad PING frame")
             if not flags & ACK:
                 self.out += frame(PING, ACK, 0, payload)
         elif ftype == RST_STREAM:
+            if not sid:
+                raise H2ProtocolError(PROTOCOL_ERROR, "RST_STREAM on stream 0")
             if len(payload) != 4:
                 raise H2ProtocolError(FRAME_SIZE_ERROR, "bad RST_STREAM frame")
-            if sid in self.open:
+            # Open either way: the peer still sending, or we still sending (half-closed).
+            if sid in self.open or sid in self.windows:
                 self._forget(sid)
                 self.handler.h2_reset(sid, _RST.unpack(payload)[0])
         elif ftype == GOAWAY:
+            if sid:
+                raise H2ProtocolError(PROTOCOL_ERROR, "GOAWAY on a stream")
             if len(payload) < 8:
                 raise H2ProtocolError(FRAME_SIZE_ERROR, "bad GOAWAY frame")
             # Streams up to ``last`` still complete (a graceful drain); no new ones here.

@@ -12,6 +12,7 @@ The package has fortio's shape, one module per responsibility, dependencies poin
     procs    one event loop in this process, or several worker processes
     worker   one loop's threads, their schedule (meshperf.clock) and their Stats
     http1    the HTTP/1.1 client connection
+    h2, grpcload, tcp  the HTTP/2, gRPC and TCP clients (HTTP/2 itself: meshperf.h2wire)
     result   the merged fortio result and the human summary
     options  LoadOptions, Target and fortio's CallPlan (a leaf)
 
