@@ -241,11 +241,7 @@ def test_request_headers_decode_exactly_and_response_reaches_handler() -> None:
 
 
 def test_headers_only_response_with_end_stream() -> None:
-    p = Pair()
-    p.pump()
-    sid = p.ours.new_stream()
-    p.ours.send_headers(sid, h2wire.encode_headers(REQUEST), end=True)
-    p.pump()
+    p = _with_gets(1)
     p.peer.send_headers(1, [(b":status", b"204")], end_stream=True)
     p.pump()
     assert p.rec.events == [("headers", 1, [(b":status", b"204")], True)]
@@ -477,11 +473,8 @@ def test_peer_concurrency_limit() -> None:
 def test_twenty_megabyte_response_never_stalls() -> None:
     """20 MB is beyond the 16 MiB stream window we advertise: we must give window back."""
     total = 20 * 1024 * 1024
-    p = Pair()
-    p.pump()
-    sid = p.ours.new_stream()
-    p.ours.send_headers(sid, h2wire.encode_headers(REQUEST), end=True)
-    p.pump()
+    p = _with_gets(1)
+    sid = 1
     p.peer.send_headers(sid, [(b":status", b"200")])
     chunk = pattern(16384, seed=5)
     sent = 0
@@ -544,11 +537,8 @@ def test_large_header_block_in_one_frame_when_peer_allows() -> None:
 
 
 def test_large_response_header_block_from_h2() -> None:
-    p = Pair()
-    p.pump()
-    sid = p.ours.new_stream()
-    p.ours.send_headers(sid, h2wire.encode_headers(REQUEST), end=True)
-    p.pump()
+    p = _with_gets(1)
+    sid = 1
     response = [(b":status", b"200"), (b"x-big", pattern(40_000).hex()[:40_000].encode())]
     p.peer.send_headers(sid, response, end_stream=True)
     p.pump()
@@ -593,13 +583,19 @@ def test_settings_are_acknowledged_and_applied() -> None:
     assert [p.ours.new_stream() for _ in range(3)] == [1, 3, 0]
 
 
-def test_rst_stream_from_h2_reaches_handler() -> None:
+def _with_gets(n: int) -> Pair:
+    """A pair past its prefaces with ``n`` GET streams (1, 3, ...) sent to h2."""
     p = Pair()
     p.pump()
     block = h2wire.encode_headers(REQUEST)
-    for _ in range(2):
+    for _ in range(n):
         p.ours.send_headers(p.ours.new_stream(), block, end=True)
     p.pump()
+    return p
+
+
+def test_rst_stream_from_h2_reaches_handler() -> None:
+    p = _with_gets(2)
     p.peer.reset_stream(3, E_CANCEL)
     p.pump()
     assert p.rec.events == [("reset", 3, E_CANCEL)]
@@ -610,12 +606,7 @@ def test_rst_stream_from_h2_reaches_handler() -> None:
 
 
 def test_goaway_from_h2_reaches_handler_and_stops_new_streams() -> None:
-    p = Pair()
-    p.pump()
-    block = h2wire.encode_headers(REQUEST)
-    for _ in range(3):
-        p.ours.send_headers(p.ours.new_stream(), block, end=True)
-    p.pump()
+    p = _with_gets(3)
     p.peer.close_connection(
         error_code=E_ENHANCE_YOUR_CALM, additional_data=b"slow down", last_stream_id=3
     )
@@ -640,11 +631,8 @@ def test_goaway_no_error_last_stream_id() -> None:
 
 
 def test_padded_data_from_h2() -> None:
-    p = Pair()
-    p.pump()
-    sid = p.ours.new_stream()
-    p.ours.send_headers(sid, h2wire.encode_headers(REQUEST), end=True)
-    p.pump()
+    p = _with_gets(1)
+    sid = 1
     p.peer.send_headers(sid, [(b":status", b"200")])
     p.peer.send_data(sid, b"padded payload", pad_length=37)
     p.peer.send_data(sid, b"", end_stream=True, pad_length=0)
@@ -700,6 +688,22 @@ def _goaways(c: h2wire.Connection, *, preface: bool) -> list[tuple[int, int]]:
     return [struct.unpack(">LL", pl[:8]) for t, _, s, pl in frames if t == T_GOAWAY and s == 0]
 
 
+def _client() -> tuple[h2wire.Connection, int]:
+    """A client connection with one stream open and its preface already taken."""
+    c = h2wire.Connection(Recorder(), client=True)
+    sid = c.new_stream()
+    c.take()
+    return c, sid
+
+
+def _expect_connection_error(c: h2wire.Connection, data: bytes, code: int) -> None:
+    """``data`` is a connection error ``code``: raised, and a GOAWAY naming it queued."""
+    with pytest.raises(h2wire.H2ProtocolError) as e:
+        c.receive(data)
+    assert e.value.code == code
+    assert _goaways(c, preface=False) == [(0, code)]
+
+
 @pytest.mark.parametrize(
     "data",
     [
@@ -710,10 +714,7 @@ def _goaways(c: h2wire.Connection, *, preface: bool) -> list[tuple[int, int]]:
 )
 def test_bad_preface_to_server_role(data: bytes) -> None:
     c = h2wire.Connection(Recorder(), client=False)
-    with pytest.raises(h2wire.H2ProtocolError) as e:
-        c.receive(data)
-    assert e.value.code == E_PROTOCOL
-    assert _goaways(c, preface=False) == [(0, E_PROTOCOL)]
+    _expect_connection_error(c, data, E_PROTOCOL)
 
 
 def test_partial_good_preface_waits() -> None:
@@ -726,15 +727,10 @@ def test_partial_good_preface_waits() -> None:
 
 
 def test_frame_longer_than_16384_is_frame_size_error() -> None:
-    c = h2wire.Connection(Recorder(), client=True)
-    sid = c.new_stream()
-    c.take()
+    c, sid = _client()
     # The header alone says too much: no need to wait for the payload.
     header = (16385).to_bytes(3, "big") + bytes([T_DATA, 0]) + sid.to_bytes(4, "big")
-    with pytest.raises(h2wire.H2ProtocolError) as e:
-        c.receive(header)
-    assert e.value.code == E_FRAME_SIZE
-    assert _goaways(c, preface=False) == [(0, E_FRAME_SIZE)]
+    _expect_connection_error(c, header, E_FRAME_SIZE)
 
 
 def test_frame_of_exactly_16384_is_accepted() -> None:
@@ -750,44 +746,32 @@ def test_frame_of_exactly_16384_is_accepted() -> None:
 
 
 def test_push_promise_is_protocol_error() -> None:
-    c = h2wire.Connection(Recorder(), client=True)
-    sid = c.new_stream()
-    c.take()
+    c, sid = _client()
     block = h2wire.encode_headers(REQUEST)
-    with pytest.raises(h2wire.H2ProtocolError) as e:
-        c.receive(h2wire.frame(T_PUSH, F_END_HEADERS, sid, struct.pack(">L", 2) + block))
-    assert e.value.code == E_PROTOCOL
-    assert _goaways(c, preface=False) == [(0, E_PROTOCOL)]
+    _expect_connection_error(
+        c, h2wire.frame(T_PUSH, F_END_HEADERS, sid, struct.pack(">L", 2) + block), E_PROTOCOL
+    )
 
 
 def test_continuation_without_headers_is_protocol_error() -> None:
-    c = h2wire.Connection(Recorder(), client=True)
-    sid = c.new_stream()
-    c.take()
-    with pytest.raises(h2wire.H2ProtocolError) as e:
-        c.receive(raw_frame(T_CONTINUATION, F_END_HEADERS, sid, b"\x88"))
-    assert e.value.code == E_PROTOCOL
-    assert _goaways(c, preface=False) == [(0, E_PROTOCOL)]
+    c, sid = _client()
+    _expect_connection_error(c, raw_frame(T_CONTINUATION, F_END_HEADERS, sid, b"\x88"), E_PROTOCOL)
 
 
 def test_continuation_on_stream_zero_is_protocol_error() -> None:
     c = h2wire.Connection(Recorder(), client=True)
     c.take()
-    with pytest.raises(h2wire.H2ProtocolError) as e:
-        c.receive(raw_frame(T_CONTINUATION, F_END_HEADERS, 0, b"\x88"))
-    assert e.value.code == E_PROTOCOL
-    assert _goaways(c, preface=False) == [(0, E_PROTOCOL)]
+    _expect_connection_error(c, raw_frame(T_CONTINUATION, F_END_HEADERS, 0, b"\x88"), E_PROTOCOL)
 
 
 def test_header_block_interrupted_is_protocol_error() -> None:
-    c = h2wire.Connection(Recorder(), client=True)
-    sid = c.new_stream()
-    c.take()
+    c, sid = _client()
     block = h2wire.encode_headers([(b":status", b"200"), (b"x", b"y")])
-    with pytest.raises(h2wire.H2ProtocolError) as e:
-        c.receive(raw_frame(T_HEADERS, 0, sid, block[:3]) + raw_frame(T_PING, 0, 0, b"01234567"))
-    assert e.value.code == E_PROTOCOL
-    assert _goaways(c, preface=False) == [(0, E_PROTOCOL)]
+    _expect_connection_error(
+        c,
+        raw_frame(T_HEADERS, 0, sid, block[:3]) + raw_frame(T_PING, 0, 0, b"01234567"),
+        E_PROTOCOL,
+    )
 
 
 def test_continuation_on_another_stream_is_protocol_error() -> None:
@@ -804,9 +788,7 @@ def test_continuation_on_another_stream_is_protocol_error() -> None:
 
 
 def test_bad_padding_is_protocol_error() -> None:
-    c = h2wire.Connection(Recorder(), client=True)
-    sid = c.new_stream()
-    c.take()
+    c, sid = _client()
     with pytest.raises(h2wire.H2ProtocolError) as e:
         c.receive(raw_frame(T_DATA, F_PADDED, sid, bytes([4]) + b"abc"))  # 4 >= 4 bytes
     assert e.value.code == E_PROTOCOL
@@ -1001,10 +983,7 @@ def test_connection_level_misuse_is_protocol_error(ftype: int, sid: int, payload
     c = h2wire.Connection(Recorder(), client=True)
     c.new_stream()
     c.take()
-    with pytest.raises(h2wire.H2ProtocolError) as e:
-        c.receive(raw_frame(ftype, 0, sid, payload))
-    assert e.value.code == E_PROTOCOL
-    assert _goaways(c, preface=False) == [(0, E_PROTOCOL)]
+    _expect_connection_error(c, raw_frame(ftype, 0, sid, payload), E_PROTOCOL)
 
 
 def test_stream_window_overflow_resets_only_that_stream() -> None:
