@@ -146,3 +146,27 @@ def test_h2_over_tls_negotiates_h2_by_alpn(h2_tls_server: tuple[int, Path]) -> N
     res, _ = load("-h2", "-cacert", str(ca), "-c", "2", "-n", "6", url)
     assert res["RetCodes"] == {"200": 6} and res["H2"] is True
     assert res["Sizes"]["Min"] == res["Sizes"]["Max"] == 50
+
+
+def test_h2load_with_small_windows_gets_whole_bodies(server: ProtoServer, tmp_path: Path) -> None:
+    """Flow control against a real peer, both ways: h2load's windows at 1023 bytes per stream
+    and 65535 per connection (``-w 10 -W 16``) hold back the server's 100 kB replies, and a
+    300 kB POST body (``-d``) is echoed back whole through the same small windows."""
+    body = tmp_path / "body.bin"
+    body.write_bytes(bytes(range(256)) * 1172)  # 300,032 bytes
+    runs = [
+        (["-n", "40", "-c", "2", "-m", "4"], "/echo?size=100000", 40 * 100_000),
+        (["-n", "6", "-c", "1", "-m", "3", "-d", str(body)], "/echo", 6 * 300_032),
+    ]
+    for flags, path, want in runs:
+        p = subprocess.run(
+            [h2load(), "-w", "10", "-W", "16", *flags, server.url(path)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert p.returncode == 0, p.stderr
+        n = flags[1]
+        assert re.search(rf"requests: {n} total, {n} started, {n} done, {n} succeeded", p.stdout)
+        data = re.search(r"\((\d+)\) data", p.stdout)
+        assert data and int(data.group(1)) == want, p.stdout
