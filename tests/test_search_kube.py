@@ -5,7 +5,7 @@ of a fortio that answers slowly past it."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -25,23 +25,30 @@ def fk() -> Iterator[FakeKube]:
         yield f
 
 
-def test_find_max_in_the_client_pod(
-    fk: FakeKube, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def knee_fortio(fk: FakeKube, pods: int) -> Callable[[ExecCall], ExecReply]:
+    """A fake ``fortio load`` in each of ``pods`` client pods (16 connections in all): p99
+    1 ms while the step's total rate is at most KNEE, 6 ms above it; every rate achieved."""
+
     def fortio(call: ExecCall) -> ExecReply:
         if call.argv[:2] != ["fortio", "load"]:
             return fk.default_exec(call)
         argv = call.argv
-        qps = float(argv[argv.index("-qps") + 1])
-        tail = 0.001 if qps <= KNEE else 0.006
+        qps = float(argv[argv.index("-qps") + 1])  # this pod's share of the step's rate
+        tail = 0.001 if pods * qps <= KNEE else 0.006
         doc = fortio_data.http_result(
-            [0.0005] * 98 + [tail] * 2, qps=qps, threads=16, duration_s=100,
+            [0.0005] * 98 + [tail] * 2, qps=qps, threads=16 // pods, duration_s=100,
             labels=argv[argv.index("-labels") + 1],
         )  # fmt: skip
         doc["ActualQPS"] = qps
         return ExecReply(stdout=fortiojson.dumps(doc).encode())
 
-    fk.exec_handler = fortio
+    return fortio
+
+
+def test_find_max_in_the_client_pod(
+    fk: FakeKube, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    fk.exec_handler = knee_fortio(fk, pods=1)
     out = tmp_path / "results"
     code = runner.main([
         "16", "0", "100", "--baseline", "--no-clientsidecar", "--find-max", "--slo",
@@ -68,20 +75,7 @@ def test_find_max_from_two_client_pods(
 
     pods = add_client_pods(fk, 2)
 
-    def fortio(call: ExecCall) -> ExecReply:
-        if call.argv[:2] != ["fortio", "load"]:
-            return fk.default_exec(call)
-        argv = call.argv
-        qps = float(argv[argv.index("-qps") + 1])  # this pod's half of the step's rate
-        tail = 0.001 if 2 * qps <= KNEE else 0.006
-        doc = fortio_data.http_result(
-            [0.0005] * 98 + [tail] * 2, qps=qps, threads=8, duration_s=100,
-            labels=argv[argv.index("-labels") + 1],
-        )  # fmt: skip
-        doc["ActualQPS"] = qps
-        return ExecReply(stdout=fortiojson.dumps(doc).encode())
-
-    fk.exec_handler = fortio
+    fk.exec_handler = knee_fortio(fk, pods=2)
     out = tmp_path / "results"
     code = runner.main([
         "16", "0", "100", "--baseline", "--no-clientsidecar", "--find-max", "--slo",
