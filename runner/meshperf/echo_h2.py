@@ -114,9 +114,6 @@ class H2Echo(asyncio.Protocol):
     def h2_goaway(self, code: int, last_sid: int) -> None:
         pass  # the client is leaving; streams in flight still get their replies
 
-    def h2_window(self) -> None:
-        pass  # h2wire sends what flow control held back by itself
-
     def _answer(self, sid: int) -> None:
         st = self.streams.pop(sid, None)
         if st is None:

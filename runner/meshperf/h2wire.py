@@ -149,13 +149,12 @@ class Handler(Protocol):
     def h2_data(self, sid: int, data: bytes, end: bool) -> None: ...
     def h2_reset(self, sid: int, code: int) -> None: ...
     def h2_goaway(self, code: int, last_sid: int) -> None: ...
-    def h2_window(self) -> None: ...
 
 
 class Connection:
     """One HTTP/2 connection, either side. ``open`` holds the streams still expecting frames
-    from the peer; ``send_data`` queues what flow control holds back and ``h2_window`` says
-    when more may go."""
+    from the peer; ``send_data`` queues what flow control holds back and sends it by itself
+    once the peer's WINDOW_UPDATE or SETTINGS make room."""
 
     def __init__(self, handler: Handler, client: bool) -> None:
         self.handler = handler
@@ -333,7 +332,6 @@ class Connection:
             for i in range(0, len(payload), 6):
                 self._setting(*_SETTING.unpack_from(payload, i))
             self.out += frame(SETTINGS, ACK, 0)
-            self.handler.h2_window()
         elif ftype == WINDOW_UPDATE:
             if len(payload) != 4:
                 raise H2ProtocolError(FRAME_SIZE_ERROR, "bad WINDOW_UPDATE frame")
@@ -356,7 +354,6 @@ class Connection:
                 return
             if self.pending:
                 self._resume()
-            self.handler.h2_window()
         elif ftype == PING:
             if sid:
                 raise H2ProtocolError(PROTOCOL_ERROR, "PING on a stream")

@@ -157,9 +157,6 @@ class GrpcConnection(asyncio.Protocol):
             del self.streams[c.stream]
             c.fail(self.now, f"GOAWAY {h2wire.error_name(code)}")
 
-    def h2_window(self) -> None:
-        pass
-
     # -- calls
     def call(self, caller: GrpcCaller) -> None:
         conn = self.conn

@@ -116,9 +116,6 @@ class H2Caller(ConnCaller):
         if self.stream > last_sid and self.t0:
             self._failed(self.now, f"GOAWAY: {h2wire.error_name(code)}")
 
-    def h2_window(self) -> None:
-        pass
-
     def _complete(self, now: int) -> None:
         code, size = self.code, self.size
         t0 = self.t0
